@@ -1,0 +1,125 @@
+"""Decoded control messages (figures 2B, 2C and 2D of the patent).
+
+One logical message type, *info*, carries the sender's host entry, what it
+knows of the other hosts, the service-address table and, when the sender is
+the leader, acquire/release commands. The patent's separate acquire and
+release messages are the ``commands`` records of an info message: an info
+that carries commands is sent at once, outside the heartbeat cadence, and
+the leader repeats a command in every info until the target's own info shows
+that it was obeyed (or the command times out). See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from rais.core.addr import Addr
+
+
+class AddrState(IntEnum):
+    """State of a service address on the host that serves it (figure 2D)."""
+
+    ACQUIRING = 1
+    ONLINE = 2
+    RELEASING = 3
+
+
+class Op(IntEnum):
+    """A leader's command to one host."""
+
+    ACQUIRE = 1
+    RELEASE = 2
+
+
+# Bits of HostEntry.flags on the wire; HostEntry keeps them as booleans.
+FLAG_OK = 0x01
+FLAG_QUIESCED = 0x02
+FLAG_OBSERVER = 0x04
+FLAG_LEAVING = 0x08
+FLAG_SETTLED = 0x10
+
+
+@dataclass(frozen=True, slots=True)
+class HostEntry:
+    """The sender's own host information entry (figure 2C)."""
+
+    id: Addr
+    control: tuple[Addr, ...]
+    ok: bool
+    quiesced: bool
+    observer: bool
+    leaving: bool
+    settled: bool
+    load: int
+    capacity: int
+    preferred: Addr | None
+    prefixlen: int
+    served: tuple[tuple[Addr, AddrState], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAge:
+    """What the sender knows of another host: its id, how long ago it was last
+    heard (milliseconds, capped at 65535) and whether the sender counts it live."""
+
+    id: Addr
+    age_ms: int
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TableEntry:
+    """One row of the service-address table (figure 2D, 'last served by the
+    preferred host'): ``orphan_ms`` is the time left on the orphan countdown in
+    milliseconds; NOT_ORPHANED means the preferred host serves it now."""
+
+    address: Addr
+    prefixlen: int
+    preferred: Addr
+    orphan_ms: int
+
+
+NOT_ORPHANED = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Acquire or release ``address`` on host ``target`` (figures 4B, 4C)."""
+
+    op: Op
+    target: Addr
+    address: Addr
+    prefixlen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A whole info message, once reassembled from its datagrams."""
+
+    entry: HostEntry
+    peers: tuple[PeerAge, ...]
+    table: tuple[TableEntry, ...]
+    commands: tuple[Command, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One authenticated datagram as the decoder returns it.
+
+    A message that does not fit in one datagram is split into ``parts``
+    datagrams with consecutive sequence numbers; ``part`` counts from 0. A
+    single-part datagram arrives parsed (``message``); a part of a larger
+    message arrives as its raw ``chunk`` of the message body, which the
+    receiver reassembles and then parses with ``wire.decode_body``.
+    """
+
+    group_tag: int
+    sender: Addr
+    epoch: int
+    seq: int
+    part: int
+    parts: int
+    message: Message | None
+    chunk: bytes
+    size: int

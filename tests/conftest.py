@@ -1,0 +1,34 @@
+"""Shared pytest options.
+
+--slow          also run the long runs (1,000 simulator seeds and the like)
+--fuzz-count N  number of random and mutated inputs for the wire decoder fuzz test
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False, help="run slow tests")
+    parser.addoption(
+        "--fuzz-count",
+        action="store",
+        type=int,
+        default=20_000,
+        help="inputs for the wire fuzz test (the full run uses 1000000)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def fuzz_count(request: pytest.FixtureRequest) -> int:
+    return int(request.config.getoption("--fuzz-count"))
