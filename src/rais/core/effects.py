@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from rais.core.addr import Addr
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     """Everything the core reports as having happened (the patent's six traps first)."""
 
     ACQUIRED = "acquired"

@@ -1,0 +1,129 @@
+"""The service-address table and its orphan countdowns (figure 2D, patent p. 7).
+
+Every host keeps the table; the leader's copy is authoritative and travels in
+its info messages, so a new leader inherits the countdowns instead of
+restarting them. A row exists for every *valid* service address. A service
+address that is not served by its preferred host is an orphan: its countdown
+runs from the last time the preferred host was seen serving it and, once it
+has run for ``orphan_timeout``, the address is invalid: the row goes and the
+address is remembered as expired. An expired address becomes valid again only
+when its preferred host returns, that is when that host is live, OK and not
+quiesced (the leader then assigns it to that host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rais.core.addr import Addr
+from rais.core.messages import NOT_ORPHANED, AddrState, HostEntry, TableEntry
+
+
+@dataclass(slots=True)
+class AddrRow:
+    address: Addr
+    prefixlen: int
+    preferred: Addr
+    deadline: float | None
+    """When the orphan countdown runs out; None while the preferred host serves it."""
+
+
+def _serves_own(entry: HostEntry) -> bool:
+    pref = entry.preferred
+    return any(a == pref and s == AddrState.ONLINE for a, s in entry.served)
+
+
+class AddressTable:
+    __slots__ = ("_next", "_stale", "expired", "orphan_timeout", "rows")
+
+    def __init__(self, orphan_timeout: float) -> None:
+        self.orphan_timeout = orphan_timeout
+        self.rows: dict[Addr, AddrRow] = {}
+        self.expired: dict[Addr, Addr] = {}
+        self._next: float | None = None
+        self._stale = False
+
+    def observe(self, now: float, entry: HostEntry) -> None:
+        """Take in a live host's own entry: its preferred address and whether it serves it."""
+        pref = entry.preferred
+        if pref is None or entry.observer:
+            return
+        row = self.rows.get(pref)
+        if row is None:
+            if pref in self.expired:
+                if not entry.ok or entry.quiesced or entry.leaving:
+                    return
+                del self.expired[pref]
+            row = AddrRow(pref, entry.prefixlen, entry.id, now + self.orphan_timeout)
+            self.rows[pref] = row
+            self._stale = True
+        elif row.preferred != entry.id:
+            # Two hosts claim the same preferred address: the lower id wins the row.
+            if len(entry.id) > len(row.preferred) or (
+                len(entry.id) == len(row.preferred) and entry.id > row.preferred
+            ):
+                return
+            row.preferred = entry.id
+        row.prefixlen = entry.prefixlen
+        if _serves_own(entry):
+            if row.deadline is not None:
+                row.deadline = None
+                self._stale = True
+        elif row.deadline is None:
+            row.deadline = now + self.orphan_timeout
+            self._stale = True
+
+    def preferred_gone(self, now: float, entry: HostEntry, last_heard: float) -> None:
+        """The preferred host of a row went silent or left: start its countdown from
+        the last time it was heard (serving it, if it was)."""
+        pref = entry.preferred
+        if pref is None:
+            return
+        row = self.rows.get(pref)
+        if row is not None and row.preferred == entry.id and row.deadline is None:
+            row.deadline = last_heard + self.orphan_timeout
+            self._stale = True
+
+    def merge(self, now: float, table: tuple[TableEntry, ...]) -> None:
+        """Inherit the leader's rows and countdowns."""
+        self._stale = True
+        for te in table:
+            row = self.rows.get(te.address)
+            deadline = None if te.orphan_ms == NOT_ORPHANED else now + te.orphan_ms / 1000.0
+            if row is None:
+                if te.address in self.expired:
+                    continue
+                self.rows[te.address] = AddrRow(te.address, te.prefixlen, te.preferred, deadline)
+            elif row.deadline is not None and deadline is not None:
+                # Both see an orphan: take the leader's countdown. A row this host
+                # sees served by its preferred host keeps its own, fresher view.
+                row.deadline = deadline
+
+    def next_deadline(self) -> float | None:
+        if self._stale:
+            best: float | None = None
+            for row in self.rows.values():
+                d = row.deadline
+                if d is not None and (best is None or d < best):
+                    best = d
+            self._next = best
+            self._stale = False
+        return self._next
+
+    def expire(self, now: float) -> list[AddrRow]:
+        """Invalidate the orphans whose countdown ran out; return them."""
+        gone = [r for r in self.rows.values() if r.deadline is not None and r.deadline <= now]
+        self._stale = True
+        for row in gone:
+            del self.rows[row.address]
+            self.expired[row.address] = row.preferred
+        return gone
+
+    def to_wire(self, now: float) -> tuple[TableEntry, ...]:
+        """The rows whose countdown runs (the others are implied by the hosts' entries)."""
+        out: list[TableEntry] = []
+        for row in self.rows.values():
+            if row.deadline is not None:
+                ms = max(0, min(NOT_ORPHANED - 1, int((row.deadline - now) * 1000)))
+                out.append(TableEntry(row.address, row.prefixlen, row.preferred, ms))
+        return tuple(out)

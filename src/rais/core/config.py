@@ -1,0 +1,56 @@
+"""The parameters one core instance (one host in one service group) runs with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rais.core.addr import Addr, fmt
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Frozen settings of one host in one service group.
+
+    Times are in seconds. ``control[0]`` is the host id. ``keys[0]`` signs
+    outgoing datagrams; every key in ``keys`` is accepted (key rotation).
+    """
+
+    group: str
+    control: tuple[Addr, ...]
+    keys: tuple[bytes, ...]
+    heartbeat: float = 0.1
+    timeout: float = 0.3
+    preferred: Addr | None = None
+    prefixlen: int = 0
+    observer: bool = False
+    orphan_timeout: float = 86400.0
+    announce_interval: float = 10.0
+    command_timeout: float = 0.0
+    """How long the leader waits for a command to show in the target's info before
+    it decides again; 0 means ``timeout``."""
+    peers_per_message: int = 32
+    max_datagram: int = 1400
+
+    def __post_init__(self) -> None:
+        if not self.control:
+            raise ValueError("a host needs at least one control address")
+        if not self.keys or any(not k for k in self.keys):
+            raise ValueError("at least one non-empty key is needed")
+        if self.heartbeat <= 0:
+            raise ValueError("heartbeat must be positive")
+        if self.timeout <= self.heartbeat:
+            raise ValueError("timeout must be above the heartbeat")
+        if self.preferred is not None:
+            limit = 32 if len(self.preferred) == 4 else 128
+            if not 0 < self.prefixlen <= limit:
+                raise ValueError(f"bad prefix length {self.prefixlen} for {fmt(self.preferred)}")
+        if self.observer and self.preferred is not None:
+            raise ValueError("an observer has no preferred address")
+
+    @property
+    def host_id(self) -> Addr:
+        return self.control[0]
+
+    @property
+    def effective_command_timeout(self) -> float:
+        return self.command_timeout if self.command_timeout > 0 else self.timeout

@@ -1,0 +1,193 @@
+"""The leader's control pass (figure 6A, steps 606-610, and its pseudocode).
+
+Built from the live hosts' entries (the leader's own included) and the
+service-address table:
+
+* the control service-address table (figure 6B): for each address, its
+  claimants and their states;
+* the spare list (eligible hosts without a preferred address) and the
+  non-spare eligible list. Eligible = live, OK, not quiesced, not an
+  observer, not leaving.
+
+Per address, in table order:
+
+* a claimant of an address that is not in the table (invalid: unknown or
+  expired) is told to release it;
+* an address with a claimant still acquiring or releasing is left alone;
+* an unserved address goes to its preferred host if that host is eligible,
+  else to a random spare, else to a random non-spare eligible host, else a
+  "cannot assign" event is raised (once, until the situation changes);
+* an address served, but not by its eligible preferred host, is given back
+  (failback), release before acquire: every holder is told to release and
+  the preferred host is told to acquire only once the address is unserved;
+* an address with several claimants keeps the preferred host (if it claims
+  and is not quiesced), else a random claiming spare, else a random
+  claimant; the others are told to release.
+
+Commands stay *pending* until the target's own info shows them obeyed, the
+target is gone, or ``command_timeout`` passes; an address with a pending
+command is not decided again, so a random pick is never second-guessed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rais.core.addr import Addr
+from rais.core.addrtable import AddressTable
+from rais.core.effects import EventKind
+from rais.core.messages import AddrState, Command, HostEntry, Op
+from rais.core.outbox import Outbox
+
+_BUSY = (AddrState.ACQUIRING, AddrState.RELEASING)
+
+
+@dataclass(slots=True)
+class _Pending:
+    commands: list[Command]
+    deadline: float
+
+
+def eligible(entry: HostEntry) -> bool:
+    return entry.ok and not entry.quiesced and not entry.observer and not entry.leaving
+
+
+def _obeyed(cmd: Command, entry: HostEntry) -> bool:
+    for address, state in entry.served:
+        if address == cmd.address:
+            return cmd.op == Op.ACQUIRE or state == AddrState.RELEASING
+    return cmd.op == Op.RELEASE
+
+
+class Controller:
+    """The leader-side state: pending commands and unassignable addresses."""
+
+    __slots__ = ("_cannot", "_pending", "out", "rng")
+
+    def __init__(self, out: Outbox, rng: random.Random) -> None:
+        self.out = out
+        self.rng = rng
+        self._pending: dict[Addr, _Pending] = {}
+        self._cannot: set[Addr] = set()
+
+    def reset(self) -> None:
+        """Leadership lost: forget what was in flight."""
+        self._pending.clear()
+        self._cannot.clear()
+
+    def pending(self) -> tuple[Command, ...]:
+        return tuple(c for p in self._pending.values() for c in p.commands)
+
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def next_deadline(self) -> float | None:
+        if not self._pending:
+            return None
+        return min(p.deadline for p in self._pending.values())
+
+    def observe(self, entry: HostEntry) -> bool:
+        """A host's new info: clear the commands it shows obeyed. True if any cleared."""
+        cleared = False
+        for address in list(self._pending):
+            p = self._pending[address]
+            keep = [c for c in p.commands if c.target != entry.id or not _obeyed(c, entry)]
+            if len(keep) != len(p.commands):
+                cleared = True
+                if keep:
+                    p.commands = keep
+                else:
+                    del self._pending[address]
+        return cleared
+
+    def host_gone(self, host: Addr) -> None:
+        for address in list(self._pending):
+            p = self._pending[address]
+            p.commands = [c for c in p.commands if c.target != host]
+            if not p.commands:
+                del self._pending[address]
+
+    def expire(self, now: float) -> bool:
+        late = [a for a, p in self._pending.items() if p.deadline <= now]
+        for address in late:
+            del self._pending[address]
+        return bool(late)
+
+    def run(
+        self, now: float, hosts: list[HostEntry], table: AddressTable, command_timeout: float
+    ) -> list[Command]:
+        """One control pass; returns the new commands (also recorded as pending)."""
+        by_id = {h.id: h for h in hosts}
+        spares: list[Addr] = []
+        others: list[Addr] = []
+        claims: dict[Addr, list[tuple[Addr, AddrState]]] = {}
+        for h in hosts:
+            if eligible(h):
+                (spares if h.preferred is None else others).append(h.id)
+            for address, state in h.served:
+                claims.setdefault(address, []).append((h.id, state))
+        new: list[Command] = []
+        rows = table.rows
+
+        def command(op: Op, target: Addr, address: Addr, prefixlen: int) -> None:
+            cmd = Command(op, target, address, prefixlen)
+            new.append(cmd)
+            p = self._pending.get(address)
+            if p is None:
+                self._pending[address] = _Pending([cmd], now + command_timeout)
+            else:
+                p.commands.append(cmd)
+
+        for address, claimants in claims.items():
+            if address in rows or address in self._pending:
+                continue
+            for host, state in claimants:
+                if state != AddrState.RELEASING:
+                    command(Op.RELEASE, host, address, 0)
+
+        for address, row in rows.items():
+            if address in self._pending:
+                continue
+            claimants = claims.get(address)
+            pref = by_id.get(row.preferred)
+            pref_ok = pref is not None and pref.preferred == address and eligible(pref)
+            if not claimants:
+                choice: Addr | None
+                if pref_ok:
+                    choice = row.preferred
+                elif spares:
+                    choice = self.rng.choice(spares)
+                elif others:
+                    choice = self.rng.choice(others)
+                else:
+                    choice = None
+                if choice is None:
+                    if address not in self._cannot:
+                        self._cannot.add(address)
+                        self.out.event(EventKind.CANNOT_ASSIGN, address, "no eligible host")
+                    continue
+                self._cannot.discard(address)
+                command(Op.ACQUIRE, choice, address, row.prefixlen)
+                continue
+            self._cannot.discard(address)
+            if any(state in _BUSY for _, state in claimants):
+                continue
+            holders = [host for host, _ in claimants]
+            if pref_ok and row.preferred not in holders:
+                for host in holders:
+                    command(Op.RELEASE, host, address, row.prefixlen)
+                continue
+            if len(holders) > 1:
+                keep = self._keep(row.preferred, holders, by_id)
+                for host in holders:
+                    if host != keep:
+                        command(Op.RELEASE, host, address, row.prefixlen)
+        return new
+
+    def _keep(self, preferred: Addr, holders: list[Addr], by_id: dict[Addr, HostEntry]) -> Addr:
+        pref = by_id.get(preferred)
+        if preferred in holders and pref is not None and not pref.quiesced:
+            return preferred
+        spares = [h for h in holders if by_id[h].preferred is None]
+        return self.rng.choice(spares if spares else holders)

@@ -1,0 +1,381 @@
+"""One host in one service group: the sans-I/O protocol state machine.
+
+Inputs are method calls, each with an explicit ``now`` (seconds, any
+monotonic origin): a datagram received, the timer expiring, a test result, a
+load sample, an action completed, an operator command. Outputs are effects
+(datagrams to send, addresses to acquire, release or announce, events),
+drained with ``effects()``; ``get_timer()`` says when to call
+``handle_timer`` next. Randomness comes from the injected ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from rais.core import wire
+from rais.core.addr import Addr, fmt
+from rais.core.addrtable import AddressTable
+from rais.core.config import CoreConfig
+from rais.core.control import Controller
+from rais.core.effects import Effect, EventKind, Send
+from rais.core.inbox import Inbox
+from rais.core.membership import Membership, can_lead
+from rais.core.messages import AddrState, Command, Datagram, HostEntry, Message, Op, PeerAge
+from rais.core.outbox import Outbox
+from rais.core.served import Served
+
+
+class Core:
+    """The protocol engine of one host in one service group."""
+
+    def __init__(self, config: CoreConfig, *, epoch: int, rng: random.Random, now: float) -> None:
+        self.config = config
+        self.id: Addr = config.host_id
+        self.epoch = epoch & 0xFFFFFFFF
+        self.seq = 0
+        self.group_tag = wire.group_tag(config.group)
+        self.out = Outbox(config.group, self.id)
+        self.out.now = now
+        self.inbox = Inbox(self.id)
+        self.members = Membership(self.id, config.timeout)
+        self.table = AddressTable(config.orphan_timeout)
+        self.served = Served(self.out)
+        self.control = Controller(self.out, rng)
+        self.ok = True
+        self.quiesced = False
+        self.leaving = False
+        self.left = False
+        self.settled = False
+        self.load = 0
+        self.capacity = 0
+        self.started = now
+        self.settle_at = now + config.timeout
+        self.next_heartbeat = now
+        self.next_announce: float | None = None
+        self.sent_datagrams = 0
+        self.sent_bytes = 0
+        self._vias = tuple(range(len(config.control)))
+        self._peer_ids: list[Addr] = []
+        self._peer_offset = 0
+        self._send_info = True
+        self._need_pass = False
+        self._leader: Addr | None = None
+        self.table.observe(now, self.entry())
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def leader(self) -> Addr | None:
+        """The leader as this host sees it (None while nobody can lead)."""
+        return self._leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader == self.id
+
+    def entry(self) -> HostEntry:
+        """This host's own host information entry (figure 2C)."""
+        c = self.config
+        return HostEntry(
+            id=self.id,
+            control=c.control,
+            ok=self.ok,
+            quiesced=self.quiesced or self.leaving,
+            observer=c.observer,
+            leaving=self.left,
+            settled=self.settled,
+            load=self.load,
+            capacity=self.capacity,
+            preferred=c.preferred,
+            prefixlen=c.prefixlen,
+            served=self.served.snapshot(),
+        )
+
+    def drops(self) -> dict[str, int]:
+        """Datagrams dropped, by reason."""
+        return dict(self.inbox.drops)
+
+    # ---------------------------------------------------------------- inputs
+
+    def datagram_received(self, now: float, data: bytes, via: int) -> None:
+        """A datagram arrived on control address ``via``: authenticate and process it."""
+        try:
+            dgram = wire.decode(data, group_tag=self.group_tag, keys=self.config.keys)
+        except wire.DecodeError as exc:
+            self.inbox.drops[exc.reason] += 1
+            return
+        self.receive(now, dgram, via)
+
+    def receive(self, now: float, dgram: Datagram, via: int) -> None:
+        """An authenticated, decoded datagram arrived (the simulator decodes once per send)."""
+        if self.left:
+            return
+        msg = self.inbox.accept(dgram)
+        if msg is None:
+            return
+        if msg.entry.id != dgram.sender:
+            self.inbox.drops["malformed"] += 1
+            return
+        self.out.now = now
+        self._on_message(now, msg)
+        self._finish(now)
+
+    def handle_timer(self, now: float) -> None:
+        if self.left:
+            return
+        self.out.now = now
+        if not self.settled and now >= self.settle_at:
+            self.settled = True
+            self._self_changed(now)
+            self._elect()
+        gone = self.members.expire(now)
+        for host in gone:
+            self._host_gone(now, host, EventKind.HOST_LOST, "timeout")
+        if gone:
+            self._elect()
+        deadline = self.table.next_deadline()
+        if deadline is not None and deadline <= now:
+            for row in self.table.expire(now):
+                if self.is_leader:
+                    self.out.event(EventKind.ORPHAN_EXPIRED, row.address, "orphan timeout")
+            self._need_pass = True
+        if self.is_leader and self.control.expire(now):
+            self._need_pass = True
+        if self.next_announce is not None and now >= self.next_announce:
+            self.served.announce_all()
+            self.next_announce = now + self.config.announce_interval
+        if now >= self.next_heartbeat:
+            self._send_info = True
+            self._need_pass = True
+            self.next_heartbeat += self.config.heartbeat
+            if self.next_heartbeat <= now:
+                self.next_heartbeat = now + self.config.heartbeat
+        self._finish(now)
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` must be called next (None: never)."""
+        if self.left:
+            return None
+        t = self.next_heartbeat
+        for d in (
+            self.members.next_expiry(),
+            self.table.next_deadline(),
+            self.control.next_deadline() if self.is_leader else None,
+            self.next_announce,
+            None if self.settled else self.settle_at,
+        ):
+            if d is not None and d < t:
+                t = d
+        return t
+
+    def test_result(self, now: float, ok: bool, reason: str = "") -> None:
+        """The combined result of this group's tests (fig. 3, steps 305-320)."""
+        if self.left or ok == self.ok:
+            return
+        self.out.now = now
+        self.ok = ok
+        if ok:
+            self.out.event(EventKind.TEST_RECOVERED, None, reason)
+        else:
+            self.out.event(EventKind.TEST_FAILED, None, reason)
+            self.served.release_all()
+        self._self_changed(now)
+        self._finish(now)
+
+    def load_sample(self, now: float, load: int, capacity: int) -> None:
+        """Load and capacity for the next info (unsigned 32-bit, figure 2C)."""
+        self.load = max(0, min(load, 0xFFFFFFFF))
+        self.capacity = max(0, min(capacity, 0xFFFFFFFF))
+
+    def action_done(self, now: float, address: Addr, ok: bool, reason: str = "") -> None:
+        """The acquire or release action on ``address`` finished."""
+        if self.left:
+            return
+        self.out.now = now
+        if self.served.done(address, ok, reason):
+            if self.served.online() and self.next_announce is None:
+                self.next_announce = now + self.config.announce_interval
+            self._self_changed(now)
+            if self.leaving and not self.served.states:
+                self._say_goodbye(now)
+        self._finish(now)
+
+    def quiesce(self, now: float) -> None:
+        self._set_quiesced(now, True)
+
+    def unquiesce(self, now: float) -> None:
+        self._set_quiesced(now, False)
+
+    def leave(self, now: float) -> None:
+        """Graceful leave: release everything, then tell the group (done when ``left``)."""
+        if self.leaving or self.left:
+            return
+        self.out.now = now
+        self.leaving = True
+        self.served.release_all()
+        self._self_changed(now)
+        if not self.served.states:
+            self._say_goodbye(now)
+        self._finish(now)
+
+    def effects(self) -> list[Effect]:
+        """Drain the effects produced so far, in order."""
+        return self.out.drain()
+
+    # -------------------------------------------------------------- internals
+
+    def _set_quiesced(self, now: float, value: bool) -> None:
+        if self.left or self.quiesced == value:
+            return
+        self.out.now = now
+        self.quiesced = value
+        self.out.event(EventKind.QUIESCED if value else EventKind.UNQUIESCED)
+        self._self_changed(now)
+        self._finish(now)
+
+    def _self_changed(self, now: float) -> None:
+        entry = self.entry()
+        self.table.observe(now, entry)
+        if self.is_leader:
+            self.control.observe(entry)
+            self._need_pass = True
+        self._send_info = True
+
+    def _on_message(self, now: float, msg: Message) -> None:
+        entry = msg.entry
+        heard = self.members.heard(now, entry)
+        if heard.joined:
+            if heard.previous is None:
+                self._peer_ids.append(entry.id)
+            self.out.event(EventKind.HOST_JOINED, None, f"host {fmt(entry.id)}")
+        if heard.left:
+            self._host_gone(now, entry.id, EventKind.HOST_LEFT, "left")
+        if heard.changed:
+            if not heard.left:
+                self.table.observe(now, entry)
+            prev = heard.previous
+            if heard.joined or heard.left or prev is None or can_lead(prev) != can_lead(entry):
+                self._elect()
+            if prev is not None and prev.served != entry.served:
+                self._reannounce(prev, entry)
+            if self.is_leader:
+                self._need_pass = True
+        if self.is_leader and self.control.has_pending() and self.control.observe(entry):
+            self._need_pass = True
+        if entry.id == self._leader:
+            if msg.table:
+                self.table.merge(now, msg.table)
+            for cmd in msg.commands:
+                if cmd.target == self.id:
+                    self._obey(now, cmd)
+
+    def _reannounce(self, prev: HostEntry, entry: HostEntry) -> None:
+        """Another host stopped claiming an address this host holds: a duplicate was
+        resolved in our favour, so tell the link again who answers for it."""
+        still = {a for a, _ in entry.served}
+        for address, _ in prev.served:
+            if address not in still and self.served.states.get(address) == AddrState.ONLINE:
+                self.out.announce(address, self.served.prefix[address])
+
+    def _host_gone(self, now: float, host: Addr, kind: EventKind, reason: str) -> None:
+        rec = self.members.records[host]
+        self.out.event(kind, None, f"host {fmt(host)}: {reason}")
+        self.table.preferred_gone(now, rec.entry, rec.last_heard)
+        self.control.host_gone(host)
+        self.inbox.forget(host)
+        self._need_pass = True
+
+    def _elect(self) -> None:
+        old = self._leader
+        new = self.members.elect(self.entry())
+        if new != old:
+            self._leader = new
+            self.out.event(EventKind.LEADER_CHANGED, None, f"leader {fmt(new)}")
+            self.control.reset()
+            if new == self.id:
+                self._need_pass = True
+                self._send_info = True
+
+    def _obey(self, now: float, cmd: Command) -> None:
+        """Figures 4B and 4C: an acquire or release from this host's leader."""
+        if cmd.op == Op.ACQUIRE:
+            if not self.ok or self.quiesced or self.leaving or self.config.observer:
+                return
+            changed = self.served.acquire(cmd.address, cmd.prefixlen)
+        else:
+            changed = self.served.release(cmd.address)
+        if changed:
+            self._self_changed(now)
+
+    def _run_pass(self, now: float) -> None:
+        self._need_pass = False
+        hosts = self.members.live()
+        hosts.append(self.entry())
+        new = self.control.run(now, hosts, self.table, self.config.effective_command_timeout)
+        for cmd in new:
+            if cmd.target == self.id:
+                self._obey(now, cmd)
+            else:
+                self._send_info = True
+        if any(c.target == self.id for c in new):
+            self.control.observe(self.entry())
+
+    def _finish(self, now: float) -> None:
+        for _ in range(3):
+            if not (self._need_pass and self.is_leader and self.settled):
+                break
+            self._run_pass(now)
+        if self._send_info:
+            self._emit_info(now)
+
+    def _emit_info(self, now: float) -> None:
+        self._send_info = False
+        peers = self._peer_page(now)
+        leading = self.is_leader
+        msg = Message(
+            entry=self.entry(),
+            peers=peers,
+            table=self.table.to_wire(now) if leading else (),
+            commands=self.control.pending() if leading else (),
+        )
+        self._transmit(msg)
+
+    def _transmit(self, msg: Message) -> None:
+        c = self.config
+        datagrams, _ = wire.encode(
+            msg,
+            group_tag=self.group_tag,
+            sender=self.id,
+            epoch=self.epoch,
+            seq=self.seq,
+            key=c.keys[0],
+            max_size=c.max_datagram,
+        )
+        self.seq = (self.seq + len(datagrams)) & 0xFFFFFFFF
+        for data in datagrams:
+            self.sent_datagrams += 1
+            self.sent_bytes += len(data)
+            self.out.items.append(Send(data, self._vias))
+
+    def _peer_page(self, now: float) -> tuple[PeerAge, ...]:
+        ids = self._peer_ids
+        if not ids:
+            return ()
+        n = min(len(ids), self.config.peers_per_message)
+        start = self._peer_offset % len(ids)
+        self._peer_offset = start + n
+        records = self.members.records
+        page = []
+        for i in range(start, start + n):
+            rec = records[ids[i % len(ids)]]
+            age = min(65535, int((now - rec.last_heard) * 1000))
+            page.append(PeerAge(rec.entry.id, age, rec.live))
+        return tuple(page)
+
+    def _say_goodbye(self, now: float) -> None:
+        """The last word of a leaving host, sent twice against loss."""
+        self.left = True
+        msg = Message(entry=self.entry(), peers=(), table=(), commands=())
+        self._transmit(msg)
+        self._transmit(msg)
+        self._send_info = False

@@ -1,0 +1,120 @@
+"""Accepting datagrams: replay protection, duplicate suppression, reassembly.
+
+Each sender has a boot epoch and an ascending sequence number per datagram.
+The receiver keeps, per sender, the highest epoch seen and a 64-entry sliding
+window over sequence numbers (as IPsec does): a sequence number already seen
+in the window is a duplicate (the same datagram over another control network,
+patent step 404), one below the window or from an older epoch is a replay, a
+newer epoch resets the window. Messages split over several datagrams are
+reassembled here; a new message from the same sender discards an incomplete
+older one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rais.core.addr import Addr
+from rais.core.messages import Datagram, Message
+from rais.core.wire import DecodeError, decode_body
+
+WINDOW = 64
+
+
+class _Window:
+    __slots__ = ("epoch", "mask", "top")
+
+    def __init__(self, epoch: int, seq: int) -> None:
+        self.epoch = epoch
+        self.top = seq
+        self.mask = 1
+
+    def accept(self, epoch: int, seq: int) -> str | None:
+        """Mark (epoch, seq) seen; return None if new, else the drop reason."""
+        if epoch != self.epoch:
+            if epoch < self.epoch:
+                return "replay"
+            self.epoch, self.top, self.mask = epoch, seq, 1
+            return None
+        if seq > self.top:
+            shift = seq - self.top
+            self.mask = ((self.mask << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            self.top = seq
+            return None
+        back = self.top - seq
+        if back >= WINDOW:
+            return "replay"
+        bit = 1 << back
+        if self.mask & bit:
+            return "duplicate"
+        self.mask |= bit
+        return None
+
+
+class _Partial:
+    __slots__ = ("base", "chunks", "epoch", "parts")
+
+    def __init__(self, epoch: int, base: int, parts: int) -> None:
+        self.epoch = epoch
+        self.base = base
+        self.parts = parts
+        self.chunks: dict[int, bytes] = {}
+
+
+class Inbox:
+    """Per-receiver state for accepting datagrams from the other hosts."""
+
+    __slots__ = ("_partials", "_windows", "drops", "self_id")
+
+    def __init__(self, self_id: Addr) -> None:
+        self.self_id = self_id
+        self._windows: dict[Addr, _Window] = {}
+        self._partials: dict[Addr, _Partial] = {}
+        self.drops: Counter[str] = Counter()
+
+    def accept(self, dgram: Datagram) -> Message | None:
+        """The whole message this datagram completes, or None (dropped or incomplete)."""
+        sender = dgram.sender
+        if sender == self.self_id:
+            self.drops["own"] += 1
+            return None
+        window = self._windows.get(sender)
+        if window is None:
+            self._windows[sender] = _Window(dgram.epoch, dgram.seq)
+        else:
+            reason = window.accept(dgram.epoch, dgram.seq)
+            if reason is not None:
+                self.drops[reason] += 1
+                return None
+        if dgram.parts == 1:
+            return dgram.message
+        return self._reassemble(dgram)
+
+    def _reassemble(self, dgram: Datagram) -> Message | None:
+        base = dgram.seq - dgram.part
+        partial = self._partials.get(dgram.sender)
+        if (
+            partial is None
+            or partial.epoch != dgram.epoch
+            or partial.base != base
+            or partial.parts != dgram.parts
+        ):
+            if partial is not None and (dgram.epoch, base) < (partial.epoch, partial.base):
+                self.drops["stale-part"] += 1
+                return None
+            partial = _Partial(dgram.epoch, base, dgram.parts)
+            self._partials[dgram.sender] = partial
+        partial.chunks[dgram.part] = dgram.chunk
+        if len(partial.chunks) < partial.parts:
+            return None
+        del self._partials[dgram.sender]
+        body = b"".join(partial.chunks[i] for i in range(partial.parts))
+        try:
+            return decode_body(body)
+        except DecodeError as exc:
+            self.drops[exc.reason] += 1
+            return None
+
+    def forget(self, sender: Addr) -> None:
+        """Drop reassembly state of a host that is gone (its replay window stays)."""
+        self._partials.pop(sender, None)

@@ -1,0 +1,141 @@
+"""Who is in the group, who is live, and who leads (patent steps 450-452, 602-606).
+
+A host is live while its last info is younger than ``timeout``; a host that
+announces it is leaving is gone at once. The leader is the live host with the
+lowest id (IPv4 before IPv6, then numerically) among those that are not
+observers, not leaving, and *settled* (have listened for one ``timeout`` since
+they started, so that a host that has just booted does not issue commands
+before it has heard the group). Every host computes the leader from its own
+view; nothing is negotiated.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from rais.core.addr import Addr, id_key
+from rais.core.messages import HostEntry
+
+
+@dataclass(slots=True)
+class HostRecord:
+    """What this host knows of another host."""
+
+    entry: HostEntry
+    last_heard: float
+    live: bool
+    lost_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """What changed when an info arrived from another host."""
+
+    joined: bool
+    left: bool
+    changed: bool
+    previous: HostEntry | None
+
+
+def same_state(a: HostEntry, b: HostEntry) -> bool:
+    """True if the two entries agree on everything the leader decides on."""
+    return (
+        a.served == b.served
+        and a.ok == b.ok
+        and a.quiesced == b.quiesced
+        and a.leaving == b.leaving
+        and a.settled == b.settled
+        and a.observer == b.observer
+        and a.preferred == b.preferred
+    )
+
+
+def can_lead(entry: HostEntry) -> bool:
+    return entry.settled and not entry.observer and not entry.leaving
+
+
+class Membership:
+    """The host information database of one host (figure 2B, 'other host information')."""
+
+    __slots__ = ("_by_age", "_leader", "records", "self_id", "timeout")
+
+    def __init__(self, self_id: Addr, timeout: float) -> None:
+        self.self_id = self_id
+        self.timeout = timeout
+        self.records: dict[Addr, HostRecord] = {}
+        # Live hosts, oldest last_heard first: the head is the next to expire.
+        self._by_age: OrderedDict[Addr, None] = OrderedDict()
+        self._leader: Addr | None = None
+
+    def heard(self, now: float, entry: HostEntry) -> Heard:
+        """Record an info from ``entry.id``."""
+        rec = self.records.get(entry.id)
+        if rec is None:
+            self.records[entry.id] = HostRecord(entry, now, not entry.leaving)
+            if not entry.leaving:
+                self._by_age[entry.id] = None
+            return Heard(joined=not entry.leaving, left=False, changed=True, previous=None)
+        previous = rec.entry
+        rec.entry = entry
+        rec.last_heard = now
+        if entry.leaving:
+            was_live = rec.live
+            if was_live:
+                rec.live = False
+                rec.lost_at = now
+                del self._by_age[entry.id]
+            return Heard(joined=False, left=was_live, changed=was_live, previous=previous)
+        if not rec.live:
+            rec.live = True
+            rec.lost_at = None
+            self._by_age[entry.id] = None
+            return Heard(joined=True, left=False, changed=True, previous=previous)
+        self._by_age.move_to_end(entry.id)
+        return Heard(
+            joined=False, left=False, changed=not same_state(previous, entry), previous=previous
+        )
+
+    def next_expiry(self) -> float | None:
+        for host in self._by_age:
+            return self.records[host].last_heard + self.timeout
+        return None
+
+    def expire(self, now: float) -> list[Addr]:
+        """Mark silent hosts dead (patent step 606); return their ids."""
+        gone: list[Addr] = []
+        limit = now - self.timeout
+        while self._by_age:
+            host = next(iter(self._by_age))
+            rec = self.records[host]
+            if rec.last_heard > limit:
+                break
+            del self._by_age[host]
+            rec.live = False
+            rec.lost_at = now
+            gone.append(host)
+        return gone
+
+    def live(self) -> list[HostEntry]:
+        """Entries of the live hosts other than this one."""
+        return [self.records[h].entry for h in self._by_age]
+
+    def live_ids(self) -> list[Addr]:
+        return list(self._by_age)
+
+    def is_live(self, host: Addr) -> bool:
+        rec = self.records.get(host)
+        return rec is not None and rec.live
+
+    def elect(self, own: HostEntry) -> Addr | None:
+        """Recompute the leader from this host's view; returns it."""
+        best: Addr | None = own.id if can_lead(own) else None
+        for host in self._by_age:
+            if (best is None or id_key(host) < id_key(best)) and can_lead(self.records[host].entry):
+                best = host
+        self._leader = best
+        return best
+
+    @property
+    def leader(self) -> Addr | None:
+        return self._leader

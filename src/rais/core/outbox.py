@@ -1,0 +1,34 @@
+"""The queue of effects a core produces, stamped with its group and host."""
+
+from __future__ import annotations
+
+from rais.core.addr import Addr
+from rais.core.effects import Acquire, Announce, Effect, Event, EventKind, Release
+
+
+class Outbox:
+    """Collects effects in order; ``now`` is set by the core at each input."""
+
+    __slots__ = ("group", "host", "items", "now")
+
+    def __init__(self, group: str, host: Addr) -> None:
+        self.group = group
+        self.host = host
+        self.items: list[Effect] = []
+        self.now = 0.0
+
+    def event(self, kind: EventKind, address: Addr | None = None, reason: str = "") -> None:
+        self.items.append(Event(self.now, kind, self.group, self.host, address, reason))
+
+    def acquire(self, address: Addr, prefixlen: int) -> None:
+        self.items.append(Acquire(address, prefixlen))
+
+    def release(self, address: Addr, prefixlen: int) -> None:
+        self.items.append(Release(address, prefixlen))
+
+    def announce(self, address: Addr, prefixlen: int) -> None:
+        self.items.append(Announce(address, prefixlen))
+
+    def drain(self) -> list[Effect]:
+        items, self.items = self.items, []
+        return items

@@ -1,0 +1,112 @@
+"""The random fault schedule: episodes separated by quiet periods.
+
+Every episode is a start action and, later, an end action. Between one
+episode's last action and the next episode's first there is a quiet period of
+at least ``timeout + 2 x heartbeat`` plus a margin, so invariant I1 is checked
+after every episode; about one episode in four starts while the previous one
+is still going on, to exercise overlapping faults.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+KINDS = (
+    "crash",
+    "leave",
+    "test",
+    "quiesce",
+    "partition",
+    "netcut",
+    "loss",
+    "latency",
+)
+WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultAction:
+    time: float
+    kind: str
+    """One of KINDS with '+' (start) or '-' (end) appended, e.g. 'crash+'; 'drained-'
+    marks the end of a latency spike's last delayed datagram."""
+    hosts: tuple[int, ...] = ()
+    value: float = 0.0
+
+
+def schedule(
+    rng: random.Random,
+    *,
+    hosts: int,
+    candidates: list[int],
+    duration: float,
+    heartbeat: float,
+    timeout: float,
+    networks: int,
+    orphan_timeout: float,
+) -> list[FaultAction]:
+    """Random episodes over ``candidates`` (hosts that may be faulted)."""
+    quiet = timeout + 2 * heartbeat + 0.3
+    t = 2 * timeout + 1.0
+    end_of_faults = duration - 2 * quiet - 1.0
+    busy_until: dict[int, float] = {}
+    netcut_until = 0.0
+    actions: list[FaultAction] = []
+    last_end = t
+    while t < end_of_faults and candidates:
+        kind = rng.choices(KINDS, WEIGHTS)[0]
+        if kind == "netcut" and (networks < 2 or netcut_until > t):
+            # One control network at a time: two cut at once is a partition.
+            kind = "loss"
+        free = [h for h in candidates if busy_until.get(h, 0.0) <= t]
+        if kind in ("crash", "leave", "test", "quiesce") and not free:
+            t += quiet
+            continue
+        if kind in ("crash", "leave"):
+            # Sometimes long enough for the orphan countdown to run out.
+            length = rng.uniform(0.5, orphan_timeout * 1.6) if rng.random() < 0.3 else (
+                rng.uniform(0.3, 4.0)
+            )
+        elif kind in ("test", "quiesce"):
+            length = rng.uniform(0.3, 5.0)
+        elif kind == "latency":
+            length = rng.uniform(0.2, 2.0)
+        else:
+            length = rng.uniform(0.2, 3.0)
+        if t + length > end_of_faults:
+            break
+        hosts_hit: tuple[int, ...] = ()
+        value = 0.0
+        if kind in ("crash", "leave", "test", "quiesce"):
+            count = 1 if rng.random() < 0.8 else min(len(free), 2)
+            hosts_hit = tuple(sorted(rng.sample(free, count)))
+            for h in hosts_hit:
+                busy_until[h] = t + length + quiet
+        elif kind == "partition":
+            side = [h for h in range(hosts) if rng.random() < 0.5]
+            if not side or len(side) == hosts:
+                side = [rng.randrange(hosts)]
+            hosts_hit = tuple(side)
+        elif kind == "netcut":
+            netcut_until = t + length + quiet
+            value = float(rng.randrange(networks))
+            if rng.random() < 0.5:
+                hosts_hit = tuple(sorted(rng.sample(range(hosts), max(1, hosts // 3))))
+        elif kind == "loss":
+            value = rng.uniform(0.05, 0.6)
+        elif kind == "latency":
+            value = rng.uniform(0.005, 2.5 * timeout)
+        actions.append(FaultAction(t, kind + "+", hosts_hit, value))
+        actions.append(FaultAction(t + length, kind + "-", hosts_hit, value))
+        if kind == "latency":
+            # Datagrams sent during the spike are still in flight after it ends:
+            # the disturbance is over when the last of them has landed.
+            actions.append(FaultAction(t + length + value + 0.001, "drained-", (), value))
+        last_end = max(last_end, t + length)
+        if rng.random() < 0.25:
+            t = t + rng.uniform(0.05, length)
+        else:
+            t = last_end + quiet + rng.uniform(0.0, 2.0)
+    actions.sort(key=lambda a: a.time)
+    return actions

@@ -1,0 +1,112 @@
+"""Applying fault actions, and feeding bad datagrams to hosts (invariant I5)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rais.core import wire
+from rais.core.core import Core
+
+if TYPE_CHECKING:
+    from rais.sim.engine import SimHost, Simulation
+    from rais.sim.faults import FaultAction
+
+
+def apply_fault(sim: Simulation, now: float, act: FaultAction) -> None:
+    kind = act.kind
+    net = sim.net
+    sim._log(now, f"fault {kind} {list(act.hosts)} {act.value:.4f}")
+    for index in act.hosts if kind in ("boot", "crash+", "crash-", "leave+", "leave-") else ():
+        h = sim.hosts[index]
+        if kind in ("boot", "crash-", "leave-"):
+            if not h.up:
+                sim._boot(h, now)
+        elif kind == "crash+":
+            if h.up:
+                sim._down(h, now, "crash")
+        elif h.core is not None:  # leave+
+            h.core.leave(now)
+            sim._after(h, now)
+    if kind in ("test+", "test-", "quiesce+", "quiesce-"):
+        start = kind.endswith("+")
+        for index in act.hosts:
+            h = sim.hosts[index]
+            if kind.startswith("test"):
+                h.ok = not start
+                if h.core is not None:
+                    h.core.test_result(now, h.ok, "simulated test")
+            else:
+                h.quiesced = start
+                if h.core is not None:
+                    if start:
+                        h.core.quiesce(now)
+                    else:
+                        h.core.unquiesce(now)
+            sim._after(h, now)
+    elif kind in ("partition+", "partition-"):
+        net.side = {i: 1 for i in act.hosts} if kind.endswith("+") else {}
+        net.last_change = now
+    elif kind in ("netcut+", "netcut-"):
+        n = int(act.value)
+        if kind.endswith("+"):
+            net.cut[n] = set(act.hosts) if act.hosts else None
+        else:
+            net.cut[n] = set()
+        net.last_change = now
+    elif kind in ("loss+", "loss-"):
+        net.extra_loss = act.value if kind.endswith("+") else 0.0
+    elif kind in ("latency+", "latency-"):
+        net.extra_latency = act.value if kind.endswith("+") else 0.0
+        net.last_change = now
+    elif kind == "drained-":
+        net.last_change = now
+    sim.checker.dirty = True
+
+
+def _digest(core: Core) -> tuple[object, ...]:
+    return (
+        core.entry(),
+        core.leader,
+        tuple(core.members.live_ids()),
+        tuple((a, r.deadline, r.preferred) for a, r in core.table.rows.items()),
+        core.get_timer(),
+        len(core.out.items),
+        core.seq,
+    )
+
+
+def inject_bad(sim: Simulation, now: float, h: SimHost) -> int:
+    """Feed one host a handful of bad datagrams; check that nothing changes."""
+    core = h.core
+    if core is None:
+        return 0
+    rng = sim.rng
+    samples: list[bytes] = [rng.randbytes(rng.randrange(0, 1500))]
+    if h.last_rx:
+        good = h.last_rx
+        samples.append(good)  # a replay of a datagram it has already taken
+        flipped = bytearray(good)
+        pos = rng.randrange(len(flipped))
+        flipped[pos] ^= 1 << rng.randrange(8)
+        samples.append(bytes(flipped))
+        try:
+            d = wire.decode(good, group_tag=sim.group_tag, keys=(b"rais-simulator-group-key",))
+            if d.message is not None:
+                forged, _ = wire.encode(
+                    d.message,
+                    group_tag=sim.group_tag,
+                    sender=d.sender,
+                    epoch=d.epoch,
+                    seq=d.seq + 1000,
+                    key=b"not the group key",
+                )
+                samples.extend(forged)
+        except wire.DecodeError:
+            pass
+    before = _digest(core)
+    for data in samples:
+        core.datagram_received(now, data, 0)
+    after = _digest(core)
+    if after != before:
+        sim.checker.violate("I5", now, f"host {h.index} changed state on a bad datagram")
+    return len(samples)

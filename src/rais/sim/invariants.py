@@ -1,0 +1,265 @@
+"""The invariant checker (I1-I5), run by the engine after every step.
+
+I1  once faults stop, within timeout + 2 x heartbeat every valid service address
+    is online on exactly one live, OK host if an eligible host exists, and a
+    "cannot assign" event was raised otherwise;
+I2  an address is never acquired by a quiesced or not-OK host (checked by the
+    engine when the Acquire effect appears);
+I3  two hosts that hear each other never hold the same address for longer than
+    2 x heartbeat (plus the network and action delays) after they hear each
+    other again;
+I4  a returned preferred host gets its address back; an orphan is invalidated
+    after orphan_timeout;
+I5  a bad or replayed datagram changes nothing (checked by the engine at each
+    injection).
+
+Validity, as the simulator sees it: the address of a host that is up, OK and
+not quiesced is valid; otherwise it stays valid for orphan_timeout after it was
+last held by its preferred host, and is invalid after that. Addresses within
+``slack`` of that boundary are not judged (hosts see it a little earlier or
+later than the simulator, by up to one timeout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rais.core.addr import Addr, fmt
+from rais.sim.params import Violation
+
+if TYPE_CHECKING:
+    from rais.sim.engine import Simulation
+
+
+@dataclass(slots=True)
+class _Dup:
+    start: float
+    reported: bool = False
+
+
+class Checker:
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        p = sim.params
+        self.hb = p.heartbeat
+        self.timeout = p.effective_timeout
+        self.bound = self.timeout + 2 * self.hb
+        self.violations: list[Violation] = []
+        self.convergences: list[float] = []
+        self.holders: dict[Addr, set[int]] = {}
+        self.last_held_by_pref: dict[Addr, float] = {}
+        self.cannot_at: dict[Addr, float] = {}
+        self.last_unheld: dict[Addr, float] = {}
+        self.fault_at = 0.0
+        self.converged = True
+        self.judged = True
+        self.dirty = False
+        self.dups: dict[tuple[Addr, int, int], _Dup] = {}
+        self.i1_checks = 0
+        self.knowers: dict[Addr, set[int] | None] = {}
+        """For addresses whose preferred host is down: the up hosts that know of
+        them (None: unclear, a knower vanished while a new host was learning)."""
+        self.learning: dict[int, float] = {}
+
+    # ------------------------------------------------------- who knows what
+
+    def host_up(self, now: float, index: int) -> None:
+        address = self.sim.hosts[index].preferred
+        if address is not None:
+            self.knowers.pop(address, None)
+        self.learning[index] = now + self.timeout + self.hb
+
+    def host_down(self, now: float, index: int) -> None:
+        self._learn(now)
+        self.learning.pop(index, None)
+        for address, known in self.knowers.items():
+            if known is not None:
+                known.discard(index)
+                if not known and any(t > now for t in self.learning.values()):
+                    self.knowers[address] = None
+        gone = self.sim.hosts[index]
+        address = gone.preferred
+        if address is not None:
+            # Hosts that were up for a heartbeat while it was up have heard it.
+            heard = now - self.hb - 0.01
+            up = [h for h in self.sim.hosts if h.up]
+            known = {h.index for h in up if max(h.started_at, gone.started_at) <= heard}
+            unsure = len(known) < len(up) and not known
+            self.knowers[address] = None if unsure else known
+
+    def _learn(self, now: float) -> None:
+        done = [i for i, t in self.learning.items() if t <= now]
+        for index in done:
+            del self.learning[index]
+            for known in self.knowers.values():
+                if known:
+                    known.add(index)
+
+    # --------------------------------------------------------------- records
+
+    def violate(self, invariant: str, now: float, detail: str) -> None:
+        self.violations.append(Violation(invariant, round(now, 4), detail))
+
+    def fault(self, now: float) -> None:
+        """A fault began or ended (or a datagram was lost): restart the I1 clock."""
+        self.fault_at = now
+        self.converged = False
+        self.judged = False
+        self.dirty = True
+
+    def held(self, now: float, address: Addr, host: int) -> None:
+        self.holders.setdefault(address, set()).add(host)
+        if self.sim.hosts[host].preferred == address:
+            self.last_held_by_pref[address] = now
+        self.dirty = True
+
+    def unheld(self, now: float, address: Addr, host: int) -> None:
+        hs = self.holders.get(address)
+        if hs is not None and host in hs:
+            hs.discard(host)
+            if self.sim.hosts[host].preferred == address:
+                self.last_held_by_pref[address] = now
+            if not hs:
+                self.last_unheld[address] = now
+        self.dirty = True
+
+    def cannot_assign(self, now: float, address: Addr) -> None:
+        self.cannot_at[address] = now
+
+    # ---------------------------------------------------------------- checks
+
+    def step(self, now: float) -> None:
+        """Called after every simulator step that changed something."""
+        if self.learning:
+            self._learn(now)
+        if self.dirty:
+            self.dirty = False
+            self._track_dups(now)
+            if not self.converged and self._settled_state(now, strict=False) is None:
+                self.converged = True
+                self.convergences.append(now - self.fault_at)
+            elif self.converged and self.judged:
+                problem = self._settled_state(now, strict=False)
+                if problem is not None:
+                    self.violate("I1", now, f"after convergence: {problem}")
+                    self.judged = False
+        if self.dups:
+            self._check_dups(now)
+
+    def deadline(self, now: float, fault_at: float) -> None:
+        """Scheduled at fault time + bound: judge I1 and I4 if no fault came since."""
+        if fault_at != self.fault_at:
+            return
+        self.i1_checks += 1
+        problem = self._settled_state(now, strict=True)
+        if problem is not None:
+            self.violate("I1/I4", now, problem)
+        else:
+            if not self.converged:
+                self.converged = True
+                self.convergences.append(now - self.fault_at)
+            self.judged = True
+
+    def _valid(self, now: float, address: Addr, owner: int) -> bool | None:
+        h = self.sim.hosts[owner]
+        if h.up and (h.ok and not h.quiesced or owner in self.holders.get(address, ())):
+            return True
+        if not h.up:
+            known = self.knowers.get(address)
+            if known is None:
+                return None  # ambiguous: a host that may or may not have learnt it
+            if not known:
+                return False  # every host that knew the address is gone
+        last = self.last_held_by_pref.get(address, h.started_at)
+        left = last + self.sim.params.orphan_timeout - now
+        slack = self.timeout + 2 * self.hb + 0.05
+        if left > slack:
+            return True
+        if left < -slack:
+            return False
+        return None
+
+    def _settled_state(self, now: float, *, strict: bool) -> str | None:
+        """None if I1 (and, when strict, I4) hold now; else what is wrong."""
+        sim = self.sim
+        eligible = [h for h in sim.hosts if h.up and h.ok and not h.quiesced and not h.observer]
+        for h in sim.hosts:
+            address = h.preferred
+            if address is None:
+                continue
+            valid = self._valid(now, address, h.index)
+            holders = self.holders.get(address, set())
+            if valid is None:
+                continue
+            if not valid:
+                if strict and holders:
+                    return f"expired orphan {fmt(address)} still held by {sorted(holders)}"
+                continue
+            live_ok = [i for i in holders if sim.hosts[i].up and sim.hosts[i].ok]
+            if not eligible and not live_ok:
+                if strict and any(x.up for x in sim.hosts):
+                    since = self.last_unheld.get(address, 0.0)
+                    if self.cannot_at.get(address, -1.0) < since:
+                        return f"{fmt(address)} unassignable but no cannot-assign event"
+                continue
+            if len(live_ok) != 1 or len(holders) != 1:
+                return f"{fmt(address)} held by {sorted(holders)} (live and OK: {sorted(live_ok)})"
+            if strict and h.up and h.ok and not h.quiesced and holders != {h.index}:
+                return f"{fmt(address)} not back on its preferred host {h.index}: {sorted(holders)}"
+        return None
+
+    def _track_dups(self, now: float) -> None:
+        net = self.sim.net
+        seen: set[tuple[Addr, int, int]] = set()
+        for address, hs in self.holders.items():
+            if len(hs) < 2:
+                continue
+            ordered = sorted(hs)
+            for i, a in enumerate(ordered):
+                for b in ordered[i + 1 :]:
+                    if net.connected(a, b):
+                        key = (address, a, b)
+                        seen.add(key)
+                        if key not in self.dups:
+                            self.dups[key] = _Dup(now)
+        for key in list(self.dups):
+            if key not in seen:
+                del self.dups[key]
+
+    def _check_dups(self, now: float) -> None:
+        sim = self.sim
+        net = sim.net
+        limit = 2 * self.hb + 2 * net.max_delay() + 2 * sim.params.action_delay + 0.001
+        for key, dup in self.dups.items():
+            if dup.reported:
+                continue
+            address, a, b = key
+            start = max(dup.start, net.last_change, sim.hosts[a].started_at, sim.hosts[b].started_at)
+            group = {a, b}
+            leaders = set()
+            for h in (a, b):
+                core = sim.hosts[h].core
+                if core is not None and core.leader is not None:
+                    leaders.add(sim.index_of.get(core.leader, -1))
+            (leader,) = leaders if len(leaders) == 1 else (-1,)
+            if leader < 0 or not (
+                leader in group or (net.connected(leader, a) and net.connected(leader, b))
+            ):
+                # They do not agree on a leader that hears them both (yet): that
+                # settles within a timeout, and only then can the duplicate go.
+                dup.start = now
+                continue
+            group.add(leader)
+            for x in group:
+                for y in group:
+                    if x != y:
+                        start = max(start, net.last_drop.get((x, y), 0.0))
+            if now - start > limit:
+                dup.reported = True
+                self.violate(
+                    "I3",
+                    now,
+                    f"{fmt(address)} held by hosts {a} and {b} since {dup.start:.4f} "
+                    f"({now - start:.4f}s after they could hear each other)",
+                )
