@@ -43,6 +43,15 @@ class AddressTable:
         self._next: float | None = None
         self._stale = False
 
+    def _set(self, row: AddrRow, deadline: float | None) -> None:
+        """Change a row's deadline, keeping the cached earliest deadline right."""
+        old = row.deadline
+        row.deadline = deadline
+        if deadline is not None and not self._stale and (self._next is None or deadline < self._next):
+            self._next = deadline
+        if old is not None and old == self._next and deadline != old:
+            self._stale = True
+
     def observe(self, now: float, entry: HostEntry) -> None:
         """Take in a live host's own entry: its preferred address and whether it serves it."""
         pref = entry.preferred
@@ -54,9 +63,9 @@ class AddressTable:
                 if not entry.ok or entry.quiesced or entry.leaving:
                     return
                 del self.expired[pref]
-            row = AddrRow(pref, entry.prefixlen, entry.id, now + self.orphan_timeout)
+            row = AddrRow(pref, entry.prefixlen, entry.id, None)
             self.rows[pref] = row
-            self._stale = True
+            self._set(row, now + self.orphan_timeout)
         elif row.preferred != entry.id:
             # Two hosts claim the same preferred address: the lower id wins the row.
             if len(entry.id) > len(row.preferred) or (
@@ -67,11 +76,9 @@ class AddressTable:
         row.prefixlen = entry.prefixlen
         if _serves_own(entry):
             if row.deadline is not None:
-                row.deadline = None
-                self._stale = True
+                self._set(row, None)
         elif row.deadline is None:
-            row.deadline = now + self.orphan_timeout
-            self._stale = True
+            self._set(row, now + self.orphan_timeout)
 
     def preferred_gone(self, now: float, entry: HostEntry, last_heard: float) -> None:
         """The preferred host of a row went silent or left: start its countdown from
@@ -81,23 +88,23 @@ class AddressTable:
             return
         row = self.rows.get(pref)
         if row is not None and row.preferred == entry.id and row.deadline is None:
-            row.deadline = last_heard + self.orphan_timeout
-            self._stale = True
+            self._set(row, last_heard + self.orphan_timeout)
 
     def merge(self, now: float, table: tuple[TableEntry, ...]) -> None:
         """Inherit the leader's rows and countdowns."""
-        self._stale = True
         for te in table:
             row = self.rows.get(te.address)
             deadline = None if te.orphan_ms == NOT_ORPHANED else now + te.orphan_ms / 1000.0
             if row is None:
                 if te.address in self.expired:
                     continue
-                self.rows[te.address] = AddrRow(te.address, te.prefixlen, te.preferred, deadline)
+                row = AddrRow(te.address, te.prefixlen, te.preferred, None)
+                self.rows[te.address] = row
+                self._set(row, deadline)
             elif row.deadline is not None and deadline is not None:
                 # Both see an orphan: take the leader's countdown. A row this host
                 # sees served by its preferred host keeps its own, fresher view.
-                row.deadline = deadline
+                self._set(row, deadline)
 
     def next_deadline(self) -> float | None:
         if self._stale:

@@ -28,7 +28,7 @@ class CoreConfig:
     command_timeout: float = 0.0
     """How long the leader waits for a command to show in the target's info before
     it decides again; 0 means ``timeout``."""
-    peers_per_message: int = 32
+    peers_per_message: int = 12
     max_datagram: int = 1400
 
     def __post_init__(self) -> None:

@@ -60,6 +60,8 @@ class Core:
         self._send_info = True
         self._need_pass = False
         self._leader: Addr | None = None
+        self._timer: float | None = None
+        self._timer_stale = True
         self.table.observe(now, self.entry())
 
     # ----------------------------------------------------------------- state
@@ -117,10 +119,14 @@ class Core:
             self.inbox.drops["malformed"] += 1
             return
         self.out.now = now
-        self._on_message(now, msg)
-        self._finish(now)
+        if self._on_message(now, msg) or self._need_pass or self._send_info:
+            # Only these can bring the timer forward; a plain heartbeat only
+            # pushes an expiry later, and an early wake-up is harmless.
+            self._timer_stale = True
+            self._finish(now)
 
     def handle_timer(self, now: float) -> None:
+        self._timer_stale = True
         if self.left:
             return
         self.out.now = now
@@ -132,7 +138,7 @@ class Core:
         for host in gone:
             self._host_gone(now, host, EventKind.HOST_LOST, "timeout")
         if gone:
-            self._elect()
+            self._elect(gone=gone)
         deadline = self.table.next_deadline()
         if deadline is not None and deadline <= now:
             for row in self.table.expire(now):
@@ -153,7 +159,15 @@ class Core:
         self._finish(now)
 
     def get_timer(self) -> float | None:
-        """When ``handle_timer`` must be called next (None: never)."""
+        """When ``handle_timer`` must be called next (None: never). It may be early,
+        never late: calling ``handle_timer`` early is harmless."""
+        if not self._timer_stale:
+            return self._timer
+        self._timer_stale = False
+        self._timer = self._compute_timer()
+        return self._timer
+
+    def _compute_timer(self) -> float | None:
         if self.left:
             return None
         t = self.next_heartbeat
@@ -170,6 +184,7 @@ class Core:
 
     def test_result(self, now: float, ok: bool, reason: str = "") -> None:
         """The combined result of this group's tests (fig. 3, steps 305-320)."""
+        self._timer_stale = True
         if self.left or ok == self.ok:
             return
         self.out.now = now
@@ -189,6 +204,7 @@ class Core:
 
     def action_done(self, now: float, address: Addr, ok: bool, reason: str = "") -> None:
         """The acquire or release action on ``address`` finished."""
+        self._timer_stale = True
         if self.left:
             return
         self.out.now = now
@@ -208,6 +224,7 @@ class Core:
 
     def leave(self, now: float) -> None:
         """Graceful leave: release everything, then tell the group (done when ``left``)."""
+        self._timer_stale = True
         if self.leaving or self.left:
             return
         self.out.now = now
@@ -225,6 +242,7 @@ class Core:
     # -------------------------------------------------------------- internals
 
     def _set_quiesced(self, now: float, value: bool) -> None:
+        self._timer_stale = True
         if self.left or self.quiesced == value:
             return
         self.out.now = now
@@ -241,9 +259,11 @@ class Core:
             self._need_pass = True
         self._send_info = True
 
-    def _on_message(self, now: float, msg: Message) -> None:
+    def _on_message(self, now: float, msg: Message) -> bool:
+        """Take in an info; True if anything but the sender's liveness changed."""
         entry = msg.entry
         heard = self.members.heard(now, entry)
+        news = heard.changed
         if heard.joined:
             if heard.previous is None:
                 self._peer_ids.append(entry.id)
@@ -254,8 +274,10 @@ class Core:
             if not heard.left:
                 self.table.observe(now, entry)
             prev = heard.previous
-            if heard.joined or heard.left or prev is None or can_lead(prev) != can_lead(entry):
-                self._elect()
+            if heard.left:
+                self._elect(gone=[entry.id])
+            elif heard.joined or prev is None or can_lead(prev) != can_lead(entry):
+                self._elect(entry=entry)
             if prev is not None and prev.served != entry.served:
                 self._reannounce(prev, entry)
             if self.is_leader:
@@ -265,9 +287,12 @@ class Core:
         if entry.id == self._leader:
             if msg.table:
                 self.table.merge(now, msg.table)
+                news = True
             for cmd in msg.commands:
                 if cmd.target == self.id:
                     self._obey(now, cmd)
+                    news = True
+        return news
 
     def _reannounce(self, prev: HostEntry, entry: HostEntry) -> None:
         """Another host stopped claiming an address this host holds: a duplicate was
@@ -285,9 +310,15 @@ class Core:
         self.inbox.forget(host)
         self._need_pass = True
 
-    def _elect(self) -> None:
+    def _elect(self, *, entry: HostEntry | None = None, gone: list[Addr] | None = None) -> None:
+        """Recompute the leader: in full with no arguments, else after ``entry`` was
+        heard or the ``gone`` hosts were lost (patent step 602)."""
         old = self._leader
-        new = self.members.elect(self.entry())
+        own = self.entry()
+        if entry is None and gone is None:
+            new = self.members.elect(own)
+        else:
+            new = self.members.update_leader(own, entry=entry, gone=gone)
         if new != old:
             self._leader = new
             self.out.event(EventKind.LEADER_CHANGED, None, f"leader {fmt(new)}")
@@ -364,13 +395,15 @@ class Core:
         n = min(len(ids), self.config.peers_per_message)
         start = self._peer_offset % len(ids)
         self._peer_offset = start + n
+        chosen = ids[start : start + n]
+        if len(chosen) < n:
+            chosen += ids[: n - len(chosen)]
         records = self.members.records
-        page = []
-        for i in range(start, start + n):
-            rec = records[ids[i % len(ids)]]
-            age = min(65535, int((now - rec.last_heard) * 1000))
-            page.append(PeerAge(rec.entry.id, age, rec.live))
-        return tuple(page)
+        return tuple(
+            PeerAge(h, min(65535, int((now - r.last_heard) * 1000)), r.live)
+            for h in chosen
+            if (r := records[h])
+        )
 
     def _say_goodbye(self, now: float) -> None:
         """The last word of a leaving host, sent twice against loss."""

@@ -38,6 +38,10 @@ class Heard:
     previous: HostEntry | None
 
 
+_SAME = Heard(joined=False, left=False, changed=False, previous=None)
+"""Returned for the common case: a live host's info with nothing new in it."""
+
+
 def same_state(a: HostEntry, b: HostEntry) -> bool:
     """True if the two entries agree on everything the leader decides on."""
     return (
@@ -92,9 +96,9 @@ class Membership:
             self._by_age[entry.id] = None
             return Heard(joined=True, left=False, changed=True, previous=previous)
         self._by_age.move_to_end(entry.id)
-        return Heard(
-            joined=False, left=False, changed=not same_state(previous, entry), previous=previous
-        )
+        if previous is entry or same_state(previous, entry):
+            return _SAME
+        return Heard(joined=False, left=False, changed=True, previous=previous)
 
     def next_expiry(self) -> float | None:
         for host in self._by_age:
@@ -104,11 +108,11 @@ class Membership:
     def expire(self, now: float) -> list[Addr]:
         """Mark silent hosts dead (patent step 606); return their ids."""
         gone: list[Addr] = []
-        limit = now - self.timeout
         while self._by_age:
             host = next(iter(self._by_age))
             rec = self.records[host]
-            if rec.last_heard > limit:
+            # the same sum as next_expiry(): now - timeout can round the other way
+            if rec.last_heard + self.timeout > now:
                 break
             del self._by_age[host]
             rec.live = False
@@ -135,6 +139,29 @@ class Membership:
                 best = host
         self._leader = best
         return best
+
+    def update_leader(
+        self, own: HostEntry, *, entry: HostEntry | None = None, gone: list[Addr] | None = None
+    ) -> Addr | None:
+        """The leader after a change, without a full scan where one is not needed:
+        ``entry`` is a host just heard whose ability to lead may have changed,
+        ``gone`` are hosts no longer live."""
+        leader = self._leader
+        if leader is not None and (
+            (gone is not None and leader in gone)
+            or (entry is not None and entry.id == leader and not can_lead(entry))
+            or (leader == own.id and not can_lead(own))
+        ):
+            return self.elect(own)
+        for cand in (entry, own):
+            if (
+                cand is not None
+                and can_lead(cand)
+                and (cand.id == own.id or self.is_live(cand.id))
+                and (self._leader is None or id_key(cand.id) < id_key(self._leader))
+            ):
+                self._leader = cand.id
+        return self._leader
 
     @property
     def leader(self) -> Addr | None:

@@ -302,7 +302,8 @@ class Simulation:
             n += 1
             h.last_rx = data
             core.receive(now, dgram, 0)
-            self._after(h, now)
+            if core.out.items or core._timer_stale:
+                self._after(h, now)
         self.result.deliveries += n
 
     def _complete(self, now: float, item: tuple[Any, ...]) -> None:
