@@ -47,7 +47,11 @@ class AddressTable:
         """Change a row's deadline, keeping the cached earliest deadline right."""
         old = row.deadline
         row.deadline = deadline
-        if deadline is not None and not self._stale and (self._next is None or deadline < self._next):
+        if (
+            deadline is not None
+            and not self._stale
+            and (self._next is None or deadline < self._next)
+        ):
             self._next = deadline
         if old is not None and old == self._next and deadline != old:
             self._stale = True

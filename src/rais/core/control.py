@@ -149,7 +149,7 @@ class Controller:
         for address, row in rows.items():
             if address in self._pending:
                 continue
-            claimants = claims.get(address)
+            claimants = claims.get(address, [])
             pref = by_id.get(row.preferred)
             pref_ok = pref is not None and pref.preferred == address and eligible(pref)
             if not claimants:

@@ -352,8 +352,10 @@ class Core:
             self.control.observe(self.entry())
 
     def _finish(self, now: float) -> None:
+        if not (self.is_leader and self.settled):
+            self._need_pass = False  # only a leader runs passes; becoming one asks for one
         for _ in range(3):
-            if not (self._need_pass and self.is_leader and self.settled):
+            if not self._need_pass:
                 break
             self._run_pass(now)
         if self._send_info:

@@ -6,6 +6,7 @@ import hashlib
 import heapq
 import ipaddress
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import ceil
 from typing import Any
@@ -62,8 +63,15 @@ class SimHost:
 
 
 class Simulation:
-    def __init__(self, params: SimParams, *, keep_trace: bool = False) -> None:
+    def __init__(
+        self,
+        params: SimParams,
+        *,
+        keep_trace: bool = False,
+        core_factory: Callable[..., Core] = Core,
+    ) -> None:
         params.validate()
+        self.core_factory = core_factory
         self.trace_lines: list[str] | None = [] if keep_trace else None
         self.params = params
         p = params
@@ -131,7 +139,7 @@ class Simulation:
             orphan_timeout=p.orphan_timeout,
         )
         rng = random.Random((p.seed * 1_000_003 + h.index) * 131 + h.epoch)
-        h.core = Core(cfg, epoch=h.epoch, rng=rng, now=now)
+        h.core = self.core_factory(cfg, epoch=h.epoch, rng=rng, now=now)
         h.up = True
         h.started_at = now
         h.timer_tick = -1
@@ -166,8 +174,10 @@ class Simulation:
                 elif isinstance(eff, Acquire):
                     if not core.ok or core.quiesced or core.config.observer:
                         self.checker.violate(
-                            "I2", now, f"host {h.index} acquires {fmt(eff.address)} "
-                            f"(ok={core.ok}, quiesced={core.quiesced})"
+                            "I2",
+                            now,
+                            f"host {h.index} acquires {fmt(eff.address)} "
+                            f"(ok={core.ok}, quiesced={core.quiesced})",
                         )
                     self._action(h, now, "acquire", eff.address)
                 elif isinstance(eff, Release):
@@ -234,6 +244,13 @@ class Simulation:
     # ------------------------------------------------------------------- run
 
     def run(self) -> SimResult:
+        """Run the whole schedule to ``params.duration``; return the result."""
+        self.start()
+        self.run_until(self.params.duration)
+        return self._finish()
+
+    def start(self) -> None:
+        """Schedule the boots, the faults and the bad-datagram injections."""
         p = self.params
         for h in self.hosts:
             # Staggered start within one heartbeat, as real hosts would be.
@@ -258,9 +275,13 @@ class Simulation:
                 self._at(ceil(t / TICK), (_INJECT, self.rng.randrange(p.hosts)))
                 t += 0.5 + self.rng.random() * 2.0
         self.checker.fault(0.0)
-        self._at(ceil((p.heartbeat + 2 * self.timeout + self.checker.bound) / TICK),
-                 (_DEADLINE, 0.0))
-        end = ceil(p.duration / TICK)
+        self._at(
+            ceil((p.heartbeat + 2 * self.timeout + self.checker.bound) / TICK), (_DEADLINE, 0.0)
+        )
+
+    def run_until(self, until: float) -> None:
+        """Process every step up to virtual time ``until`` (seconds)."""
+        end = ceil(until / TICK - 1e-6)
         heap = self._heap
         buckets = self._buckets
         checker = self.checker
@@ -288,10 +309,14 @@ class Simulation:
                     self._inject(now, item[1])
             if checker.dirty or checker.dups:
                 checker.step(now)
-        return self._finish()
+        self.tick = max(self.tick, end)
+
+    def apply(self, act: FaultAction) -> None:
+        """Apply a fault action now (for tests that drive the simulator step by step)."""
+        self._fault(self.tick * TICK, act)
 
     def _deliver(self, now: float, item: tuple[Any, ...]) -> None:
-        _, s, dgram, data, receivers = item
+        _, _sender, dgram, data, receivers = item
         hosts = self.hosts
         n = 0
         for r in receivers:
@@ -321,12 +346,17 @@ class Simulation:
     def _deadline(self, now: float, fault_at: float) -> None:
         if self.net.drops and self._last_drop() > fault_at:
             self.checker.fault_at = self._last_drop()
-            self._at(self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, self.checker.fault_at))
+            self._at(
+                self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, self.checker.fault_at)
+            )
             return
         self.checker.deadline(now, fault_at)
 
     def _last_drop(self) -> float:
         return max(self.net.last_drop.values(), default=0.0)
+
+    def result_now(self) -> SimResult:
+        return self._finish()
 
     def _finish(self) -> SimResult:
         r = self.result

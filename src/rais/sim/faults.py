@@ -65,8 +65,10 @@ def schedule(
             continue
         if kind in ("crash", "leave"):
             # Sometimes long enough for the orphan countdown to run out.
-            length = rng.uniform(0.5, orphan_timeout * 1.6) if rng.random() < 0.3 else (
-                rng.uniform(0.3, 4.0)
+            length = (
+                rng.uniform(0.5, orphan_timeout * 1.6)
+                if rng.random() < 0.3
+                else (rng.uniform(0.3, 4.0))
             )
         elif kind in ("test", "quiesce"):
             length = rng.uniform(0.3, 5.0)

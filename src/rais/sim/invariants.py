@@ -79,14 +79,13 @@ class Checker:
                 if not known and any(t > now for t in self.learning.values()):
                     self.knowers[address] = None
         gone = self.sim.hosts[index]
-        address = gone.preferred
-        if address is not None:
+        if gone.preferred is not None:
             # Hosts that were up for a heartbeat while it was up have heard it.
             heard = now - self.hb - 0.01
             up = [h for h in self.sim.hosts if h.up]
             known = {h.index for h in up if max(h.started_at, gone.started_at) <= heard}
             unsure = len(known) < len(up) and not known
-            self.knowers[address] = None if unsure else known
+            self.knowers[gone.preferred] = None if unsure else known
 
     def _learn(self, now: float) -> None:
         done = [i for i, t in self.learning.items() if t <= now]
@@ -163,7 +162,7 @@ class Checker:
 
     def _valid(self, now: float, address: Addr, owner: int) -> bool | None:
         h = self.sim.hosts[owner]
-        if h.up and (h.ok and not h.quiesced or owner in self.holders.get(address, ())):
+        if h.up and ((h.ok and not h.quiesced) or owner in self.holders.get(address, ())):
             return True
         if not h.up:
             known = self.knowers.get(address)
@@ -235,7 +234,9 @@ class Checker:
             if dup.reported:
                 continue
             address, a, b = key
-            start = max(dup.start, net.last_change, sim.hosts[a].started_at, sim.hosts[b].started_at)
+            start = max(
+                dup.start, net.last_change, sim.hosts[a].started_at, sim.hosts[b].started_at
+            )
             group = {a, b}
             leaders = set()
             for h in (a, b):

@@ -69,10 +69,7 @@ class Network:
         """Whether a and b hear each other in time on at least one network."""
         if self.side.get(a, 0) != self.side.get(b, 0) or self.max_delay() >= self.hear_limit:
             return False
-        for c in self.cut:
-            if c is not None and a not in c and b not in c:
-                return True
-        return False
+        return any(c is not None and a not in c and b not in c for c in self.cut)
 
     def delays(self, now: float, s: int, r: int) -> list[float]:
         """Delays of the copies that arrive (one per network that delivers), in

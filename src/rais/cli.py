@@ -1,0 +1,59 @@
+"""The ``rais`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rais import __version__
+from rais.durations import parse_duration
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rais", description="Failover and load balancing of service addresses."
+    )
+    parser.add_argument("--version", action="version", version=f"rais {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("sim", help="run the deterministic cluster simulator")
+    sim.add_argument("--hosts", type=int, default=3)
+    sim.add_argument("--spares", type=int, default=0, help="hot spares among the hosts")
+    sim.add_argument("--observers", type=int, default=0)
+    sim.add_argument("--duration", type=_duration, default=60.0, help="virtual seconds")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--seeds", type=int, default=1, help="run this many seeds from --seed")
+    sim.add_argument("--heartbeat", type=_duration, default=0.1)
+    sim.add_argument("--timeout", type=_duration, default=0.0, help="default 3 x heartbeat")
+    sim.add_argument("--orphan-timeout", type=_duration, default=8.0)
+    sim.add_argument("--loss", type=float, default=0.0, help="background loss per datagram")
+    sim.add_argument("--faults", choices=("none", "random"), default="none")
+    sim.add_argument("--networks", type=int, default=2, help="control networks (1-4)")
+    sim.add_argument("--ipv6", action="store_true", help="IPv6 host ids and addresses")
+    sim.add_argument(
+        "--exact-duplicates", action="store_true", help="deliver every copy of every datagram"
+    )
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.add_argument("--trace", metavar="FILE", help="write the event trace ('-' for stdout)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "sim":
+        from rais.sim.cli import run_sim
+
+        return run_sim(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
