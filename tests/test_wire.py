@@ -1,4 +1,4 @@
-"""Tests of the wire format (src/rais/core/wire.py, docs/wire.md)."""
+"""Tests of the wire format (src/rais/core/wire.py, docs/protocol.md ("Wire format"))."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def reassemble(datagrams: list[bytes], keys: tuple[bytes, ...] = (KEY,)) -> Mess
 
 
 def overhead(sender: Addr) -> int:
-    """Bytes of a datagram that are not body, from the layout in docs/wire.md."""
+    """Bytes of a datagram that are not body, from the layout in docs/protocol.md ("Wire format")."""
     return 2 + 1 + 1 + 4 + 1 + len(sender) + 4 + 4 + 1 + 1 + 2 + 32
 
 
@@ -154,7 +154,7 @@ def frame(
     sender_len: int | None = None,
     chunk_len: int | None = None,
 ) -> bytes:
-    """A datagram built straight from the layout in docs/wire.md, independent of wire.py."""
+    """A datagram built straight from the layout in docs/protocol.md ("Wire format"), independent of wire.py."""
     hint = hashlib.sha256(key).digest()[0]
     signed = (
         magic
@@ -189,7 +189,7 @@ def raw_body(
     commands: bytes = b"\x00\x01\x02\x04" + A4 + b"\x10" + A6 + b"\x40",
     trailing: bytes = b"",
 ) -> bytes:
-    """A message body built by hand from the layout in docs/wire.md."""
+    """A message body built by hand from the layout in docs/protocol.md ("Wire format")."""
     return (
         flags
         + host

@@ -6,7 +6,7 @@ of at most :data:`MAX_DATAGRAM` bytes. Each datagram carries a fixed header
 and part count), a chunk of the message body and an HMAC-SHA256 over all of
 it. The byte-by-byte layout, the key-rotation rule, the splitting rule and
 the replay rule (which the core, not this module, enforces) are in
-docs/wire.md.
+docs/protocol.md ("Wire format").
 
 This module is sans-I/O and stateless: it only turns values into bytes and
 back. The decoder raises exactly one exception type, :class:`DecodeError`,

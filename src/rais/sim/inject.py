@@ -58,6 +58,8 @@ def apply_fault(sim: Simulation, now: float, act: FaultAction) -> None:
     elif kind in ("latency+", "latency-"):
         net.extra_latency = act.value if kind.endswith("+") else 0.0
         net.last_change = now
+        if kind == "latency-":
+            net.in_flight_until = now + act.value
     elif kind == "drained-":
         net.last_change = now
     sim.checker.dirty = True

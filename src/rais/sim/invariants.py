@@ -217,7 +217,7 @@ class Checker:
             ordered = sorted(hs)
             for i, a in enumerate(ordered):
                 for b in ordered[i + 1 :]:
-                    if net.connected(a, b):
+                    if net.connected(now, a, b):
                         key = (address, a, b)
                         seen.add(key)
                         if key not in self.dups:
@@ -245,7 +245,7 @@ class Checker:
                     leaders.add(sim.index_of.get(core.leader, -1))
             (leader,) = leaders if len(leaders) == 1 else (-1,)
             if leader < 0 or not (
-                leader in group or (net.connected(leader, a) and net.connected(leader, b))
+                leader in group or (net.connected(now, leader, a) and net.connected(now, leader, b))
             ):
                 # They do not agree on a leader that hears them both (yet): that
                 # settles within a timeout, and only then can the duplicate go.

@@ -16,6 +16,7 @@ class Network:
         "drops",
         "extra_latency",
         "extra_loss",
+        "in_flight_until",
         "hear_limit",
         "jitter",
         "last_change",
@@ -51,6 +52,8 @@ class Network:
         self.cut: list[set[int] | None] = [set() for _ in range(networks)]
         """Per network: hosts whose link is cut, or None for the whole network."""
         self.last_change = 0.0
+        self.in_flight_until = 0.0
+        """Until then, datagrams delayed by a latency spike that has ended still land."""
         self.last_drop: dict[tuple[int, int], float] = {}
         self.drops = 0
 
@@ -65,9 +68,13 @@ class Network:
             and all(c is not None and not c for c in self.cut)
         )
 
-    def connected(self, a: int, b: int) -> bool:
+    def connected(self, now: float, a: int, b: int) -> bool:
         """Whether a and b hear each other in time on at least one network."""
-        if self.side.get(a, 0) != self.side.get(b, 0) or self.max_delay() >= self.hear_limit:
+        if (
+            self.side.get(a, 0) != self.side.get(b, 0)
+            or self.max_delay() >= self.hear_limit
+            or now < self.in_flight_until
+        ):
             return False
         return any(c is not None and a not in c and b not in c for c in self.cut)
 
