@@ -100,6 +100,8 @@ class Node:
     seed: int
     alive: bool = True
     fail_next_acquire: bool = False
+    fail_acquires: bool = False
+    """Every acquire on this host fails (a broken acquire script)."""
     held: set[Addr] = field(default_factory=set)
     log: list[tuple[float, Effect]] = field(default_factory=list)
     """Every effect this host produced (all incarnations), with its time."""
@@ -378,7 +380,7 @@ class Cluster:
             if isinstance(e, Send):
                 self._send(node, e)
             elif isinstance(e, Acquire):
-                ok = not node.fail_next_acquire
+                ok = not (node.fail_next_acquire or node.fail_acquires)
                 node.fail_next_acquire = False
                 node.claims.append((e.address, now, None))
                 self._push(

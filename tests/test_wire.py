@@ -132,7 +132,7 @@ def reassemble(datagrams: list[bytes], keys: tuple[bytes, ...] = (KEY,)) -> Mess
 
 
 def overhead(sender: Addr) -> int:
-    """Bytes of a datagram that are not body, from the layout in docs/protocol.md ("Wire format")."""
+    """Bytes of a datagram that are not body (docs/protocol.md, "Wire format")."""
     return 2 + 1 + 1 + 4 + 1 + len(sender) + 4 + 4 + 1 + 1 + 2 + 32
 
 
@@ -154,7 +154,7 @@ def frame(
     sender_len: int | None = None,
     chunk_len: int | None = None,
 ) -> bytes:
-    """A datagram built straight from the layout in docs/protocol.md ("Wire format"), independent of wire.py."""
+    """A datagram built from the layout in docs/protocol.md, independent of wire.py."""
     hint = hashlib.sha256(key).digest()[0]
     signed = (
         magic

@@ -6,9 +6,10 @@ restarting them. A row exists for every *valid* service address. A service
 address that is not served by its preferred host is an orphan: its countdown
 runs from the last time the preferred host was seen serving it and, once it
 has run for ``orphan_timeout``, the address is invalid: the row goes and the
-address is remembered as expired. An expired address becomes valid again only
-when its preferred host returns, that is when that host is live, OK and not
-quiesced (the leader then assigns it to that host).
+address is remembered as expired. An address becomes valid (again) only when
+its preferred host is live and fit to serve it: OK and not quiesced (or
+already serving it). A host that starts failing or quiesced brings no address
+until it is fit.
 """
 
 from __future__ import annotations
@@ -63,10 +64,12 @@ class AddressTable:
             return
         row = self.rows.get(pref)
         if row is None:
-            if pref in self.expired:
-                if not entry.ok or entry.quiesced or entry.leaving:
-                    return
-                del self.expired[pref]
+            # A host brings its address into the group (or back, after it expired)
+            # when it is fit to serve it: OK and not quiesced, or serving it already.
+            serving = _serves_own(entry)
+            if not serving and (not entry.ok or entry.quiesced or entry.leaving):
+                return
+            self.expired.pop(pref, None)
             row = AddrRow(pref, entry.prefixlen, entry.id, None)
             self.rows[pref] = row
             self._set(row, now + self.orphan_timeout)
@@ -94,9 +97,13 @@ class AddressTable:
         if row is not None and row.preferred == entry.id and row.deadline is None:
             self._set(row, last_heard + self.orphan_timeout)
 
-    def merge(self, now: float, table: tuple[TableEntry, ...]) -> None:
-        """Inherit the leader's rows and countdowns."""
+    def merge(self, now: float, table: tuple[TableEntry, ...], *, leader: bool = True) -> None:
+        """Inherit the leader's rows and countdowns; from another host, only rows
+        this host has never heard of (so a leader that missed a host's death
+        still learns its orphan from whoever saw it)."""
         for te in table:
+            if not leader and te.address in self.rows:
+                continue
             row = self.rows.get(te.address)
             deadline = None if te.orphan_ms == NOT_ORPHANED else now + te.orphan_ms / 1000.0
             if row is None:

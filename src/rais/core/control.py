@@ -63,13 +63,35 @@ def _obeyed(cmd: Command, entry: HostEntry) -> bool:
 class Controller:
     """The leader-side state: pending commands and unassignable addresses."""
 
-    __slots__ = ("_cannot", "_pending", "out", "rng")
+    __slots__ = ("_blocked", "_cannot", "_pending", "_steps", "backoff", "out", "rng")
 
-    def __init__(self, out: Outbox, rng: random.Random) -> None:
+    def __init__(self, out: Outbox, rng: random.Random, backoff: float) -> None:
         self.out = out
         self.rng = rng
+        self.backoff = backoff
         self._pending: dict[Addr, _Pending] = {}
         self._cannot: set[Addr] = set()
+        # A host whose acquire of an address failed is not asked for it again
+        # before the time in _blocked; _steps keeps the backoff for doubling.
+        self._blocked: dict[tuple[Addr, Addr], float] = {}
+        self._steps: dict[tuple[Addr, Addr], float] = {}
+
+    def acquire_failed(self, now: float, host: Addr, address: Addr) -> None:
+        """``host`` reported (by dropping it from acquiring) that it could not take
+        ``address``: back off that pair, doubling up to 64 x the base backoff."""
+        key = (host, address)
+        last = self._steps.get(key)
+        step = min(last * 2, self.backoff * 64) if last else self.backoff
+        self._steps[key] = step
+        self._blocked[key] = now + step
+
+    def acquired(self, host: Addr, address: Addr) -> None:
+        self._steps.pop((host, address), None)
+        self._blocked.pop((host, address), None)
+
+    def _may_take(self, now: float, host: Addr, address: Addr) -> bool:
+        until = self._blocked.get((host, address))
+        return until is None or until <= now
 
     def reset(self) -> None:
         """Leadership lost: forget what was in flight."""
@@ -83,9 +105,9 @@ class Controller:
         return bool(self._pending)
 
     def next_deadline(self) -> float | None:
-        if not self._pending:
-            return None
-        return min(p.deadline for p in self._pending.values())
+        times = [p.deadline for p in self._pending.values()]
+        times.extend(self._blocked.values())
+        return min(times) if times else None
 
     def observe(self, entry: HostEntry) -> bool:
         """A host's new info: clear the commands it shows obeyed. True if any cleared."""
@@ -112,7 +134,10 @@ class Controller:
         late = [a for a, p in self._pending.items() if p.deadline <= now]
         for address in late:
             del self._pending[address]
-        return bool(late)
+        ready = [k for k, until in self._blocked.items() if until <= now]
+        for key in ready:
+            del self._blocked[key]
+        return bool(late or ready)
 
     def run(
         self, now: float, hosts: list[HostEntry], table: AddressTable, command_timeout: float
@@ -151,17 +176,20 @@ class Controller:
                 continue
             claimants = claims.get(address, [])
             pref = by_id.get(row.preferred)
-            pref_ok = pref is not None and pref.preferred == address and eligible(pref)
+            pref_ok = (
+                pref is not None
+                and pref.preferred == address
+                and eligible(pref)
+                and self._may_take(now, row.preferred, address)
+            )
             if not claimants:
-                choice: Addr | None
-                if pref_ok:
-                    choice = row.preferred
-                elif spares:
-                    choice = self.rng.choice(spares)
-                elif others:
-                    choice = self.rng.choice(others)
-                else:
-                    choice = None
+                choice: Addr | None = row.preferred if pref_ok else None
+                if choice is None:
+                    for pool in (spares, others):
+                        takers = [h for h in pool if self._may_take(now, h, address)]
+                        if takers:
+                            choice = self.rng.choice(takers)
+                            break
                 if choice is None:
                     if address not in self._cannot:
                         self._cannot.add(address)

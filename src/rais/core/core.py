@@ -40,7 +40,7 @@ class Core:
         self.members = Membership(self.id, config.timeout)
         self.table = AddressTable(config.orphan_timeout)
         self.served = Served(self.out)
-        self.control = Controller(self.out, rng)
+        self.control = Controller(self.out, rng, backoff=config.timeout)
         self.ok = True
         self.quiesced = False
         self.leaving = False
@@ -62,7 +62,6 @@ class Core:
         self._leader: Addr | None = None
         self._timer: float | None = None
         self._timer_stale = True
-        self.table.observe(now, self.entry())
 
     # ----------------------------------------------------------------- state
 
@@ -208,7 +207,13 @@ class Core:
         if self.left:
             return
         self.out.now = now
+        was = self.served.states.get(address)
         if self.served.done(address, ok, reason):
+            if was == AddrState.ACQUIRING:
+                if ok:
+                    self.control.acquired(self.id, address)
+                else:
+                    self.control.acquire_failed(now, self.id, address)
             if self.served.online() and self.next_announce is None:
                 self.next_announce = now + self.config.announce_interval
             self._self_changed(now)
@@ -280,19 +285,34 @@ class Core:
                 self._elect(entry=entry)
             if prev is not None and prev.served != entry.served:
                 self._reannounce(prev, entry)
+                self._note_outcomes(now, prev, entry)
             if self.is_leader:
                 self._need_pass = True
         if self.is_leader and self.control.has_pending() and self.control.observe(entry):
             self._need_pass = True
-        if entry.id == self._leader:
-            if msg.table:
-                self.table.merge(now, msg.table)
-                news = True
+        from_leader = entry.id == self._leader
+        if msg.table:
+            self.table.merge(now, msg.table, leader=from_leader)
+            news = True
+        if from_leader:
             for cmd in msg.commands:
                 if cmd.target == self.id:
                     self._obey(now, cmd)
                     news = True
         return news
+
+    def _note_outcomes(self, now: float, prev: HostEntry, entry: HostEntry) -> None:
+        """Tell the controller which acquires a host's new info shows succeeded
+        (online) or failed (gone straight from acquiring)."""
+        now_served = dict(entry.served)
+        for address, state in prev.served:
+            if state != AddrState.ACQUIRING:
+                continue
+            after = now_served.get(address)
+            if after is None:
+                self.control.acquire_failed(now, entry.id, address)
+            elif after == AddrState.ONLINE:
+                self.control.acquired(entry.id, address)
 
     def _reannounce(self, prev: HostEntry, entry: HostEntry) -> None:
         """Another host stopped claiming an address this host holds: a duplicate was
@@ -365,10 +385,13 @@ class Core:
         self._send_info = False
         peers = self._peer_page(now)
         leading = self.is_leader
+        entry = self.entry()
+        # This host's own address enters the table as the group learns of it.
+        self.table.observe(now, entry)
         msg = Message(
-            entry=self.entry(),
+            entry=entry,
             peers=peers,
-            table=self.table.to_wire(now) if leading else (),
+            table=self.table.to_wire(now),
             commands=self.control.pending() if leading else (),
         )
         self._transmit(msg)

@@ -60,6 +60,7 @@ class SimHost:
     down_at: float = 0.0
     timer_tick: int = -1
     last_rx: bytes = b""
+    last_sent: float = -1.0
 
 
 class Simulation:
@@ -94,6 +95,7 @@ class Simulation:
             control = (hid, second)[: p.networks] if p.networks <= 2 else (hid, second)
             self.hosts.append(SimHost(i, hid, control, preferred, observer))
         self.index_of = {h.id: h.index for h in self.hosts}
+        self.index_of_service = {h.preferred: h.index for h in self.hosts if h.preferred}
         self.group_tag = wire.group_tag(GROUP)
         self.checker = Checker(self)
         self.result = SimResult(params)
@@ -212,6 +214,7 @@ class Simulation:
     def _send(self, h: SimHost, now: float, eff: Send) -> None:
         data = eff.data
         copies = len(eff.vias)
+        h.last_sent = now
         self.result.messages += copies
         self.result.bytes += copies * len(data)
         dgram = wire.decode(data, group_tag=self.group_tag, keys=(KEY,))
@@ -239,7 +242,7 @@ class Simulation:
                     tick = now_tick + 1 + int(d / TICK)
                     fan.setdefault(tick, []).append(r.index)
         for tick, receivers in fan.items():
-            self._at(tick, (_DELIVER, s, dgram, data, receivers))
+            self._at(tick, (_DELIVER, s, dgram, data, receivers, now))
 
     # ------------------------------------------------------------------- run
 
@@ -307,7 +310,7 @@ class Simulation:
                     self._deadline(now, item[1])
                 else:
                     self._inject(now, item[1])
-            if checker.dirty or checker.dups:
+            if checker.dirty or checker.dups or checker.introducing:
                 checker.step(now)
         self.tick = max(self.tick, end)
 
@@ -316,14 +319,14 @@ class Simulation:
         self._fault(self.tick * TICK, act)
 
     def _deliver(self, now: float, item: tuple[Any, ...]) -> None:
-        _, _sender, dgram, data, receivers = item
+        _, _sender, dgram, data, receivers, sent = item
         hosts = self.hosts
         n = 0
         for r in receivers:
             h = hosts[r]
             core = h.core
-            if core is None:
-                continue
+            if core is None or h.started_at > sent:
+                continue  # down, or restarted since: its old socket is gone
             n += 1
             h.last_rx = data
             core.receive(now, dgram, 0)
@@ -344,6 +347,8 @@ class Simulation:
         self._after(h, now)
 
     def _deadline(self, now: float, fault_at: float) -> None:
+        if self.active:
+            return  # a lasting disturbance began since: its end schedules the check
         if self.net.drops and self._last_drop() > fault_at:
             self.checker.fault_at = self._last_drop()
             self._at(
@@ -374,11 +379,14 @@ class Simulation:
         from rais.sim.inject import apply_fault
 
         apply_fault(self, now, act)
+        self.checker.introduce()
         if act.kind != "boot":
             self.result.faults += act.kind.endswith("+")
         base = act.kind.rstrip("+-")
         if base in DISTURBANCES and act.kind != "latency-":
             self.active += 1 if act.kind.endswith("+") else -1
+            if act.kind.endswith("+"):
+                self.checker.disturbance(now)
         self.checker.fault(now)
         if not self.active:
             self._at(self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, now))

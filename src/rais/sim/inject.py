@@ -56,10 +56,12 @@ def apply_fault(sim: Simulation, now: float, act: FaultAction) -> None:
     elif kind in ("loss+", "loss-"):
         net.extra_loss = act.value if kind.endswith("+") else 0.0
     elif kind in ("latency+", "latency-"):
+        old = net.extra_latency
         net.extra_latency = act.value if kind.endswith("+") else 0.0
         net.last_change = now
-        if kind == "latency-":
-            net.in_flight_until = now + act.value
+        if net.extra_latency < old:
+            # Spikes may overlap: what was sent under the higher latency still lands.
+            net.in_flight_until = max(net.in_flight_until, now + old + net.jitter)
     elif kind == "drained-":
         net.last_change = now
     sim.checker.dirty = True

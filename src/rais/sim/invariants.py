@@ -57,6 +57,11 @@ class Checker:
         self.dirty = False
         self.dups: dict[tuple[Addr, int, int], _Dup] = {}
         self.i1_checks = 0
+        self.early: dict[Addr, float] = {}
+        self.introduced: set[Addr] = set()
+        """Addresses that entered the group: their preferred host was up, OK and
+        not quiesced, and put them in its table."""
+        self.introducing: set[int] = set()
         self.knowers: dict[Addr, set[int] | None] = {}
         """For addresses whose preferred host is down: the up hosts that know of
         them (None: unclear, a knower vanished while a new host was learning)."""
@@ -65,27 +70,48 @@ class Checker:
     # ------------------------------------------------------- who knows what
 
     def host_up(self, now: float, index: int) -> None:
-        address = self.sim.hosts[index].preferred
-        if address is not None:
-            self.knowers.pop(address, None)
+        # A restarted host knows nothing of its own old row: who knows it stays
+        # as it was until the host is fit and brings its address in again.
         self.learning[index] = now + self.timeout + self.hb
 
     def host_down(self, now: float, index: int) -> None:
         self._learn(now)
         self.learning.pop(index, None)
-        for address, known in self.knowers.items():
-            if known is not None:
-                known.discard(index)
-                if not known and any(t > now for t in self.learning.values()):
+        for address, knew in self.knowers.items():
+            if knew is not None:
+                knew.discard(index)
+                if not knew and any(t > now for t in self.learning.values()):
                     self.knowers[address] = None
         gone = self.sim.hosts[index]
         if gone.preferred is not None:
-            # Hosts that were up for a heartbeat while it was up have heard it.
+            # Hosts that were up and heard it for the last heartbeat know it. A
+            # network change or loss in that time, or a partition, makes it unclear.
             heard = now - self.hb - 0.01
-            up = [h for h in self.sim.hosts if h.up]
-            known = {h.index for h in up if max(h.started_at, gone.started_at) <= heard}
-            unsure = len(known) < len(up) and not known
-            self.knowers[gone.preferred] = None if unsure else known
+            net = self.sim.net
+            known = set()
+            unclear = False
+            for h in self.sim.hosts:
+                if not h.up:
+                    continue
+                since = max(h.started_at, gone.started_at)
+                if since > heard:
+                    # Too new to be sure; it heard nothing if nothing was sent since.
+                    unclear = unclear or gone.last_sent >= h.started_at
+                    continue
+                if (
+                    net.last_change >= heard
+                    or net.last_drop.get((index, h.index), -1.0) >= heard
+                    or not net.connected(now, index, h.index)
+                ):
+                    unclear = True
+                else:
+                    known.add(h.index)
+            before = self.knowers.get(gone.preferred, set())
+            if before is None or unclear:
+                self.knowers[gone.preferred] = None
+            else:
+                # Still known to those who knew it before a restart that never brought it in.
+                self.knowers[gone.preferred] = known | before
 
     def _learn(self, now: float) -> None:
         done = [i for i, t in self.learning.items() if t <= now]
@@ -100,6 +126,31 @@ class Checker:
     def violate(self, invariant: str, now: float, detail: str) -> None:
         self.violations.append(Violation(invariant, round(now, 4), detail))
 
+    def disturbance(self, now: float) -> None:
+        """A partition, loss burst or latency spike began: until the group has
+        been quiet again, it may not have seen preferred hosts serving their own
+        addresses, so its orphan countdowns may have started as early as now."""
+        for address, holders in self.holders.items():
+            owner = self.sim.index_of_service.get(address)
+            if owner is not None and owner in holders:
+                self.early.setdefault(address, now)
+
+    def introduce(self) -> None:
+        """Note every host that is now fit to bring its address in; it does so
+        once its core has put the address in its table (at its next info)."""
+        for h in self.sim.hosts:
+            if h.preferred is not None and h.up and h.ok and not h.quiesced:
+                self.introducing.add(h.index)
+
+    def _introduced(self) -> None:
+        for index in list(self.introducing):
+            h = self.sim.hosts[index]
+            if not (h.up and h.ok and not h.quiesced) or h.preferred is None:
+                self.introducing.discard(index)
+            elif h.core is not None and h.preferred in h.core.table.rows:
+                self.introducing.discard(index)
+                self.introduced.add(h.preferred)
+
     def fault(self, now: float) -> None:
         """A fault began or ended (or a datagram was lost): restart the I1 clock."""
         self.fault_at = now
@@ -110,6 +161,10 @@ class Checker:
     def held(self, now: float, address: Addr, host: int) -> None:
         self.holders.setdefault(address, set()).add(host)
         if self.sim.hosts[host].preferred == address:
+            if self.sim.active:
+                # Taken back during a disturbance: the group may not see it, and
+                # its countdown may run from when it last did.
+                self.early.setdefault(address, self.last_held_by_pref.get(address, now))
             self.last_held_by_pref[address] = now
         self.dirty = True
 
@@ -132,6 +187,8 @@ class Checker:
         """Called after every simulator step that changed something."""
         if self.learning:
             self._learn(now)
+        if self.introducing:
+            self._introduced()
         if self.dirty:
             self.dirty = False
             self._track_dups(now)
@@ -151,6 +208,10 @@ class Checker:
         if fault_at != self.fault_at:
             return
         self.i1_checks += 1
+        for address in list(self.early):
+            owner = self.sim.index_of_service.get(address)
+            if owner is not None and owner in self.holders.get(address, ()):
+                del self.early[address]
         problem = self._settled_state(now, strict=True)
         if problem is not None:
             self.violate("I1/I4", now, problem)
@@ -164,18 +225,22 @@ class Checker:
         h = self.sim.hosts[owner]
         if h.up and ((h.ok and not h.quiesced) or owner in self.holders.get(address, ())):
             return True
-        if not h.up:
-            known = self.knowers.get(address)
+        if address not in self.introduced:
+            return False  # its preferred host has never been fit to bring it in
+        owner_knows = h.up and h.core is not None and address in h.core.table.rows
+        if not owner_knows and address in self.knowers:
+            known = self.knowers[address]
             if known is None:
                 return None  # ambiguous: a host that may or may not have learnt it
             if not known:
                 return False  # every host that knew the address is gone
         last = self.last_held_by_pref.get(address, h.started_at)
-        left = last + self.sim.params.orphan_timeout - now
+        first = min(last, self.early.get(address, last))
+        orphan = self.sim.params.orphan_timeout
         slack = self.timeout + 2 * self.hb + 0.05
-        if left > slack:
+        if first + orphan - now > slack:
             return True
-        if left < -slack:
+        if last + orphan - now < -slack:
             return False
         return None
 
@@ -244,8 +309,13 @@ class Checker:
                 if core is not None and core.leader is not None:
                     leaders.add(sim.index_of.get(core.leader, -1))
             (leader,) = leaders if len(leaders) == 1 else (-1,)
-            if leader < 0 or not (
-                leader in group or (net.connected(now, leader, a) and net.connected(now, leader, b))
+            if (
+                leader < 0
+                or not sim.hosts[leader].up
+                or not (
+                    leader in group
+                    or (net.connected(now, leader, a) and net.connected(now, leader, b))
+                )
             ):
                 # They do not agree on a leader that hears them both (yet): that
                 # settles within a timeout, and only then can the duplicate go.

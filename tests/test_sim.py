@@ -1,0 +1,193 @@
+"""The simulator as the main proof: many seeds under random faults, determinism,
+variants, and proof that the checker catches broken cores."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from rais.cli import main
+from rais.core.core import Core
+from rais.core.messages import Command, HostEntry, Op
+from rais.sim import SimParams, Simulation
+from rais.sim.cli import summary
+
+
+def _seeds(request: pytest.FixtureRequest, quick: int, slow: int) -> range:
+    return range(1, (slow if request.config.getoption("--slow") else quick) + 1)
+
+
+def _check(params: SimParams) -> None:
+    result = Simulation(params).run()
+    assert not result.violations, json.dumps(summary(result), indent=1)
+    assert result.convergences, "the run never reached a converged state"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "spares", "duration"), [(3, 1, 60.0), (8, 2, 40.0), (32, 2, 15.0)]
+)
+def test_random_faults_across_seeds(
+    request: pytest.FixtureRequest, hosts: int, spares: int, duration: float
+) -> None:
+    """At least 50 seeds (1,000 with --slow) of random faults, for 3, 8 and 32 hosts."""
+    failed = []
+    for seed in _seeds(request, 50, 1000):
+        params = SimParams(
+            hosts=hosts, spares=spares, duration=duration, seed=seed, faults="random"
+        )
+        result = Simulation(params).run()
+        if result.violations:
+            failed.append(summary(result))
+    assert not failed, json.dumps(failed[:3], indent=1)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SimParams(hosts=5, spares=1, duration=40, seed=11, faults="random", ipv6=True),
+        SimParams(hosts=5, spares=1, duration=40, seed=12, faults="random", exact_duplicates=True),
+        SimParams(hosts=4, spares=1, duration=40, seed=13, faults="random", networks=1),
+        SimParams(hosts=6, spares=1, observers=1, duration=40, seed=14, faults="random"),
+        SimParams(hosts=4, spares=1, duration=40, seed=15, faults="random", loss=0.01),
+        SimParams(hosts=4, duration=40, seed=16, faults="random", heartbeat=0.05, timeout=0.2),
+        SimParams(hosts=4, spares=2, duration=40, seed=17, faults="random", orphan_timeout=2.0),
+    ],
+    ids=["ipv6", "exact-duplicates", "one-network", "observer", "loss", "fast", "short-orphan"],
+)
+def test_variants(params: SimParams) -> None:
+    _check(params)
+
+
+def test_same_seed_gives_identical_trace() -> None:
+    params = SimParams(hosts=6, spares=1, duration=30, seed=7, faults="random")
+    a = Simulation(params, keep_trace=True)
+    b = Simulation(params, keep_trace=True)
+    ra, rb = a.run(), b.run()
+    assert a.trace_lines == b.trace_lines
+    assert ra.trace_sha256 == rb.trace_sha256
+    assert (ra.messages, ra.bytes, ra.deliveries) == (rb.messages, rb.bytes, rb.deliveries)
+    other = Simulation(SimParams(hosts=6, spares=1, duration=30, seed=8, faults="random")).run()
+    assert other.trace_sha256 != ra.trace_sha256
+
+
+def test_failover_takes_about_one_timeout() -> None:
+    """Every convergence after a fault (a crash included) is within timeout + 2 heartbeats."""
+    params = SimParams(hosts=8, spares=2, duration=60, seed=3, faults="random")
+    result = Simulation(params).run()
+    assert not result.violations
+    assert result.max_convergence_s <= params.effective_timeout + 2 * params.heartbeat
+    assert result.max_convergence_s >= params.effective_timeout - params.heartbeat
+
+
+# ---------------------------------------------------------------- broken cores
+
+
+class AcquiresWhenQuiesced(Core):
+    """Hides its quiesce from the group and takes whatever it is given."""
+
+    def entry(self) -> HostEntry:
+        return replace(super().entry(), quiesced=False, ok=True)
+
+    def _obey(self, now: float, cmd: Command) -> None:
+        if cmd.op == Op.ACQUIRE:
+            if self.served.acquire(cmd.address, cmd.prefixlen):
+                self._self_changed(now)
+            return
+        super()._obey(now, cmd)
+
+
+class NeverReleases(Core):
+    def _obey(self, now: float, cmd: Command) -> None:
+        if cmd.op == Op.RELEASE:
+            return
+        super()._obey(now, cmd)
+
+
+class NeverExpiresHosts(Core):
+    def handle_timer(self, now: float) -> None:
+        self.members.timeout = 1e9
+        super().handle_timer(now)
+
+
+class TrustsEverything(Core):
+    def datagram_received(self, now: float, data: bytes, via: int) -> None:
+        from rais.core import wire
+
+        for key in (*self.config.keys, b"not the group key"):
+            try:
+                dgram = wire.decode(data, group_tag=self.group_tag, keys=(key,))
+            except wire.DecodeError:
+                continue
+            self.inbox = type(self.inbox)(self.id)  # forget every replay window
+            self.receive(now, dgram, via)
+            return
+
+
+@pytest.mark.parametrize(
+    ("factory", "invariant"),
+    [
+        (AcquiresWhenQuiesced, "I2"),
+        (NeverReleases, "I3"),
+        (NeverExpiresHosts, "I1"),
+        (TrustsEverything, "I5"),
+    ],
+)
+def test_checker_catches_broken_cores(factory: Any, invariant: str) -> None:
+    caught = set()
+    for seed in range(1, 6):
+        params = SimParams(hosts=5, spares=1, duration=60, seed=seed, faults="random")
+        result = Simulation(params, core_factory=factory).run()
+        caught |= {v.invariant.split("/")[0] for v in result.violations}
+        if invariant in caught:
+            break
+    assert invariant in caught, caught
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "sim",
+            "--hosts",
+            "4",
+            "--spares",
+            "1",
+            "--duration",
+            "20",
+            "--faults",
+            "random",
+            "--seed",
+            "5",
+            "--heartbeat",
+            "100ms",
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    for key in ("violations", "max_convergence_s", "messages", "bytes", "wall_s"):
+        assert key in out
+    assert out["violations"] == 0 and out["messages"] > 0 and out["bytes"] > out["messages"]
+    assert out["timeout_s"] == pytest.approx(0.3)
+
+
+def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "--hosts", "3", "--spares", "9"]) == 2
+    assert "--spares" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["sim", "--heartbeat", "soon"])
+    assert exc.value.code == 2
+
+
+def test_cli_trace_replays(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    files = [tmp_path / "a.trace", tmp_path / "b.trace"]
+    for f in files:
+        args = ["sim", "--hosts", "3", "--duration", "15", "--faults", "random", "--seed", "9"]
+        assert main([*args, "--trace", str(f)]) == 0
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert b"fault" in files[0].read_bytes()
