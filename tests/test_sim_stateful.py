@@ -107,6 +107,9 @@ ClusterMachine.TestCase.settings = settings(
     max_examples=int(os.environ.get("RAIS_STATEFUL_EXAMPLES", "60")),
     stateful_step_count=30,
     deadline=None,
+    # The suite replays the same examples every run; RAIS_STATEFUL_EXAMPLES=N
+    # explores N fresh ones.
+    derandomize="RAIS_STATEFUL_EXAMPLES" not in os.environ,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestCluster = ClusterMachine.TestCase

@@ -20,7 +20,16 @@ from rais.core.control import Controller
 from rais.core.effects import Effect, EventKind, Send
 from rais.core.inbox import Inbox
 from rais.core.membership import Membership, can_lead
-from rais.core.messages import AddrState, Command, Datagram, HostEntry, Message, Op, PeerAge
+from rais.core.messages import (
+    AddrState,
+    Command,
+    Datagram,
+    HostEntry,
+    Message,
+    Op,
+    PeerAge,
+    TableEntry,
+)
 from rais.core.outbox import Outbox
 from rais.core.served import Served
 
@@ -60,6 +69,7 @@ class Core:
         self._send_info = True
         self._need_pass = False
         self._leader: Addr | None = None
+        self._leader_rows: frozenset[Addr] = frozenset()
         self._timer: float | None = None
         self._timer_stale = True
 
@@ -291,6 +301,8 @@ class Core:
         if self.is_leader and self.control.has_pending() and self.control.observe(entry):
             self._need_pass = True
         from_leader = entry.id == self._leader
+        if from_leader:
+            self._leader_rows = frozenset(te.address for te in msg.table)
         if msg.table:
             self.table.merge(now, msg.table, leader=from_leader)
             news = True
@@ -391,10 +403,32 @@ class Core:
         msg = Message(
             entry=entry,
             peers=peers,
-            table=self.table.to_wire(now),
+            table=self._table_to_send(now, leading),
             commands=self.control.pending() if leading else (),
         )
         self._transmit(msg)
+
+    def _table_to_send(self, now: float, leading: bool) -> tuple[TableEntry, ...]:
+        """The leader sends its orphan rows. Another host sends only the orphan
+        rows its leader's last table lacked, of hosts that cannot bring them in
+        themselves (silent, failing or quiesced): a leader that missed a death or
+        restarted learns of the orphan that way, and messages stay small when
+        they agree."""
+        rows = self.table.to_wire(now)
+        if leading:
+            return rows
+        known = self._leader_rows
+        records = self.members.records
+        own_fit = _fit(self.entry())
+        out = []
+        for te in rows:
+            if te.address in known or (te.preferred == self.id and own_fit):
+                continue
+            rec = records.get(te.preferred)
+            if rec is not None and rec.live and _fit(rec.entry):
+                continue  # its preferred host brings it in with its own entry
+            out.append(te)
+        return tuple(out)
 
     def _transmit(self, msg: Message) -> None:
         c = self.config
@@ -437,3 +471,8 @@ class Core:
         self._transmit(msg)
         self._transmit(msg)
         self._send_info = False
+
+
+def _fit(entry: HostEntry) -> bool:
+    """A host whose own entry brings its address into every table (addrtable.observe)."""
+    return entry.ok and not entry.quiesced and not entry.leaving

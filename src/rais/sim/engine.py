@@ -60,7 +60,6 @@ class SimHost:
     down_at: float = 0.0
     timer_tick: int = -1
     last_rx: bytes = b""
-    last_sent: float = -1.0
 
 
 class Simulation:
@@ -214,7 +213,6 @@ class Simulation:
     def _send(self, h: SimHost, now: float, eff: Send) -> None:
         data = eff.data
         copies = len(eff.vias)
-        h.last_sent = now
         self.result.messages += copies
         self.result.bytes += copies * len(data)
         dgram = wire.decode(data, group_tag=self.group_tag, keys=(KEY,))

@@ -95,8 +95,9 @@ class Checker:
                     continue
                 since = max(h.started_at, gone.started_at)
                 if since > heard:
-                    # Too new to be sure; it heard nothing if nothing was sent since.
-                    unclear = unclear or gone.last_sent >= h.started_at
+                    # Too new to be sure (rows also spread through other hosts'
+                    # tables); it has heard nothing yet only if it just started.
+                    unclear = unclear or h.started_at < now
                     continue
                 if (
                     net.last_change >= heard
@@ -115,10 +116,18 @@ class Checker:
 
     def _learn(self, now: float) -> None:
         done = [i for i, t in self.learning.items() if t <= now]
+        net = self.sim.net
         for index in done:
-            del self.learning[index]
-            for known in self.knowers.values():
-                if known:
+            start = self.learning.pop(index) - self.timeout - self.hb
+            # A new host learns the rows of the hosts it hears; a network change
+            # while it was learning leaves that unclear.
+            changed = net.last_change >= start
+            for address, known in self.knowers.items():
+                if not known:
+                    continue
+                if changed:
+                    self.knowers[address] = None
+                elif any(net.connected(now, index, k) for k in known):
                     known.add(index)
 
     # --------------------------------------------------------------- records
