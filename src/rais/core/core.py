@@ -353,6 +353,7 @@ class Core:
             new = self.members.update_leader(own, entry=entry, gone=gone)
         if new != old:
             self._leader = new
+            self._leader_rows = frozenset()
             self.out.event(EventKind.LEADER_CHANGED, None, f"leader {fmt(new)}")
             self.control.reset()
             if new == self.id:
@@ -422,7 +423,11 @@ class Core:
         own_fit = _fit(self.entry())
         out = []
         for te in rows:
-            if te.address in known or (te.preferred == self.id and own_fit):
+            if te.preferred == self.id:
+                if not own_fit:
+                    out.append(te)  # whoever hears this host learns its row
+                continue
+            if te.address in known:
                 continue
             rec = records.get(te.preferred)
             if rec is not None and rec.live and _fit(rec.entry):
