@@ -98,6 +98,11 @@ class Controller:
         self._pending.clear()
         self._cannot.clear()
 
+    def membership_changed(self) -> None:
+        """A host joined or was lost: say again what still cannot be assigned
+        (what the group could do may have changed meanwhile, unseen)."""
+        self._cannot.clear()
+
     def pending(self) -> tuple[Command, ...]:
         return tuple(c for p in self._pending.values() for c in p.commands)
 

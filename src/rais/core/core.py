@@ -283,6 +283,7 @@ class Core:
             if heard.previous is None:
                 self._peer_ids.append(entry.id)
             self.out.event(EventKind.HOST_JOINED, None, f"host {fmt(entry.id)}")
+            self.control.membership_changed()
         if heard.left:
             self._host_gone(now, entry.id, EventKind.HOST_LEFT, "left")
         if heard.changed:
@@ -339,6 +340,7 @@ class Core:
         self.out.event(kind, None, f"host {fmt(host)}: {reason}")
         self.table.preferred_gone(now, rec.entry, rec.last_heard)
         self.control.host_gone(host)
+        self.control.membership_changed()
         self.inbox.forget(host)
         self._need_pass = True
 

@@ -273,7 +273,10 @@ class Checker:
             if not eligible and not live_ok:
                 if strict and any(x.up for x in sim.hosts):
                     since = self.last_unheld.get(address, 0.0)
-                    if self.cannot_at.get(address, -1.0) < since:
+                    said = self.cannot_at.get(address, -1.0)
+                    # After a partition the leader may never have seen the other
+                    # side place it: its earlier event still stands.
+                    if said < since and not (0.0 <= said < sim.net.last_change):
                         return f"{fmt(address)} unassignable but no cannot-assign event"
                 continue
             if len(live_ok) != 1 or len(holders) != 1:
