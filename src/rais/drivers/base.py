@@ -1,0 +1,54 @@
+"""The interfaces between the agent and the outside world.
+
+Drivers feed inputs and carry out effects; they make no protocol decisions.
+Addresses are ``ipaddress`` objects here (the core's raw-bytes ``Addr`` is
+converted at the group runner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from rais.config import IP
+
+OnDatagram = Callable[[bytes, int], None]
+"""Called with (datagram, index of the control address it arrived on)."""
+
+
+class Transport(Protocol):
+    """One service group's control channel on every control address of the host."""
+
+    async def start(self, on_datagram: OnDatagram) -> None:
+        """Open the sockets and start delivering datagrams to ``on_datagram``."""
+
+    def send(self, data: bytes, vias: tuple[int, ...]) -> None:
+        """Send one datagram on the control addresses with these indexes; never blocks.
+        Errors are counted, not raised."""
+
+    def close(self) -> None: ...
+
+
+class Addresses(Protocol):
+    """Service addresses on interfaces (netlink). Every call is idempotent:
+    adding a present address or removing an absent one succeeds."""
+
+    async def add(self, interface: str, address: IP, prefixlen: int) -> None: ...
+
+    async def remove(self, interface: str, address: IP, prefixlen: int) -> None: ...
+
+    async def present(self, interface: str) -> list[tuple[IP, int]]:
+        """Every address on the interface, with its prefix length."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Announcer(Protocol):
+    """Tells the link that this host now answers for an address: gratuitous ARP
+    (request and reply form) for IPv4, unsolicited neighbour advertisement with
+    the Override flag for IPv6. One call sends one burst."""
+
+    async def announce(self, interface: str, address: IP) -> None: ...
+
+    def close(self) -> None: ...
