@@ -1,0 +1,299 @@
+"""One service group on this host: drives one protocol core with real drivers.
+
+The runner feeds the core (datagrams, timer expiries, action results, operator
+commands), drains its effects and re-arms one loop timer. It makes no protocol
+decision. Slow work (netlink, scripts, announcements) runs in tasks of its own,
+serialized per address, so a heartbeat never waits behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from rais.config import IP, GroupConfig
+from rais.core.addr import Addr
+from rais.core.config import CoreConfig
+from rais.core.core import Core
+from rais.core.effects import Acquire, Announce, Event, Release, Send
+from rais.drivers.base import Addresses, Announcer, Transport
+from rais.drivers.scripts import ScriptRunner
+from rais.state import HeldFile
+
+log = logging.getLogger("rais.group")
+
+
+def to_ip(addr: Addr) -> IP:
+    return ipaddress.ip_address(addr)
+
+
+def to_addr(ip: IP) -> Addr:
+    return ip.packed
+
+
+@dataclass(frozen=True, slots=True)
+class Drivers:
+    transport: Transport
+    addresses: Addresses
+    announcer: Announcer
+    scripts: ScriptRunner
+
+
+class GroupRunner:
+    def __init__(
+        self,
+        config: GroupConfig,
+        *,
+        control: tuple[IP, ...],
+        keys: tuple[bytes, ...],
+        epoch: int,
+        drivers: Drivers,
+        held: HeldFile,
+        on_event: Callable[[Event], None],
+        rng: random.Random,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.config = config
+        self.drivers = drivers
+        self.held = held
+        self.on_event = on_event
+        self.loop = loop or asyncio.get_running_loop()
+        pref = config.preferred
+        self.core_config = CoreConfig(
+            group=config.name,
+            control=tuple(to_addr(c) for c in control),
+            keys=keys,
+            heartbeat=config.heartbeat,
+            timeout=config.timeout,
+            preferred=to_addr(pref.ip) if pref is not None else None,
+            prefixlen=pref.network.prefixlen if pref is not None else 0,
+            observer=config.observer,
+            orphan_timeout=config.orphan_timeout,
+            announce_interval=config.announce_interval,
+        )
+        self.core = Core(self.core_config, epoch=epoch, rng=rng, now=self.loop.time())
+        self.counters: Counter[str] = Counter()
+        self._timer: asyncio.TimerHandle | None = None
+        self._chains: dict[Addr, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._left = asyncio.Event()
+        self._stopped = False
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Clean up what a previous run left, open the control channel, start beating."""
+        await self.reconcile()
+        await self.drivers.transport.start(self._on_datagram)
+        self._pump()
+
+    async def reconcile(self) -> None:
+        """Remove service addresses a crashed previous run left configured: the
+        ones it recorded as held, and this host's own preferred address. The
+        leader assigns them afresh (release before acquire: never on two hosts)."""
+        wanted = set(self.held.load())
+        if self.config.preferred is not None:
+            wanted.add((self.config.preferred.ip, self.config.preferred.network.prefixlen))
+        if not wanted:
+            return
+        try:
+            present = await self.drivers.addresses.present(self.config.interface)
+        except Exception as exc:
+            log.error("group %s: cannot list %s: %s", self.config.name, self.config.interface, exc)
+            return
+        present_ips = {ip for ip, _ in present}
+        for ip, prefixlen in sorted(wanted, key=lambda w: (w[0].version, int(w[0]))):
+            if ip in present_ips:
+                log.warning("group %s: removing leftover %s", self.config.name, ip)
+                await self._release_address(ip, prefixlen, script=True)
+                self.counters["reconciled"] += 1
+        self.held.save(set())
+
+    async def leave(self, grace: float) -> None:
+        """Graceful leave: release everything, tell the group, wait until done."""
+        self.core.leave(self.loop.time())
+        self._pump()
+        try:
+            await asyncio.wait_for(self._left.wait(), grace)
+        except TimeoutError:
+            log.warning("group %s: leave not complete after %.1fs", self.config.name, grace)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for the actions in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.drivers.transport.close()
+
+    # --------------------------------------------------------------- inputs
+
+    def _on_datagram(self, data: bytes, via: int) -> None:
+        if self._stopped:
+            return
+        self.core.datagram_received(self.loop.time(), data, via)
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._stopped:
+            return
+        now = self.loop.time()
+        late = now - self._timer_at
+        if late > self.config.heartbeat / 2:
+            self.counters["late_timers"] += 1
+        self.core.handle_timer(now)
+        self._pump()
+
+    def quiesce(self) -> None:
+        self.core.quiesce(self.loop.time())
+        self._pump()
+
+    def unquiesce(self) -> None:
+        self.core.unquiesce(self.loop.time())
+        self._pump()
+
+    def test_result(self, ok: bool, reason: str = "") -> None:
+        self.core.test_result(self.loop.time(), ok, reason)
+        self._pump()
+
+    # -------------------------------------------------------------- effects
+
+    def _pump(self) -> None:
+        for eff in self.core.effects():
+            if isinstance(eff, Send):
+                self.drivers.transport.send(eff.data, eff.vias)
+            elif isinstance(eff, Acquire):
+                self._chain(eff.address, self._acquire(eff.address, eff.prefixlen))
+            elif isinstance(eff, Release):
+                self._chain(eff.address, self._release(eff.address, eff.prefixlen))
+            elif isinstance(eff, Announce):
+                self._spawn(self._announce(to_ip(eff.address)))
+            else:
+                self.on_event(eff)
+        if self.core.left:
+            self._left.set()
+        if self._stopped:
+            return
+        when = self.core.get_timer()
+        if when is None:
+            return
+        if self._timer is not None:
+            if self._timer_at == when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    _timer_at: float = 0.0
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _chain(self, address: Addr, coro: Coroutine[Any, Any, None]) -> None:
+        """Run actions on one address one after the other."""
+        before = self._chains.get(address)
+
+        async def run() -> None:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            await coro
+
+        task = self._spawn(run())
+        self._chains[address] = task
+
+        def forget(t: asyncio.Task[None]) -> None:
+            if self._chains.get(address) is t:
+                del self._chains[address]
+
+        task.add_done_callback(forget)
+
+    def _done(self, address: Addr, ok: bool, reason: str) -> None:
+        if self._stopped:
+            return
+        self.core.action_done(self.loop.time(), address, ok, reason)
+        self._pump()
+
+    async def _acquire(self, address: Addr, prefixlen: int) -> None:
+        ip = to_ip(address)
+        cfg = self.config
+        try:
+            self.held.add(ip, prefixlen)
+            await self.drivers.addresses.add(cfg.interface, ip, prefixlen)
+        except Exception as exc:
+            self.counters["acquire_failed"] += 1
+            self._done(address, False, f"add {ip}: {exc}")
+            return
+        ok, reason = await self.drivers.scripts.run(cfg.acquire_script, self._env(ip, "acquire"))
+        if not ok:
+            self.counters["acquire_failed"] += 1
+            await self._remove(ip, prefixlen)
+            self._done(address, False, f"acquire script: {reason}")
+            return
+        self.counters["acquired"] += 1
+        self._done(address, True, "")
+
+    async def _release(self, address: Addr, prefixlen: int) -> None:
+        ok, reason = await self._release_address(to_ip(address), prefixlen, script=True)
+        self._done(address, ok, reason)
+
+    async def _release_address(self, ip: IP, prefixlen: int, *, script: bool) -> tuple[bool, str]:
+        reason = ""
+        if script and self.config.release_script:
+            ok, why = await self.drivers.scripts.run(
+                self.config.release_script, self._env(ip, "release")
+            )
+            if not ok:
+                reason = f"release script: {why}"  # the address goes all the same
+        removed = await self._remove(ip, prefixlen)
+        if not removed:
+            self.counters["release_failed"] += 1
+            return False, f"remove {ip} failed"
+        self.counters["released"] += 1
+        return True, reason
+
+    async def _remove(self, ip: IP, prefixlen: int) -> bool:
+        try:
+            await self.drivers.addresses.remove(self.config.interface, ip, prefixlen)
+        except Exception as exc:
+            log.error("group %s: remove %s: %s", self.config.name, ip, exc)
+            return False
+        self.held.discard(ip, prefixlen)
+        return True
+
+    async def _announce(self, ip: IP) -> None:
+        cfg = self.config
+        for i in range(max(1, cfg.garp_count)):
+            if i:
+                await asyncio.sleep(cfg.garp_interval)
+            if self._stopped or to_addr(ip) not in self.core.served.states:
+                return
+            try:
+                await self.drivers.announcer.announce(cfg.interface, ip)
+                self.counters["announcements"] += 1
+            except Exception as exc:
+                self.counters["announce_errors"] += 1
+                log.error("group %s: announce %s: %s", cfg.name, ip, exc)
+                return
+
+    def _env(self, ip: IP, event: str) -> dict[str, str]:
+        return {
+            "RAIS_GROUP": self.config.name,
+            "RAIS_ADDRESS": str(ip),
+            "RAIS_INTERFACE": self.config.interface,
+            "RAIS_EVENT": event,
+        }

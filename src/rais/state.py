@@ -1,0 +1,65 @@
+"""What the agent keeps on disk across restarts: the boot epoch and, per group,
+the service addresses it holds (so a restart after a crash removes leftovers)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import time
+from pathlib import Path
+
+from rais.config import IP
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def next_epoch(state_dir: str) -> int:
+    """A boot epoch above every earlier one: the stored counter plus one, and at
+    least the wall-clock seconds (so a lost state directory is still safe)."""
+    path = Path(state_dir) / "epoch"
+    stored = 0
+    with contextlib.suppress(OSError, ValueError):
+        stored = int(path.read_text().strip())
+    epoch = max(stored + 1, int(time.time())) & 0xFFFFFFFF
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    _write(path, f"{epoch}\n")
+    return epoch
+
+
+class HeldFile:
+    """The addresses one group holds, written through on every change."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._held: set[tuple[IP, int]] = set()
+
+    def load(self) -> set[tuple[IP, int]]:
+        if self.path is None:
+            return set(self._held)
+        out: set[tuple[IP, int]] = set()
+        with contextlib.suppress(OSError):
+            for line in self.path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    iface = ipaddress.ip_interface(line.strip())
+                    out.add((iface.ip, iface.network.prefixlen))
+        return out
+
+    def save(self, held: set[tuple[IP, int]]) -> None:
+        self._held = set(held)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lines = sorted(f"{ip}/{p}" for ip, p in self._held)
+            _write(self.path, "".join(line + "\n" for line in lines))
+
+    def add(self, ip: IP, prefixlen: int) -> None:
+        if (ip, prefixlen) not in self._held:
+            self.save(self._held | {(ip, prefixlen)})
+
+    def discard(self, ip: IP, prefixlen: int) -> None:
+        if (ip, prefixlen) in self._held:
+            self.save(self._held - {(ip, prefixlen)})

@@ -1,0 +1,123 @@
+"""Status of a group as JSON-ready data (the admin API's ``GET /v1/status``), and
+the readable table ``rais status`` prints from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rais.core.addr import fmt
+from rais.core.core import Core
+from rais.core.messages import HostEntry
+
+
+def _host(entry: HostEntry, *, live: bool, last_heard_s: float | None) -> dict[str, Any]:
+    return {
+        "id": fmt(entry.id),
+        "control": [fmt(c) for c in entry.control],
+        "live": live,
+        "ok": entry.ok,
+        "quiesced": entry.quiesced,
+        "spare": entry.preferred is None and not entry.observer,
+        "observer": entry.observer,
+        "leaving": entry.leaving,
+        "load": entry.load,
+        "capacity": entry.capacity,
+        "preferred": (
+            f"{fmt(entry.preferred)}/{entry.prefixlen}" if entry.preferred is not None else None
+        ),
+        "served": [{"address": fmt(a), "state": s.name.lower()} for a, s in entry.served],
+        "last_heard_s": last_heard_s,
+    }
+
+
+def group_status(core: Core, now: float, counters: dict[str, int]) -> dict[str, Any]:
+    own = core.entry()
+    hosts = [_host(own, live=True, last_heard_s=0.0)]
+    for rec in core.members.records.values():
+        hosts.append(_host(rec.entry, live=rec.live, last_heard_s=round(now - rec.last_heard, 3)))
+    hosts.sort(key=lambda h: (not h["live"], h["id"]))
+    holders: dict[str, list[tuple[str, str]]] = {}
+    for h in hosts:
+        if h["live"]:
+            for s in h["served"]:
+                holders.setdefault(s["address"], []).append((h["id"], s["state"]))
+    addresses: list[dict[str, Any]] = []
+    for row in core.table.rows.values():
+        address = fmt(row.address)
+        held = holders.pop(address, [])
+        addresses.append(
+            {
+                "address": f"{address}/{row.prefixlen}",
+                "preferred": fmt(row.preferred),
+                "holders": [h for h, _ in held],
+                "state": held[0][1]
+                if len(held) == 1
+                else ("unassigned" if not held else "duplicate"),
+                "orphan_s": (
+                    None if row.deadline is None else round(max(0.0, row.deadline - now), 3)
+                ),
+            }
+        )
+    for address, held in holders.items():
+        addresses.append(
+            {
+                "address": address,
+                "preferred": None,
+                "holders": [h for h, _ in held],
+                "state": _state(held),
+                "orphan_s": None,
+            }
+        )
+    addresses.sort(key=lambda a: a["address"])
+    return {
+        "name": core.config.group,
+        "host": fmt(core.id),
+        "leader": fmt(core.leader) if core.leader is not None else None,
+        "is_leader": core.is_leader,
+        "settled": core.settled,
+        "ok": core.ok,
+        "quiesced": core.quiesced,
+        "hosts": hosts,
+        "addresses": addresses,
+        "expired": sorted(fmt(a) for a in core.table.expired),
+        "dropped": core.drops(),
+        "counters": dict(counters),
+    }
+
+
+def render(status: dict[str, Any]) -> str:
+    """The readable table of ``rais status``."""
+    lines: list[str] = []
+    for g in status.get("groups", []):
+        lead = g["leader"] or "(none yet)"
+        me = " (this host)" if g["is_leader"] else ""
+        lines.append(f"group {g['name']}   leader {lead}{me}")
+        lines.append(f"  {'host':<24} {'live':<5} {'ok':<5} {'quiesced':<9} {'spare':<6} load")
+        for h in g["hosts"]:
+            load = f"{h['load']}/{h['capacity']}" if h["capacity"] else "-"
+            lines.append(
+                f"  {h['id']:<24} {_yn(h['live']):<5} {_yn(h['ok']):<5} "
+                f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {load}"
+            )
+        lines.append(f"  {'address':<28} {'state':<11} {'holder':<24} preferred")
+        for a in g["addresses"]:
+            holder = ",".join(a["holders"]) or "-"
+            orphan = f"  orphan, expires in {a['orphan_s']:.0f}s" if a["orphan_s"] else ""
+            pref = a["preferred"] or "-"
+            lines.append(f"  {a['address']:<28} {a['state']:<11} {holder:<24} {pref}{orphan}")
+        dropped = sum(g["dropped"].values())
+        if dropped:
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(g["dropped"].items()) if v)
+            lines.append(f"  dropped datagrams: {detail}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _state(held: list[tuple[str, str]]) -> str:
+    if not held:
+        return "unassigned"
+    return held[0][1] if len(held) == 1 else "duplicate"
+
+
+def _yn(v: bool) -> str:
+    return "yes" if v else "no"

@@ -1,0 +1,77 @@
+"""The admin API and the status table, against a stub agent."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from rais.api import make_app
+from rais.core.addr import pack
+from rais.core.config import CoreConfig
+from rais.core.core import Core
+from rais.status import group_status, render
+
+
+class Stub:
+    def __init__(self) -> None:
+        self.quiesced: set[str] = set()
+
+    def status(self) -> dict[str, Any]:
+        return {"groups": [{"name": g, "quiesced": g in self.quiesced} for g in ("a", "b")]}
+
+    def quiesce(self, group: str | None) -> list[str]:
+        names = ["a", "b"] if group is None else [{"a": "a", "b": "b"}[group]]
+        self.quiesced |= set(names)
+        return names
+
+    def unquiesce(self, group: str | None) -> list[str]:
+        names = ["a", "b"] if group is None else [{"a": "a", "b": "b"}[group]]
+        self.quiesced -= set(names)
+        return names
+
+
+async def test_status_quiesce_unquiesce() -> None:
+    stub = Stub()
+    async with TestClient(TestServer(make_app(stub))) as client:
+        resp = await client.get("/v1/status")
+        assert resp.status == 200
+        assert (await resp.json())["groups"][0]["name"] == "a"
+        resp = await client.post("/v1/quiesce?group=b")
+        assert resp.status == 200 and (await resp.json())["groups"] == ["b"]
+        assert stub.quiesced == {"b"}
+        resp = await client.post("/v1/quiesce?group=nope")
+        assert resp.status == 404
+        resp = await client.get("/v1/quiesce")
+        assert resp.status == 405  # mutations are POST only
+        resp = await client.post("/v1/unquiesce")
+        assert (await resp.json())["groups"] == ["a", "b"] and not stub.quiesced
+
+
+async def test_token_is_required_when_configured() -> None:
+    async with TestClient(TestServer(make_app(Stub(), token="s3cret"))) as client:
+        assert (await client.get("/v1/status")).status == 401
+        bad = {"Authorization": "Bearer wrong"}
+        assert (await client.get("/v1/status", headers=bad)).status == 401
+        good = {"Authorization": "Bearer s3cret"}
+        assert (await client.get("/v1/status", headers=good)).status == 200
+
+
+def test_status_of_a_lone_core_and_its_table() -> None:
+    cfg = CoreConfig(
+        group="www",
+        control=(pack("192.0.2.1"),),
+        keys=(b"k",),
+        preferred=pack("198.51.100.1"),
+        prefixlen=24,
+    )
+    core = Core(cfg, epoch=1, rng=random.Random(1), now=0.0)
+    core.handle_timer(0.0)
+    core.effects()
+    status = group_status(core, 0.0, {"acquired": 0})
+    assert status["host"] == "192.0.2.1" and status["name"] == "www"
+    assert status["hosts"][0]["preferred"] == "198.51.100.1/24"
+    assert not status["hosts"][0]["spare"]
+    text = render({"groups": [status]})
+    assert "group www" in text and "192.0.2.1" in text and "198.51.100.1/24" in text
