@@ -43,6 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--trace", metavar="FILE", help="write the event trace ('-' for stdout)")
+
+    agent = sub.add_parser("agent", help="run the daemon on this host")
+    agent.add_argument("--config", required=True, metavar="FILE")
+    agent.add_argument("--log-format", choices=("text", "json"), help="overrides the config")
+
+    check = sub.add_parser("check-config", help="validate a config file (exit 2 if bad)")
+    check.add_argument("file")
+
+    api_help = "admin API address (default: from --config, else 127.0.0.1:7400)"
+    status = sub.add_parser("status", help="show the groups as this host sees them")
+    status.add_argument("--json", action="store_true")
+    for name in ("quiesce", "unquiesce"):
+        p = sub.add_parser(name, help=f"{name} this host (every group, or one)")
+        p.add_argument("--group", metavar="G")
+    for p in (status, sub.choices["quiesce"], sub.choices["unquiesce"]):
+        p.add_argument("--api", metavar="HOST:PORT", help=api_help)
+        p.add_argument("--config", metavar="FILE", help="read the API address and token from it")
+
+    dev = sub.add_parser("dev", help="a local demo cluster (no root needed)")
+    dev.add_argument("--hosts", type=int, default=4)
+    dev.add_argument("--spares", type=int, default=1)
+    dev.add_argument("--port", type=int, default=17401, help="UDP port of the control traffic")
+    dev.add_argument("--api-base", type=int, default=7400, help="host N's API is on base+N")
     return parser
 
 
@@ -52,7 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rais.sim.cli import run_sim
 
         return run_sim(args)
-    return 2
+    from rais import commands
+
+    handler = {
+        "agent": commands.agent,
+        "check-config": commands.check_config,
+        "status": commands.status,
+        "quiesce": commands.quiesce,
+        "unquiesce": commands.unquiesce,
+        "dev": commands.dev,
+    }[args.command]
+    return handler(args)
 
 
 if __name__ == "__main__":

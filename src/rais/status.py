@@ -99,7 +99,7 @@ def render(status: dict[str, Any]) -> str:
                 f"  {h['id']:<24} {_yn(h['live']):<5} {_yn(h['ok']):<5} "
                 f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {load}"
             )
-        lines.append(f"  {'address':<28} {'state':<11} {'holder':<24} preferred")
+        lines.append(f"  {'address':<28} {'state':<11} {'holder':<24} preferred host")
         for a in g["addresses"]:
             holder = ",".join(a["holders"]) or "-"
             orphan = f"  orphan, expires in {a['orphan_s']:.0f}s" if a["orphan_s"] else ""

@@ -1,0 +1,5 @@
+import sys
+
+from rais.cli import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""The composition root: one process per host, one group runner per service group.
+
+Config is parsed once (``rais.config.load``) and passed in. ``Agent.run`` holds
+one TaskGroup; SIGTERM/SIGINT leave every group gracefully and return 0;
+SIGHUP reloads the config (groups join and leave without a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rais import __version__
+from rais.api import make_app, serve
+from rais.config import IP, AgentConfig, ConfigError, GroupConfig, load
+from rais.core.addr import fmt
+from rais.core.effects import Event
+from rais.drivers.scripts import ScriptRunner
+from rais.group import Drivers, GroupRunner
+from rais.state import HeldFile, next_epoch
+from rais.status import group_status
+
+log = logging.getLogger("rais.agent")
+
+DriverFactory = Callable[[GroupConfig, tuple[IP, ...]], Drivers]
+
+
+def real_drivers(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
+    """UDP multicast (or unicast peers), netlink and raw-socket announcements."""
+    from rais.drivers.announce import LinkAnnouncer
+    from rais.drivers.netlink import NetlinkAddresses
+    from rais.drivers.transport import UdpTransport
+
+    return Drivers(
+        transport=UdpTransport(
+            control, group.address, group.port, peers=group.peers, ttl=group.ttl
+        ),
+        addresses=NetlinkAddresses(),
+        announcer=LinkAnnouncer(),
+        scripts=ScriptRunner(group.script_timeout),
+    )
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        drivers: DriverFactory = real_drivers,
+        rng: random.Random | None = None,
+        leave_grace: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.make_drivers = drivers
+        self.rng = rng or random.Random()
+        self.leave_grace = leave_grace
+        self.groups: dict[str, GroupRunner] = {}
+        self.events: collections.deque[Event] = collections.deque(maxlen=1000)
+        self.epoch = 0
+        self.ready = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        self._reload_requested = False
+
+    # ------------------------------------------------------------- running
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.epoch = next_epoch(self.config.host.state_dir)
+        host, port = self.config.host.api
+        token = _read_token(self.config.host.api_token_file)
+        api = await serve(make_app(self, token), host, port)
+        if install_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.stop)
+            loop.add_signal_handler(signal.SIGINT, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for group in self.config.groups:
+                    tg.create_task(self._start_group(group))
+            log.info(
+                "rais %s up: host %s, epoch %d, groups %s, api %s:%d",
+                __version__,
+                self.config.host.control[0],
+                self.epoch,
+                ",".join(self.groups) or "-",
+                host,
+                port,
+            )
+            self.ready.set()
+            await self._stop.wait()
+            async with asyncio.TaskGroup() as tg:
+                for name in list(self.groups):
+                    tg.create_task(self._stop_group(name))
+        finally:
+            for runner in self.groups.values():
+                runner.stop()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+            await api.cleanup()
+        log.info("rais stopped")
+        return 0
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def request_reload(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Re-read the config file; start new groups, leave removed or changed ones."""
+        try:
+            new = load(self.config.file)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return False
+        if new.host != self.config.host or new.auth.keys != self.config.auth.keys:
+            log.error("reload: [host] and [auth] changes need a restart; groups reloaded only")
+        old = {g.name: g for g in self.config.groups}
+        fresh = {g.name: g for g in new.groups}
+        self.config = AgentConfig(self.config.file, self.config.host, self.config.auth, new.groups)
+        for name, group in old.items():
+            if fresh.get(name) != group:
+                await self._stop_group(name)
+        for name, group in fresh.items():
+            if old.get(name) != group:
+                await self._start_group(group)
+        log.info("reloaded: groups %s", ",".join(self.groups) or "-")
+        return True
+
+    async def _start_group(self, group: GroupConfig) -> None:
+        control = self.config.host.control
+        state = Path(self.config.host.state_dir)
+        runner = GroupRunner(
+            group,
+            control=control,
+            keys=self.config.auth.keys,
+            epoch=self.epoch,
+            drivers=self.make_drivers(group, control),
+            held=HeldFile(state / f"held-{group.name}"),
+            on_event=self._event,
+            rng=random.Random(self.rng.getrandbits(64)),
+        )
+        await runner.start()
+        self.groups[group.name] = runner
+        log.info("group %s: joined", group.name)
+
+    async def _stop_group(self, name: str) -> None:
+        runner = self.groups.pop(name, None)
+        if runner is None:
+            return
+        await runner.leave(self.leave_grace)
+        runner.stop()
+        log.info("group %s: left", name)
+
+    def _event(self, ev: Event) -> None:
+        self.events.append(ev)
+        address = f" {fmt(ev.address)}" if ev.address is not None else ""
+        reason = f": {ev.reason}" if ev.reason else ""
+        log.info("%s group %s: %s%s%s", fmt(ev.host), ev.group, ev.kind.value, address, reason)
+
+    # ------------------------------------------------------------ the API
+
+    def status(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        return {
+            "version": __version__,
+            "host": str(self.config.host.control[0]),
+            "epoch": self.epoch,
+            "groups": [
+                group_status(r.core, now, dict(r.counters) | _transport_counters(r))
+                for r in self.groups.values()
+            ],
+        }
+
+    def _pick(self, group: str | None) -> list[GroupRunner]:
+        if group is None:
+            return list(self.groups.values())
+        return [self.groups[group]]
+
+    def quiesce(self, group: str | None) -> list[str]:
+        runners = self._pick(group)
+        for r in runners:
+            r.quiesce()
+        return [r.config.name for r in runners]
+
+    def unquiesce(self, group: str | None) -> list[str]:
+        runners = self._pick(group)
+        for r in runners:
+            r.unquiesce()
+        return [r.config.name for r in runners]
+
+
+def _transport_counters(runner: GroupRunner) -> dict[str, int]:
+    counters = getattr(runner.drivers.transport, "counters", None)
+    if not counters:
+        return {}
+    return {f"transport_{k}": int(v) for k, v in dict(counters).items()}
+
+
+def _read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    return Path(path).read_text().strip() or None

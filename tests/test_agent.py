@@ -1,0 +1,228 @@
+"""The agent with fake drivers: real cores, real timers and tasks, in-memory
+network and interfaces. Times are real (asyncio), kept short."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from rais.agent import Agent
+from rais.config import IP, AgentConfig, AuthConfig, GroupConfig, HostConfig
+from rais.core.effects import EventKind
+from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
+from rais.drivers.fake_transport import FakeNetwork
+from rais.drivers.scripts import ScriptRunner
+from rais.group import Drivers
+
+HB = 0.05
+TIMEOUT = 0.15
+KEY = b"k" * 32
+
+
+@dataclass
+class Host:
+    n: int
+    config: AgentConfig
+    addresses: FakeAddresses = field(default_factory=FakeAddresses)
+    announcer: FakeAnnouncer = field(default_factory=FakeAnnouncer)
+    agent: Agent | None = None
+    task: asyncio.Task[int] | None = None
+
+    @property
+    def held(self) -> set[str]:
+        return {str(ip) for ip, _ in self.addresses.snapshot("eth0")}
+
+
+class Cluster:
+    def __init__(self, tmp: Path, n: int, spares: int = 1, **group: object) -> None:
+        self.net = FakeNetwork()
+        self.tmp = tmp
+        self.hosts: list[Host] = []
+        for i in range(1, n + 1):
+            pref = ipaddress.ip_interface(f"198.51.100.{i}/24") if i <= n - spares else None
+            g = GroupConfig(
+                name="www",
+                address=ipaddress.ip_address("239.192.0.1"),
+                port=7401,
+                interface="eth0",
+                preferred=pref,
+                heartbeat=HB,
+                timeout=TIMEOUT,
+                orphan_timeout=30.0,
+                garp_count=2,
+                garp_interval=0.01,
+                **group,  # type: ignore[arg-type]
+            )
+            cfg = AgentConfig(
+                file=str(tmp / f"h{i}.toml"),
+                host=HostConfig(
+                    control=(ipaddress.ip_address(f"192.0.2.{i}"),),
+                    api=("127.0.0.1", 0),
+                    state_dir=str(tmp / f"state{i}"),
+                ),
+                auth=AuthConfig(key_file="-", keys=(KEY,)),
+                groups=(g,),
+            )
+            self.hosts.append(Host(i, cfg))
+
+    def drivers(self, host: Host) -> Callable[[GroupConfig, tuple[IP, ...]], Drivers]:
+        def make(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
+            return Drivers(
+                transport=self.net.transport(control[0]),
+                addresses=host.addresses,
+                announcer=host.announcer,
+                scripts=ScriptRunner(2.0),
+            )
+
+        return make
+
+    async def start(self, host: Host) -> None:
+        host.agent = Agent(host.config, drivers=self.drivers(host), rng=random.Random(host.n))
+        host.task = asyncio.create_task(host.agent.run(install_signals=False))
+        ready = asyncio.create_task(host.agent.ready.wait())
+        await asyncio.wait([host.task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if host.task.done():
+            host.task.result()
+
+    async def kill(self, host: Host) -> None:
+        """A crash: the group hears nothing more, addresses stay configured."""
+        assert host.agent is not None and host.task is not None
+        for runner in host.agent.groups.values():
+            runner.stop()
+        host.agent.groups.clear()
+        host.agent.stop()
+        await host.task
+
+    async def stop(self, host: Host) -> None:
+        assert host.agent is not None and host.task is not None
+        host.agent.stop()
+        await host.task
+
+    async def until(self, cond: Callable[[], bool], limit: float = 2.0) -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not cond():
+            if loop.time() - start > limit:
+                raise AssertionError(f"condition not met within {limit}s")
+            await asyncio.sleep(0.005)
+        return loop.time() - start
+
+    def settled(self) -> bool:
+        live = [h for h in self.hosts if h.task is not None and not h.task.done()]
+        return all(
+            (h.config.groups[0].preferred is None and not h.held)
+            or (
+                h.config.groups[0].preferred is not None
+                and h.held == {str(h.config.groups[0].preferred.ip)}
+            )
+            for h in live
+        )
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path, 3)
+    for h in c.hosts:
+        await c.start(h)
+    yield c
+    for h in c.hosts:
+        if h.task is not None and not h.task.done():
+            await c.stop(h)
+
+
+async def test_each_host_gets_its_preferred_address(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    leader = cluster.hosts[0].agent
+    assert leader is not None
+    status = leader.status()["groups"][0]
+    assert status["leader"] == "192.0.2.1" and status["is_leader"]
+    states = {a["address"]: (a["state"], a["holders"]) for a in status["addresses"]}
+    assert states["198.51.100.1/24"] == ("online", ["192.0.2.1"])
+    assert states["198.51.100.2/24"] == ("online", ["192.0.2.2"])
+    # every acquire was announced, garp_count times
+    await cluster.until(lambda: len(cluster.hosts[1].announcer.calls) >= 2)
+
+
+async def test_crash_fails_over_to_the_spare_within_the_timeout(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    h2, spare = cluster.hosts[1], cluster.hosts[2]
+    await cluster.kill(h2)
+    took = await cluster.until(lambda: spare.held == {"198.51.100.2"})
+    assert took < TIMEOUT + 2 * HB + 0.1, took
+    assert h2.held == {"198.51.100.2"}  # a crash leaves it configured ...
+    await cluster.start(h2)  # ... and the restart removes it, then gets it back
+    await cluster.until(lambda: h2.held == {"198.51.100.2"} and not spare.held)
+    assert h2.agent is not None
+    assert h2.agent.groups["www"].counters["reconciled"] == 1
+
+
+async def test_graceful_stop_moves_the_address_before_the_timeout(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    h2, spare = cluster.hosts[1], cluster.hosts[2]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await cluster.stop(h2)
+    assert not h2.held
+    await cluster.until(lambda: spare.held == {"198.51.100.2"})
+    assert loop.time() - start < TIMEOUT, loop.time() - start
+
+
+async def test_quiesce_keeps_the_address_and_failed_test_releases_it(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    h1, h2, spare = cluster.hosts
+    assert h2.agent is not None and h1.agent is not None
+    assert h2.agent.quiesce(None) == ["www"]
+    await asyncio.sleep(3 * HB)
+    assert h2.held == {"198.51.100.2"}
+    host2 = next(h for h in h1.agent.status()["groups"][0]["hosts"] if h["id"] == "192.0.2.2")
+    assert host2["quiesced"]
+    h2.agent.unquiesce(None)
+    h2.agent.groups["www"].test_result(False, "unit test")
+    await cluster.until(lambda: spare.held == {"198.51.100.2"} and not h2.held)
+    kinds = [e.kind for e in h2.agent.events]
+    assert EventKind.TEST_FAILED in kinds and EventKind.RELEASED in kinds
+
+
+async def test_bad_datagrams_are_dropped_and_counted(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    h1 = cluster.hosts[0]
+    assert h1.agent is not None
+    runner = h1.agent.groups["www"]
+    before = runner.core.entry()
+    for junk in (b"", b"\x00" * 3, b"RA" + bytes(range(200)), b"x" * 1400):
+        runner._on_datagram(junk, 0)
+    dropped = h1.agent.status()["groups"][0]["dropped"]
+    assert sum(dropped.values()) >= 4
+    assert runner.core.entry() == before
+    assert cluster.settled()
+
+
+async def test_acquire_script_failure_undoes_the_address(tmp_path: Path) -> None:
+    script = tmp_path / "acquire.sh"
+    log = tmp_path / "env.log"
+    script.write_text(
+        f'#!/bin/sh\necho "$RAIS_EVENT $RAIS_GROUP $RAIS_ADDRESS $RAIS_INTERFACE" >> {log}\n'
+        'test "$RAIS_ADDRESS" != 198.51.100.1\n'
+    )
+    script.chmod(0o755)
+    c = Cluster(tmp_path, 2, spares=1, acquire_script=str(script))
+    for h in c.hosts:
+        await c.start(h)
+    try:
+        h1, spare = c.hosts
+        await c.until(lambda: log.exists() and "198.51.100.1" in log.read_text())
+        assert "acquire www 198.51.100.1 eth0" in log.read_text()
+        agent = h1.agent
+        assert agent is not None
+        await c.until(lambda: EventKind.ACQUIRE_FAILED in [e.kind for e in agent.events])
+        # the failed acquire is undone: never left configured on h1
+        assert "198.51.100.1" not in h1.held
+    finally:
+        for h in c.hosts:
+            await c.stop(h)

@@ -1,0 +1,200 @@
+"""The agent on real hosts: three network namespaces on a bridge, each running
+``rais agent`` as its own process with multicast control traffic, netlink and
+gratuitous ARP; a client namespace watches the service addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from netlab import Lab, LabFactory, lab_fixture, wait_for  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+VIP1, VIP2 = "198.51.100.1", "198.51.100.2"
+
+
+class Rais:
+    """``rais agent`` processes, one per host namespace."""
+
+    def __init__(self, net: Lab, tmp: Path) -> None:
+        self.net = net
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        (tmp / "key").write_text("e2e-secret-key\n")
+        for n, host in enumerate(net.members(), start=1):
+            pref = f'preferred = "198.51.100.{n}/24"\n' if n <= 2 else ""
+            (tmp / f"{host}.toml").write_text(
+                f'[host]\ncontrol = ["{net.ipv4(host)}"]\nstate_dir = "{tmp / host}"\n'
+                f'[auth]\nkey_file = "{tmp / "key"}"\n'
+                f'[[group]]\nname = "www"\naddress = "239.192.0.1:7401"\n'
+                f'interface = "eth0"\n{pref}heartbeat = "100ms"\ntimeout = "300ms"\n'
+                f'orphan_timeout = "60s"\n'
+            )
+
+    def start(self, host: str) -> None:
+        log = open(self.tmp / f"{host}.log", "ab")  # noqa: SIM115
+        self.procs[host] = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.net.ns(host),
+                sys.executable,
+                "-m",
+                "rais",
+                "agent",
+                "--config",
+                str(self.tmp / f"{host}.toml"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def signal(self, host: str, sig: int) -> None:
+        self.procs[host].send_signal(sig)
+
+    def wait(self, host: str, timeout: float = 10.0) -> int:
+        return self.procs[host].wait(timeout)
+
+    def cli(self, host: str, *argv: str) -> str:
+        return self.net.run(host, sys.executable, "-m", "rais", *argv).stdout
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+
+    def log(self, host: str) -> str:
+        return (self.tmp / f"{host}.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def cluster(make_lab: LabFactory, tmp_path: Path) -> Iterator[tuple[Lab, Rais]]:
+    net = make_lab(3, client=True)
+    net.ip("c", "route", "add", "198.51.100.0/24", "dev", "eth0")
+    rais = Rais(net, tmp_path)
+    try:
+        for host in net.members():
+            rais.start(host)
+        yield net, rais
+    finally:
+        rais.stop_all()
+
+
+def holders(net: Lab, vip: str) -> list[str]:
+    import ipaddress
+
+    ip = ipaddress.ip_address(vip)
+    return [h for h in net.members() if ip in net.addresses(h)]
+
+
+async def settle(net: Lab, rais: Rais) -> None:
+    ok, took = await wait_for(
+        lambda: holders(net, VIP1) == ["h1"] and holders(net, VIP2) == ["h2"], 10.0
+    )
+    assert ok, f"not settled after {took:.1f}s:\n{rais.log('h1')}\n{rais.log('h2')}"
+
+
+async def test_failover_on_host_death_and_failback(cluster: tuple[Lab, Rais]) -> None:
+    net, rais = cluster
+    await settle(net, rais)
+    assert net.ping("c", VIP2)
+    assert net.neigh("c", VIP2) == net.mac("h2")
+    # h2 dies: its link goes and its agent is killed (its address stays configured).
+    start = time.monotonic()
+    net.ip("h2", "link", "set", "eth0", "down")
+    rais.signal("h2", signal.SIGKILL)
+    moved, took = await wait_for(lambda: net.neigh("c", VIP2) == net.mac("h3"), 3.0)
+    assert moved, f"client still at {net.neigh('c', VIP2)} after {took:.2f}s"
+    print(f"failover: client re-pointed after {time.monotonic() - start:.3f}s")
+    assert time.monotonic() - start < 1.0
+    assert holders(net, VIP2) == ["h2", "h3"]  # the dead host's leftover, unreachable
+    assert net.ping("c", VIP2)
+    # h2 returns: its agent removes the leftover, and the address fails back.
+    rais.wait("h2")
+    net.ip("h2", "link", "set", "eth0", "up")
+    rais.start("h2")
+    back, took = await wait_for(lambda: holders(net, VIP2) == ["h2"], 10.0)
+    assert back, holders(net, VIP2)
+    ok, _ = await wait_for(lambda: net.neigh("c", VIP2) == net.mac("h2"), 2.0)
+    assert ok, "no announcement after failback"
+
+
+async def test_sigterm_releases_and_hands_over_quickly(cluster: tuple[Lab, Rais]) -> None:
+    net, rais = cluster
+    await settle(net, rais)
+    rais.signal("h1", signal.SIGTERM)
+    moved, took = await wait_for(lambda: holders(net, VIP1) == ["h3"], 3.0)
+    assert moved, holders(net, VIP1)
+    print(f"graceful handover: {took:.3f}s")
+    assert rais.wait("h1") == 0
+    assert took < 1.0
+
+
+async def test_status_and_quiesce_commands(cluster: tuple[Lab, Rais]) -> None:
+    net, rais = cluster
+    await settle(net, rais)
+    status = json.loads(rais.cli("h2", "status", "--json"))
+    group = status["groups"][0]
+    assert group["name"] == "www" and group["leader"] == "192.0.2.11"
+    assert {h["id"] for h in group["hosts"] if h["live"]} == {
+        "192.0.2.11",
+        "192.0.2.12",
+        "192.0.2.13",
+    }
+    table = rais.cli("h2", "status")
+    assert "leader 192.0.2.11" in table and VIP2 in table
+    assert "quiesced: www" in rais.cli("h2", "quiesce")
+    ok, _ = await wait_for(
+        lambda: any(
+            h["id"] == "192.0.2.12" and h["quiesced"]
+            for h in json.loads(rais.cli("h1", "status", "--json"))["groups"][0]["hosts"]
+        ),
+        2.0,
+    )
+    assert ok
+    assert holders(net, VIP2) == ["h2"]  # quiesced hosts keep their addresses
+
+
+async def test_bad_datagrams_are_dropped_and_counted(cluster: tuple[Lab, Rais]) -> None:
+    net, rais = cluster
+    await settle(net, rais)
+    junk = [b"", b"RAIS", os.urandom(64), os.urandom(1400), b"\x00" * 3000]
+    code = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton('192.0.2.200'))\n"
+        f"for d in {junk!r}:\n"
+        "    s.sendto(d, ('239.192.0.1', 7401))\n"
+    )
+    net.run("c", sys.executable, "-c", code)
+
+    def dropped() -> int:
+        g = json.loads(rais.cli("h1", "status", "--json"))["groups"][0]
+        return int(sum(g["dropped"].values())) + int(
+            g["counters"].get("transport_oversized_dropped", 0)
+        )
+
+    ok, _ = await wait_for(lambda: dropped() >= 4, 2.0)
+    assert ok, dropped()
+    assert holders(net, VIP1) == ["h1"] and holders(net, VIP2) == ["h2"]
+    assert rais.procs["h1"].poll() is None
+
+
+def test_check_config_rejects_bad_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[host]\ncontrol = ["192.0.2.999"]\n[auth]\nkey_file = "/nonexistent"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "rais", "check-config", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "control" in proc.stderr
