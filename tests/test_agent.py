@@ -215,7 +215,7 @@ async def test_acquire_script_failure_undoes_the_address(tmp_path: Path) -> None
     for h in c.hosts:
         await c.start(h)
     try:
-        h1, spare = c.hosts
+        h1, _spare = c.hosts
         await c.until(lambda: log.exists() and "198.51.100.1" in log.read_text())
         assert "acquire www 198.51.100.1 eth0" in log.read_text()
         agent = h1.agent

@@ -8,8 +8,13 @@ docs/configuration.md). ``load(path)`` parses and validates a file and raises
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Literal
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from rais.config_parse import Invalid, Section, family, show_endpoint
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -79,3 +84,174 @@ class AgentConfig:
     host: HostConfig
     auth: AuthConfig
     groups: tuple[GroupConfig, ...] = field(default=())
+
+
+_TOP = ("host", "auth", "group")
+_HOST = ("control", "api", "api_token_file", "state_dir", "log_format")
+_AUTH = ("key_file", "previous_key_file")
+_GROUP = (
+    "name",
+    "address",
+    "interface",
+    "preferred",
+    "heartbeat",
+    "timeout",
+    "orphan_timeout",
+    "peers",
+    "ttl",
+    "observer",
+    "acquire_script",
+    "release_script",
+    "script_timeout",
+    "garp_count",
+    "garp_interval",
+    "announce_interval",
+)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""Group names: they appear in dotted keys, file names and logs."""
+
+
+def load(path: str) -> AgentConfig:
+    """Parse and validate the config file at ``path``; the key files are read too.
+
+    Raises ``ConfigError`` naming the file, the key and what is wrong. Keys are
+    dotted: ``host.control``, ``host.control[1]``, ``auth.key_file``,
+    ``group.NAME.timeout`` (``group[INDEX].KEY`` for a group without a valid
+    name), ``(file)`` when the file cannot be read, ``(syntax)`` for bad TOML.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(path, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "(syntax)", f"not valid TOML: {exc}") from None
+    try:
+        return _agent(path, data)
+    except Invalid as exc:
+        raise ConfigError(path, exc.key, exc.message) from None
+
+
+def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
+    base = os.path.dirname(os.path.abspath(path))
+    top = Section(data, "", _TOP, base)
+    host = _host(Section(top.table("host"), "host", _HOST, base))
+    auth = _auth(Section(top.table("auth"), "auth", _AUTH, base))
+    groups: list[GroupConfig] = []
+    for i, raw in enumerate(top.tables("group")):
+        name = raw.get("name")
+        prefix = (
+            f"group.{name}" if isinstance(name, str) and _NAME.fullmatch(name) else f"group[{i}]"
+        )
+        groups.append(_group(Section(raw, prefix, _GROUP, base), host, groups))
+    return AgentConfig(file=path, host=host, auth=auth, groups=tuple(groups))
+
+
+def _host(s: Section) -> HostConfig:
+    if not s.has("control"):
+        raise s.fail("control", "missing: list this host's control addresses")
+    control = s.addresses("control")
+    if not control:
+        raise s.fail("control", "must list at least one address (the first is the host id)")
+    api = ("127.0.0.1", 7400)
+    if s.has("api"):
+        ip, port = s.endpoint("api")
+        if ip.is_multicast:
+            raise s.fail("api", f"{ip} is a multicast address")
+        api = (str(ip), port)
+    token_file = s.opt_path("api_token_file")
+    if token_file is not None:
+        s.key_file("api_token_file")  # unreadable or empty: refuse now, not at startup
+    log_format = s.opt_string("log_format", "text")
+    if log_format not in ("text", "json"):
+        raise s.fail("log_format", f'must be "text" or "json", got {log_format!r}')
+    return HostConfig(
+        control=control,
+        api=api,
+        api_token_file=token_file,
+        state_dir=s.opt_path("state_dir") or "/var/lib/rais",
+        log_format="json" if log_format == "json" else "text",
+    )
+
+
+def _auth(s: Section) -> AuthConfig:
+    keys = [s.key_file("key_file")]
+    previous = s.opt_path("previous_key_file")
+    if previous is not None:
+        keys.append(s.key_file("previous_key_file"))
+    return AuthConfig(key_file=s.path("key_file"), previous_key_file=previous, keys=tuple(keys))
+
+
+def _default(name: str) -> Any:
+    return next(f.default for f in fields(GroupConfig) if f.name == name)
+
+
+def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConfig:
+    name = g.string("name")
+    if not _NAME.fullmatch(name):
+        raise g.fail("name", f"must be 1-64 letters, digits, '_' or '-' (not first), got {name!r}")
+    for other in others:
+        if other.name == name:
+            raise g.fail("name", f"group name {name!r} is used twice")
+
+    ip, port = g.endpoint("address")
+    me = host.control[0]
+    if ip.version != me.version:
+        raise g.fail(
+            "address", f"{family(ip)} but the host id {me} (host.control[0]) is {family(me)}"
+        )
+    peers = g.addresses("peers")
+    for i, peer in enumerate(peers):
+        if peer.version != me.version:
+            raise Invalid(
+                f"{g.key('peers')}[{i}]", f"{family(peer)} but the host id is {family(me)}"
+            )
+        if peer in host.control:
+            raise Invalid(f"{g.key('peers')}[{i}]", f"{peer} is this host's own control address")
+    if not peers and not ip.is_multicast:
+        raise g.fail("address", f"{ip} is not multicast: use a multicast group, or list peers")
+    endpoint = show_endpoint(ip, port)
+    for other in others:
+        if (other.address, other.port) == (ip, port):
+            raise g.fail("address", f"{endpoint} is already used by group {other.name}")
+        if peers and other.peers and other.port == port and other.address.version == ip.version:
+            raise g.fail("address", f"port {port} is already used by group {other.name} (peers)")
+
+    preferred = g.interface("preferred")
+    observer = g.boolean("observer", _default("observer"))
+    if observer and preferred is not None:
+        raise g.fail("observer", "an observer serves no address: remove preferred or observer")
+    taken = {o.preferred.ip: o.name for o in others if o.preferred is not None}
+    if preferred is not None and preferred.ip in taken:
+        raise g.fail(
+            "preferred", f"{preferred.ip} is already preferred by group {taken[preferred.ip]}"
+        )
+
+    heartbeat = g.duration("heartbeat", _default("heartbeat"))
+    timeout = g.duration("timeout", _default("timeout"))
+    if timeout.seconds <= heartbeat.seconds:
+        raise g.fail("timeout", f"must be above heartbeat ({heartbeat.shown}), got {timeout.shown}")
+    orphan = g.duration("orphan_timeout", _default("orphan_timeout"))
+    if orphan.seconds <= timeout.seconds:
+        raise g.fail(
+            "orphan_timeout", f"must be above timeout ({timeout.shown}), got {orphan.shown}"
+        )
+    return GroupConfig(
+        name=name,
+        address=ip,
+        port=port,
+        interface=g.string("interface"),
+        preferred=preferred,
+        heartbeat=heartbeat.seconds,
+        timeout=timeout.seconds,
+        orphan_timeout=orphan.seconds,
+        peers=peers,
+        ttl=g.integer("ttl", _default("ttl"), 1, 255),
+        observer=observer,
+        acquire_script=g.opt_path("acquire_script"),
+        release_script=g.opt_path("release_script"),
+        script_timeout=g.duration("script_timeout", _default("script_timeout")).seconds,
+        garp_count=g.integer("garp_count", _default("garp_count"), 0),
+        garp_interval=g.duration("garp_interval", _default("garp_interval")).seconds,
+        announce_interval=g.duration("announce_interval", _default("announce_interval")).seconds,
+    )
