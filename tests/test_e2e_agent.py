@@ -29,7 +29,7 @@ class Rais:
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         (tmp / "key").write_text("e2e-secret-key\n")
-        for n, host in enumerate(net.members(), start=1):
+        for n, host in enumerate(hosts(net), start=1):
             pref = f'preferred = "198.51.100.{n}/24"\n' if n <= 2 else ""
             (tmp / f"{host}.toml").write_text(
                 f'[host]\ncontrol = ["{net.ipv4(host)}"]\nstate_dir = "{tmp / host}"\n'
@@ -40,23 +40,12 @@ class Rais:
             )
 
     def start(self, host: str) -> None:
-        log = open(self.tmp / f"{host}.log", "ab")  # noqa: SIM115
-        self.procs[host] = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.net.ns(host),
-                sys.executable,
-                "-m",
-                "rais",
-                "agent",
-                "--config",
-                str(self.tmp / f"{host}.toml"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        argv = [
+            *("ip", "netns", "exec", self.net.ns(host), sys.executable, "-m", "rais"),
+            *("agent", "--config", str(self.tmp / f"{host}.toml")),
+        ]
+        with open(self.tmp / f"{host}.log", "ab") as log:
+            self.procs[host] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
     def signal(self, host: str, sig: int) -> None:
         self.procs[host].send_signal(sig)
@@ -83,18 +72,22 @@ def cluster(make_lab: LabFactory, tmp_path: Path) -> Iterator[tuple[Lab, Rais]]:
     net.ip("c", "route", "add", "198.51.100.0/24", "dev", "eth0")
     rais = Rais(net, tmp_path)
     try:
-        for host in net.members():
+        for host in hosts(net):
             rais.start(host)
         yield net, rais
     finally:
         rais.stop_all()
 
 
+def hosts(net: Lab) -> list[str]:
+    return [m for m in net.members() if m.startswith("h")]
+
+
 def holders(net: Lab, vip: str) -> list[str]:
     import ipaddress
 
     ip = ipaddress.ip_address(vip)
-    return [h for h in net.members() if ip in net.addresses(h)]
+    return [h for h in hosts(net) if ip in net.addresses(h)]
 
 
 async def settle(net: Lab, rais: Rais) -> None:
@@ -114,7 +107,8 @@ async def test_failover_on_host_death_and_failback(cluster: tuple[Lab, Rais]) ->
     net.ip("h2", "link", "set", "eth0", "down")
     rais.signal("h2", signal.SIGKILL)
     moved, took = await wait_for(lambda: net.neigh("c", VIP2) == net.mac("h3"), 3.0)
-    assert moved, f"client still at {net.neigh('c', VIP2)} after {took:.2f}s"
+    where = f"client at {net.neigh('c', VIP2)}, holders {holders(net, VIP2)}"
+    assert moved, f"{where} after {took:.2f}s:\n{rais.log('h3')}"
     print(f"failover: client re-pointed after {time.monotonic() - start:.3f}s")
     assert time.monotonic() - start < 1.0
     assert holders(net, VIP2) == ["h2", "h3"]  # the dead host's leftover, unreachable
