@@ -153,7 +153,7 @@ def _host(s: Section) -> HostConfig:
     control = s.addresses("control")
     if not control:
         raise s.fail("control", "must list at least one address (the first is the host id)")
-    api = ("127.0.0.1", 7400)
+    api: tuple[str, int] = _default("api", HostConfig)
     if s.has("api"):
         ip, port = s.endpoint("api")
         if ip.is_multicast:
@@ -162,14 +162,14 @@ def _host(s: Section) -> HostConfig:
     token_file = s.opt_path("api_token_file")
     if token_file is not None:
         s.key_file("api_token_file")  # unreadable or empty: refuse now, not at startup
-    log_format = s.opt_string("log_format", "text")
+    log_format = s.opt_string("log_format", _default("log_format", HostConfig))
     if log_format not in ("text", "json"):
         raise s.fail("log_format", f'must be "text" or "json", got {log_format!r}')
     return HostConfig(
         control=control,
         api=api,
         api_token_file=token_file,
-        state_dir=s.opt_path("state_dir") or "/var/lib/rais",
+        state_dir=s.opt_path("state_dir") or _default("state_dir", HostConfig),
         log_format="json" if log_format == "json" else "text",
     )
 
@@ -182,8 +182,9 @@ def _auth(s: Section) -> AuthConfig:
     return AuthConfig(key_file=s.path("key_file"), previous_key_file=previous, keys=tuple(keys))
 
 
-def _default(name: str) -> Any:
-    return next(f.default for f in fields(GroupConfig) if f.name == name)
+def _default(name: str, cls: type[Any] = GroupConfig) -> Any:
+    """The dataclass default of field ``name`` (one source for defaults)."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConfig:
@@ -204,7 +205,8 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
     for i, peer in enumerate(peers):
         if peer.version != me.version:
             raise Invalid(
-                f"{g.key('peers')}[{i}]", f"{family(peer)} but the host id is {family(me)}"
+                f"{g.key('peers')}[{i}]",
+                f"{family(peer)} but the host id {me} (host.control[0]) is {family(me)}",
             )
         if peer in host.control:
             raise Invalid(f"{g.key('peers')}[{i}]", f"{peer} is this host's own control address")
@@ -215,7 +217,9 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
         if (other.address, other.port) == (ip, port):
             raise g.fail("address", f"{endpoint} is already used by group {other.name}")
         if peers and other.peers and other.port == port and other.address.version == ip.version:
-            raise g.fail("address", f"port {port} is already used by group {other.name} (peers)")
+            raise g.fail(
+                "address", f"port {port} is already used by group {other.name}, with peers"
+            )
 
     preferred = g.interface("preferred")
     observer = g.boolean("observer", _default("observer"))
