@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,7 @@ class Cluster:
     def drivers(self, host: Host) -> Callable[[GroupConfig, tuple[IP, ...]], Drivers]:
         def make(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
             return Drivers(
-                transport=self.net.transport(control[0]),
+                transport=self.net.transport((control[0], group.name)),
                 addresses=host.addresses,
                 announcer=host.announcer,
                 scripts=ScriptRunner(2.0),
@@ -140,11 +141,19 @@ async def test_each_host_gets_its_preferred_address(cluster: Cluster) -> None:
     await cluster.until(cluster.settled)
     leader = cluster.hosts[0].agent
     assert leader is not None
+
+    def states() -> dict[str, tuple[str, list[str]]]:
+        return {
+            a["address"]: (a["state"], a["holders"])
+            for a in leader.status()["groups"][0]["addresses"]
+        }
+
+    # the leader sees them online once the holders' next infos arrive
+    await cluster.until(lambda: states()["198.51.100.2/24"][0] == "online")
     status = leader.status()["groups"][0]
     assert status["leader"] == "192.0.2.1" and status["is_leader"]
-    states = {a["address"]: (a["state"], a["holders"]) for a in status["addresses"]}
-    assert states["198.51.100.1/24"] == ("online", ["192.0.2.1"])
-    assert states["198.51.100.2/24"] == ("online", ["192.0.2.2"])
+    assert states()["198.51.100.1/24"] == ("online", ["192.0.2.1"])
+    assert states()["198.51.100.2/24"] == ("online", ["192.0.2.2"])
     # every acquire was announced, garp_count times
     await cluster.until(lambda: len(cluster.hosts[1].announcer.calls) >= 2)
 
@@ -226,3 +235,75 @@ async def test_acquire_script_failure_undoes_the_address(tmp_path: Path) -> None
     finally:
         for h in c.hosts:
             await c.stop(h)
+
+
+async def test_replayed_datagrams_change_nothing(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    h1 = cluster.hosts[0]
+    assert h1.agent is not None
+    runner = h1.agent.groups["www"]
+    old = [
+        s.data
+        for s in cluster.net.sent
+        if s.sender == (cluster.hosts[1].config.host.control[0], "www")
+    ]
+    assert len(old) > 3
+
+    def replays() -> int:
+        drops = runner.core.drops()
+        return int(drops.get("replay", 0)) + int(drops.get("duplicate", 0))
+
+    before = replays()
+    for data in old[:3] + old[len(old) // 2 : len(old) // 2 + 2]:
+        runner._on_datagram(data, 0)
+    assert replays() == before + 5, runner.core.drops()
+    assert cluster.settled()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_config(path: Path, key: Path, state: Path, groups: list[str], port: int) -> None:
+    text = f'[host]\ncontrol = ["192.0.2.1"]\napi = "127.0.0.1:{port}"\nstate_dir = "{state}"\n'
+    text += f'[auth]\nkey_file = "{key}"\n'
+    for name in groups:
+        i = ["www", "db"].index(name)
+        text += (
+            f'[[group]]\nname = "{name}"\naddress = "239.192.0.{i + 1}:7401"\n'
+            f'interface = "eth0"\npreferred = "198.51.100.{i + 1}/24"\n'
+            f'heartbeat = "50ms"\ntimeout = "150ms"\n'
+        )
+    path.write_text(text)
+
+
+async def test_reload_joins_and_leaves_groups_without_a_restart(tmp_path: Path) -> None:
+    from rais.config import load
+
+    key, path = tmp_path / "key", tmp_path / "rais.toml"
+    key.write_text("secret\n")
+    port = _free_port()
+    _write_config(path, key, tmp_path / "state", ["www"], port)
+    c = Cluster(tmp_path, 1, spares=0)
+    host = c.hosts[0]
+    host.config = load(str(path))
+    await c.start(host)
+    try:
+        agent = host.agent
+        assert agent is not None
+        await c.until(lambda: host.held == {"198.51.100.1"})
+        _write_config(path, key, tmp_path / "state", ["www", "db"], port)
+        assert await agent.reload()
+        assert set(agent.groups) == {"www", "db"}
+        await c.until(lambda: host.held == {"198.51.100.1", "198.51.100.2"})
+        path.write_text(path.read_text().replace('timeout = "150ms"', 'timeout = "10ms"', 1))
+        assert not await agent.reload()  # refused: the running config stays
+        assert set(agent.groups) == {"www", "db"}
+        _write_config(path, key, tmp_path / "state", ["db"], port)
+        assert await agent.reload()
+        assert set(agent.groups) == {"db"}
+        await c.until(lambda: host.held == {"198.51.100.2"})
+    finally:
+        await c.stop(host)
