@@ -1,0 +1,391 @@
+"""The UDP control channel of one service group (the real :class:`Transport`).
+
+Two modes, chosen by ``peers``:
+
+Multicast (``peers`` empty)
+    One *receive* socket for the group, bound to ``(group, port)`` with
+    ``SO_REUSEADDR`` and joined to the group on the interface of every control
+    address of the group's family (``ip_mreqn`` by interface index for IPv4,
+    ``IPV6_JOIN_GROUP`` for IPv6). ``IP_MULTICAST_ALL``/``IPV6_MULTICAST_ALL``
+    are 0, so the socket only sees the groups it joined itself: without that,
+    two sockets on one port each receive every group joined on the host. An
+    IPv6 group of interface- or link-local scope (ff01::/16, ff02::/16 and the
+    like) cannot be bound without a scope id, so that receive socket is bound
+    to ``("::", port)`` instead and relies on ``IPV6_MULTICAST_ALL=0``; it also
+    accepts unicast sent to that port, which is harmless (every datagram is
+    authenticated by the core).
+
+    One *send* socket per control address, bound to ``(control, 0)``, with
+    ``IP_MULTICAST_IF`` (``ip_mreqn`` form) / ``IPV6_MULTICAST_IF`` set to that
+    address's interface, the TTL/hop limit ``ttl`` and multicast loopback
+    ``loop_back`` (off by default: a host does not hear itself; note that on
+    ``lo`` itself every datagram is looped back whatever the setting). For
+    IPv4 the kernel would already pick the interface of the bound source
+    address; ``IP_MULTICAST_IF`` makes it explicit (and covers an unassigned
+    127/8 source). ``ttl`` applies to multicast only.
+    ``send(data, vias)`` sends one datagram to ``(group, port)`` on the send
+    socket of each via.
+
+    **Via semantics:** the receive socket is shared by all control networks
+    and asyncio does not tell the arrival interface, so every multicast
+    datagram is delivered with ``via`` = the index of the first control
+    address of the group's family (0 in every ordinary configuration). A host
+    on two control networks therefore receives each datagram twice on the same
+    via; the protocol core suppresses such duplicates.
+
+Unicast (``peers`` given; networks without multicast, and the local demo on
+127.0.0.X)
+    One socket per control address, bound to ``(control, port)`` (no
+    ``SO_REUSEADDR``: a second agent on the same address and port is a
+    configuration error and fails at start). ``send(data, vias)`` sends to
+    every peer, on ``port``, through the socket of each via, choosing only
+    peers of that control address's family, and for IPv6 only peers of the
+    same link-locality (a link-local peer is reached only from a link-local
+    control address, on that address's interface). A datagram is delivered
+    with ``via`` = the index of the control address whose socket received it.
+
+Both modes: sending never blocks and never raises. ``send`` writes straight to
+the non-blocking socket instead of through asyncio's write buffer, so a
+datagram the kernel will not take right now (full socket buffer, no route) is
+dropped and counted rather than queued: a stale heartbeat is worth nothing.
+Datagrams over :data:`MAX_DATAGRAM` bytes are dropped on both sides and
+counted. Counters (``self.counters``):
+
+``sent``               datagrams handed to the kernel (one per destination)
+``send_errors``        sendto failures (errno logged once per via and errno);
+                       also vias outside the control addresses
+``send_oversized``     datagrams not sent because they exceed MAX_DATAGRAM
+``send_not_open``      send() before start() or after close()
+``received``           datagrams delivered to the callback
+``oversized_dropped``  received datagrams over MAX_DATAGRAM, not delivered
+``receive_errors``     errors reported by a receiving socket
+``callback_errors``    exceptions raised by the callback (logged)
+
+Control addresses are mapped to interfaces by netlink (pyroute2): the
+interface holding the address, or for an unassigned 127/8 address the
+interface holding the loopback network (``lo``). The lookup is done only in
+multicast mode and for IPv6 link-local addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import Iterable
+
+from rais.config import IP
+from rais.drivers.base import OnDatagram
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 1500
+"""Largest datagram sent or delivered, in bytes (UDP payload)."""
+
+IP_MULTICAST_ALL = 49
+"""Linux ``IP_MULTICAST_ALL`` (Python 3.11 has no constant)."""
+IPV6_MULTICAST_ALL = 29
+"""Linux ``IPV6_MULTICAST_ALL`` (since 4.20; Python 3.11 has no constant)."""
+
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
+
+def _family(address: IP) -> socket.AddressFamily:
+    return socket.AF_INET if address.version == 4 else socket.AF_INET6
+
+
+def _needs_scope(address: IP) -> bool:
+    """An IPv6 address that means nothing without an interface (link-local
+    unicast; interface- or link-local scope multicast)."""
+    if address.version != 6:
+        return False
+    if address.is_multicast:
+        return (address.packed[1] & 0x0F) <= 2
+    return address.is_link_local
+
+
+def _sockaddr(address: IP, port: int, scope: int = 0) -> SockAddr:
+    if address.version == 4:
+        return (str(address), port)
+    return (str(address), port, 0, scope if _needs_scope(address) else 0)
+
+
+def _udp_socket(family: socket.AddressFamily) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind(sock: socket.socket, address: SockAddr, what: str) -> None:
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        host, port = address[0], address[1]
+        shown = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        raise OSError(
+            exc.errno, f"cannot bind the {what} UDP socket to {shown}: {exc.strerror or exc}"
+        ) from exc
+
+
+async def interface_indexes(addresses: Iterable[IP]) -> dict[IP, int]:
+    """The index of the interface holding each address (netlink, in the calling
+    thread's network namespace). An unassigned 127/8 address maps to the
+    interface of the loopback network. Raises OSError naming a missing address."""
+    from pyroute2 import AsyncIPRoute
+
+    wanted = set(addresses)
+    if not wanted:
+        return {}
+    assigned: list[tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, int]] = []
+    async with AsyncIPRoute() as ipr:
+        async for msg in await ipr.addr("dump"):
+            text = msg.get("local") or msg.get("address")
+            if not text:
+                continue
+            try:
+                iface = ipaddress.ip_interface(f"{text.split('%')[0]}/{msg['prefixlen']}")
+            except ValueError:
+                continue
+            assigned.append((iface, int(msg["index"])))
+    found: dict[IP, int] = {}
+    for address in wanted:
+        exact = [index for iface, index in assigned if iface.ip == address]
+        if not exact and address.version == 4 and address.is_loopback:
+            exact = [
+                index
+                for iface, index in assigned
+                if iface.ip.is_loopback and address in iface.network
+            ]
+        if not exact:
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"control address {address} is not on any interface of this host",
+            )
+        found[address] = exact[0]
+    return found
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, owner: UdpTransport, via: int | None) -> None:
+        self.owner = owner
+        self.via = via
+        """None: a send-only socket, whatever it receives is ignored."""
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if self.via is not None:
+            self.owner._deliver(data, self.via)
+
+    def error_received(self, exc: Exception) -> None:
+        self.owner.counters["receive_errors"] += 1
+        log.debug("control socket error: %s", exc)
+
+
+class UdpTransport:
+    """One service group's control channel over UDP (see the module docstring)."""
+
+    def __init__(
+        self,
+        control: tuple[IP, ...],
+        group: IP,
+        port: int,
+        *,
+        peers: tuple[IP, ...] = (),
+        ttl: int = 1,
+        loop_back: bool = False,
+    ) -> None:
+        if not control:
+            raise ValueError("at least one control address is needed")
+        if not 0 <= port <= 0xFFFF:
+            raise ValueError(f"bad port {port}")
+        if not 1 <= ttl <= 255:
+            raise ValueError(f"ttl must be 1..255, not {ttl}")
+        if not peers and not group.is_multicast:
+            raise ValueError(f"{group} is not a multicast address (and no unicast peers)")
+        self.control = control
+        self.group = group
+        self.port = port
+        self.peers = peers
+        self.ttl = ttl
+        self.loop_back = loop_back
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._on_datagram: OnDatagram | None = None
+        self._sockets: list[socket.socket] = []
+        self._transports: list[asyncio.BaseTransport] = []
+        self._send_socks: dict[int, socket.socket] = {}
+        self._destinations: dict[int, list[SockAddr]] = {}
+        self._started = False
+        self._closed = False
+        self._logged: set[tuple[int, int | None]] = set()
+
+    @property
+    def multicast(self) -> bool:
+        return not self.peers
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def start(self, on_datagram: OnDatagram) -> None:
+        """Open and bind every socket. A bind or join failure closes what was
+        opened and raises OSError naming the address."""
+        if self._started or self._closed:
+            raise RuntimeError("UdpTransport.start() called twice or after close()")
+        self._started = True
+        self._on_datagram = on_datagram
+        try:
+            if self.multicast:
+                await self._start_multicast()
+            else:
+                await self._start_unicast()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close every socket; idempotent."""
+        self._closed = True
+        for transport in self._transports:
+            with contextlib.suppress(RuntimeError):  # its event loop already closed
+                transport.close()
+        for sock in self._sockets:
+            sock.close()
+        self._transports.clear()
+        self._sockets.clear()
+        self._send_socks.clear()
+        self._destinations.clear()
+
+    def _own(self, sock: socket.socket) -> socket.socket:
+        self._sockets.append(sock)
+        return sock
+
+    async def _endpoint(self, sock: socket.socket, via: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Endpoint(self, via), sock=sock)
+        self._transports.append(transport)
+
+    async def _start_unicast(self) -> None:
+        scoped = any(_needs_scope(a) for a in (*self.control, *self.peers))
+        indexes = await interface_indexes(a for a in self.control if a.version == 6 and scoped)
+        for via, address in enumerate(self.control):
+            scope = indexes.get(address, 0)
+            sock = self._own(_udp_socket(_family(address)))
+            _bind(sock, _sockaddr(address, self.port, scope), f"control address {via}")
+            self._send_socks[via] = sock
+            self._destinations[via] = [
+                _sockaddr(peer, self.port, scope)
+                for peer in self.peers
+                if peer.version == address.version and _needs_scope(peer) == _needs_scope(address)
+            ]
+            await self._endpoint(sock, via)
+
+    async def _start_multicast(self) -> None:
+        group, port = self.group, self.port
+        family = _family(group)
+        mine = [(via, a) for via, a in enumerate(self.control) if a.version == group.version]
+        if not mine:
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"no control address of the IPv{group.version} family of group {group}",
+            )
+        indexes = await interface_indexes(a for _, a in mine)
+
+        # The receive socket: bound to the group, joined on every control interface.
+        recv = self._own(_udp_socket(family))
+        recv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if group.version == 4:
+            recv.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        else:
+            recv.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        if _needs_scope(group):
+            _bind(recv, ("::", port, 0, 0), f"receive (group {group})")
+        else:
+            _bind(recv, _sockaddr(group, port), "multicast receive")
+        for index in dict.fromkeys(indexes[a] for _, a in mine):
+            try:
+                if group.version == 4:
+                    mreqn = struct.pack("4s4si", group.packed, bytes(4), index)
+                    recv.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                else:
+                    mreq = group.packed + struct.pack("@I", index)
+                    recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"cannot join multicast group {group} on interface index {index}: "
+                    f"{exc.strerror or exc}",
+                ) from exc
+        await self._endpoint(recv, mine[0][0])
+
+        # One send socket per control address, sending out of its interface.
+        for via, address in mine:
+            index = indexes[address]
+            sock = self._own(_udp_socket(family))
+            _bind(sock, _sockaddr(address, 0, index), f"send (control address {via})")
+            loop = 1 if self.loop_back else 0
+            if group.version == 4:
+                mreqn = struct.pack("4s4si", group.packed, bytes(4), index)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, loop)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.ttl)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, loop)
+            self._send_socks[via] = sock
+            self._destinations[via] = [_sockaddr(group, port, index)]
+            await self._endpoint(sock, None)
+
+    # ------------------------------------------------------------- datagrams
+
+    def send(self, data: bytes, vias: tuple[int, ...]) -> None:
+        """Send ``data`` on the control addresses ``vias``; never blocks or raises."""
+        if not self._started or self._closed:
+            self.counters["send_not_open"] += 1
+            return
+        if len(data) > MAX_DATAGRAM:
+            self.counters["send_oversized"] += 1
+            return
+        for via in vias:
+            sock = self._send_socks.get(via)
+            if sock is None:
+                if not 0 <= via < len(self.control):
+                    self.counters["send_errors"] += 1
+                    self._log_once(via, None, f"no control address with index {via}")
+                # else: an address of another family than the group: nothing to do.
+                continue
+            for destination in self._destinations[via]:
+                try:
+                    sock.sendto(data, destination)
+                except OSError as exc:
+                    self.counters["send_errors"] += 1
+                    self._log_once(via, exc.errno, f"sending to {destination[0]}: {exc}")
+                else:
+                    self.counters["sent"] += 1
+
+    def _log_once(self, via: int, err: int | None, message: str) -> None:
+        if (via, err) not in self._logged:
+            self._logged.add((via, err))
+            log.warning("control via %d: %s (further such errors only counted)", via, message)
+
+    def _deliver(self, data: bytes, via: int) -> None:
+        if len(data) > MAX_DATAGRAM:
+            self.counters["oversized_dropped"] += 1
+            return
+        callback = self._on_datagram
+        if callback is None or self._closed:
+            return
+        self.counters["received"] += 1
+        try:
+            callback(data, via)
+        except Exception:
+            self.counters["callback_errors"] += 1
+            log.exception("control datagram callback failed")
