@@ -307,3 +307,33 @@ async def test_reload_joins_and_leaves_groups_without_a_restart(tmp_path: Path) 
         await c.until(lambda: host.held == {"198.51.100.2"})
     finally:
         await c.stop(host)
+
+
+async def test_slow_scripts_never_delay_heartbeats(tmp_path: Path) -> None:
+    """An acquire script that takes 4 timeouts: nobody loses the host meanwhile."""
+    script = tmp_path / "slow.sh"
+    script.write_text(f"#!/bin/sh\nsleep {4 * TIMEOUT}\n")
+    script.chmod(0o755)
+    c = Cluster(tmp_path, 3, spares=1, acquire_script=str(script))
+    for h in c.hosts:
+        await c.start(h)
+    try:
+        await c.until(c.settled, limit=3.0)
+        await c.until(
+            lambda: all(
+                h.agent is not None and h.agent.groups["www"].core.served.online()
+                for h in c.hosts[:2]
+            ),
+            limit=3.0,
+        )
+        lost = [
+            e
+            for h in c.hosts
+            if h.agent is not None
+            for e in h.agent.events
+            if e.kind == EventKind.HOST_LOST
+        ]
+        assert not lost, lost
+    finally:
+        for h in c.hosts:
+            await c.stop(h)

@@ -24,13 +24,16 @@ VIP1, VIP2 = "198.51.100.1", "198.51.100.2"
 class Rais:
     """``rais agent`` processes, one per host namespace."""
 
-    def __init__(self, net: Lab, tmp: Path) -> None:
+    def __init__(self, net: Lab, tmp: Path, *, unicast: bool = False) -> None:
         self.net = net
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         (tmp / "key").write_text("e2e-secret-key\n")
         for n, host in enumerate(hosts(net), start=1):
             pref = f'preferred = "198.51.100.{n}/24"\n' if n <= 2 else ""
+            if unicast:
+                others = [f'"{net.ipv4(h)}"' for h in hosts(net) if h != host]
+                pref += f"peers = [{', '.join(others)}]\n"
             (tmp / f"{host}.toml").write_text(
                 f'[host]\ncontrol = ["{net.ipv4(host)}"]\nstate_dir = "{tmp / host}"\n'
                 f'[auth]\nkey_file = "{tmp / "key"}"\n'
@@ -67,10 +70,12 @@ class Rais:
 
 
 @pytest.fixture
-def cluster(make_lab: LabFactory, tmp_path: Path) -> Iterator[tuple[Lab, Rais]]:
+def cluster(
+    make_lab: LabFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Lab, Rais]]:
     net = make_lab(3, client=True)
     net.ip("c", "route", "add", "198.51.100.0/24", "dev", "eth0")
-    rais = Rais(net, tmp_path)
+    rais = Rais(net, tmp_path, unicast=getattr(request, "param", "multicast") == "unicast")
     try:
         for host in hosts(net):
             rais.start(host)
@@ -97,6 +102,7 @@ async def settle(net: Lab, rais: Rais) -> None:
     assert ok, f"not settled after {took:.1f}s:\n{rais.log('h1')}\n{rais.log('h2')}"
 
 
+@pytest.mark.parametrize("cluster", ["multicast", "unicast"], indirect=True)
 async def test_failover_on_host_death_and_failback(cluster: tuple[Lab, Rais]) -> None:
     net, rais = cluster
     await settle(net, rais)
@@ -192,3 +198,22 @@ def test_check_config_rejects_bad_files(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert str(bad) in proc.stderr and "control" in proc.stderr
+
+
+async def test_sighup_joins_a_group_without_a_restart(cluster: tuple[Lab, Rais]) -> None:
+    net, rais = cluster
+    await settle(net, rais)
+    conf = rais.tmp / "h3.toml"
+    conf.write_text(
+        conf.read_text()
+        + '[[group]]\nname = "db"\naddress = "239.192.0.2:7402"\ninterface = "eth0"\n'
+        'preferred = "198.51.100.30/24"\nheartbeat = "100ms"\ntimeout = "300ms"\n'
+    )
+    pid = rais.procs["h3"].pid
+    rais.signal("h3", signal.SIGHUP)
+    ok, _ = await wait_for(lambda: holders(net, "198.51.100.30") == ["h3"], 5.0)
+    assert ok, rais.log("h3")
+    groups = json.loads(rais.cli("h3", "status", "--json"))["groups"]
+    assert {g["name"] for g in groups} == {"www", "db"}
+    assert rais.procs["h3"].pid == pid and rais.procs["h3"].poll() is None
+    assert holders(net, VIP1) == ["h1"] and holders(net, VIP2) == ["h2"]
