@@ -254,6 +254,7 @@ BAD: list[tuple[str, str, str, str]] = [
     ("api-v4-bracketed", h('api = "[127.0.0.1]:7400"'), "host.api", "only IPv6"),
     ("api-port-unicode", h('api = "127.0.0.1:\u0667\u0664"'), "host.api", "not a number"),
     ("api-multicast", h('api = "239.1.1.1:7400"'), "host.api", "multicast"),
+    ("api-public-no-token", h('api = "192.0.2.11:7400"'), "host.api", "api_token_file"),
     ("api-int", h("\napi = 7400"), "host.api", "must be a string"),
     ("log-format", h('log_format = "xml"'), "host.log_format", "'xml'"),
     ("state-dir-empty", h('state_dir = " "'), "host.state_dir", "empty"),

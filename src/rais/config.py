@@ -162,6 +162,10 @@ def _host(s: Section) -> HostConfig:
     token_file = s.opt_path("api_token_file")
     if token_file is not None:
         s.key_file("api_token_file")  # unreadable or empty: refuse now, not at startup
+    elif not ipaddress.ip_address(api[0]).is_loopback:
+        raise s.fail(
+            "api", f"{api[0]} is not a loopback address: set api_token_file to protect the API"
+        )
     log_format = s.opt_string("log_format", _default("log_format", HostConfig))
     if log_format not in ("text", "json"):
         raise s.fail("log_format", f'must be "text" or "json", got {log_format!r}')
