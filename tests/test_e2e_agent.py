@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netlab import Lab, LabFactory, lab_fixture, wait_for  # noqa: F401
@@ -143,10 +144,15 @@ async def test_sigterm_releases_and_hands_over_quickly(cluster: tuple[Lab, Rais]
 async def test_status_and_quiesce_commands(cluster: tuple[Lab, Rais]) -> None:
     net, rais = cluster
     await settle(net, rais)
-    status = json.loads(rais.cli("h2", "status", "--json"))
-    group = status["groups"][0]
-    assert group["name"] == "www" and group["leader"] == "192.0.2.11"
-    assert {h["id"] for h in group["hosts"] if h["live"]} == {
+
+    def group() -> dict[str, Any]:
+        g: dict[str, Any] = json.loads(rais.cli("h2", "status", "--json"))["groups"][0]
+        return g
+
+    ok, _ = await wait_for(lambda: group()["leader"] == "192.0.2.11", 3.0)
+    assert ok, group()
+    assert group()["name"] == "www"
+    assert {h["id"] for h in group()["hosts"] if h["live"]} == {
         "192.0.2.11",
         "192.0.2.12",
         "192.0.2.13",
