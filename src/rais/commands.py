@@ -47,9 +47,16 @@ def agent(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(Agent(config).run())
-    except OSError as exc:
-        print(f"rais: cannot start: {exc}", file=sys.stderr)
+    except (OSError, ExceptionGroup) as exc:
+        print(f"rais: cannot start: {_first(exc)}", file=sys.stderr)
         return 1
+
+
+def _first(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def check_config(args: argparse.Namespace) -> int:
