@@ -25,6 +25,11 @@ class CoreConfig:
     observer: bool = False
     orphan_timeout: float = 86400.0
     announce_interval: float = 10.0
+    placement: str = "least-loaded"
+    """Where the leader puts orphans: "least-loaded" or "random" (the patent's)."""
+    failback: str = "immediate"
+    """"immediate" (after ``failback_delay``) or "manual" (never automatically)."""
+    failback_delay: float = 0.0
     command_timeout: float = 0.0
     """How long the leader waits for a command to show in the target's info before
     it decides again; 0 means ``timeout``."""
@@ -44,6 +49,12 @@ class CoreConfig:
             limit = 32 if len(self.preferred) == 4 else 128
             if not 0 < self.prefixlen <= limit:
                 raise ValueError(f"bad prefix length {self.prefixlen} for {fmt(self.preferred)}")
+        if self.placement not in ("least-loaded", "random"):
+            raise ValueError(f"unknown placement {self.placement!r}")
+        if self.failback not in ("immediate", "manual"):
+            raise ValueError(f"unknown failback {self.failback!r}")
+        if self.failback_delay < 0:
+            raise ValueError("failback_delay must not be negative")
         if self.observer and self.preferred is not None:
             raise ValueError("an observer has no preferred address")
 

@@ -15,11 +15,14 @@ Per address, in table order:
   expired) is told to release it;
 * an address with a claimant still acquiring or releasing is left alone;
 * an unserved address goes to its preferred host if that host is eligible,
-  else to a random spare, else to a random non-spare eligible host, else a
+  else to a spare, else to a non-spare eligible host (the least loaded, see
+  ``_pick``; the patent's random pick with placement "random"), else a
   "cannot assign" event is raised (once, until the situation changes);
 * an address served, but not by its eligible preferred host, is given back
-  (failback), release before acquire: every holder is told to release and
-  the preferred host is told to acquire only once the address is unserved;
+  (failback, once the preferred host has been eligible for failback_delay;
+  never automatically with failback "manual"), release before acquire: every
+  holder is told to release and the preferred host is told to acquire only
+  once the address is unserved;
 * an address with several claimants keeps the preferred host (if it claims
   and is not quiesced), else a random claiming spare, else a random
   claimant; the others are told to release.
@@ -63,12 +66,41 @@ def _obeyed(cmd: Command, entry: HostEntry) -> bool:
 class Controller:
     """The leader-side state: pending commands and unassignable addresses."""
 
-    __slots__ = ("_blocked", "_cannot", "_pending", "_steps", "backoff", "out", "rng")
+    __slots__ = (
+        "_blocked",
+        "_cannot",
+        "_fit_since",
+        "_pending",
+        "_steps",
+        "_wake",
+        "backoff",
+        "failback",
+        "failback_delay",
+        "out",
+        "placement",
+        "rng",
+    )
 
-    def __init__(self, out: Outbox, rng: random.Random, backoff: float) -> None:
+    def __init__(
+        self,
+        out: Outbox,
+        rng: random.Random,
+        backoff: float,
+        *,
+        placement: str = "least-loaded",
+        failback: str = "immediate",
+        failback_delay: float = 0.0,
+    ) -> None:
         self.out = out
         self.rng = rng
         self.backoff = backoff
+        self.placement = placement
+        self.failback = failback
+        self.failback_delay = failback_delay
+        # Since when each host has been eligible without a break (as this leader
+        # saw it), for failback_delay; _wake is when a delayed failback is due.
+        self._fit_since: dict[Addr, float] = {}
+        self._wake: float | None = None
         self._pending: dict[Addr, _Pending] = {}
         self._cannot: set[Addr] = set()
         # A host whose acquire of an address failed is not asked for it again
@@ -97,6 +129,8 @@ class Controller:
         """Leadership lost: forget what was in flight."""
         self._pending.clear()
         self._cannot.clear()
+        self._fit_since.clear()
+        self._wake = None
 
     def membership_changed(self) -> None:
         """A host joined or was lost: say again what still cannot be assigned
@@ -112,6 +146,8 @@ class Controller:
     def next_deadline(self) -> float | None:
         times = [p.deadline for p in self._pending.values()]
         times.extend(self._blocked.values())
+        if self._wake is not None:
+            times.append(self._wake)
         return min(times) if times else None
 
     def observe(self, entry: HostEntry) -> bool:
@@ -142,7 +178,10 @@ class Controller:
         ready = [k for k, until in self._blocked.items() if until <= now]
         for key in ready:
             del self._blocked[key]
-        return bool(late or ready)
+        due = self._wake is not None and self._wake <= now
+        if due:
+            self._wake = None
+        return bool(late or ready or due)
 
     def run(
         self, now: float, hosts: list[HostEntry], table: AddressTable, command_timeout: float
@@ -159,10 +198,22 @@ class Controller:
                 claims.setdefault(address, []).append((h.id, state))
         new: list[Command] = []
         rows = table.rows
+        load = self._loads(hosts)
+        fit_since = self._fit_since
+        for h in hosts:
+            if eligible(h):
+                fit_since.setdefault(h.id, now)
+            else:
+                fit_since.pop(h.id, None)
+        for gone in [h for h in fit_since if h not in by_id]:
+            del fit_since[gone]
+        self._wake = None
 
         def command(op: Op, target: Addr, address: Addr, prefixlen: int) -> None:
             cmd = Command(op, target, address, prefixlen)
             new.append(cmd)
+            if op == Op.ACQUIRE and target in load:
+                load[target][0] += 1
             p = self._pending.get(address)
             if p is None:
                 self._pending[address] = _Pending([cmd], now + command_timeout)
@@ -193,7 +244,7 @@ class Controller:
                     for pool in (spares, others):
                         takers = [h for h in pool if self._may_take(now, h, address)]
                         if takers:
-                            choice = self.rng.choice(takers)
+                            choice = self._pick(takers, load)
                             break
                 if choice is None:
                     if address not in self._cannot:
@@ -207,7 +258,7 @@ class Controller:
             if any(state in _BUSY for _, state in claimants):
                 continue
             holders = [host for host, _ in claimants]
-            if pref_ok and row.preferred not in holders:
+            if pref_ok and row.preferred not in holders and self._failback_due(now, row.preferred):
                 for host in holders:
                     command(Op.RELEASE, host, address, row.prefixlen)
                 continue
@@ -217,6 +268,40 @@ class Controller:
                     if host != keep:
                         command(Op.RELEASE, host, address, row.prefixlen)
         return new
+
+    def _loads(self, hosts: list[HostEntry]) -> dict[Addr, list[int]]:
+        """Per eligible host: [addresses given in this pass, utilization (0-1000),
+        addresses it serves]."""
+        out: dict[Addr, list[int]] = {}
+        for h in hosts:
+            if eligible(h):
+                util = h.load * 1000 // h.capacity if h.capacity else 0
+                out[h.id] = [0, util, len(h.served)]
+        return out
+
+    def _pick(self, takers: list[Addr], load: dict[Addr, list[int]]) -> Addr:
+        """Where an orphan goes. "least-loaded": never a second address to a host
+        in one pass while another taker got none, then the lowest utilization,
+        then the fewest addresses served, ties broken by the seeded random pick;
+        "random": the patent's random pick."""
+        if self.placement == "random":
+            return self.rng.choice(takers)
+        keys = {h: tuple(load.get(h, (0, 0, 0))) for h in takers}
+        best = min(keys.values())
+        return self.rng.choice([h for h in takers if keys[h] == best])
+
+    def _failback_due(self, now: float, preferred: Addr) -> bool:
+        """Whether a returned preferred host gets its address back now (failback
+        "immediate", after failback_delay of being eligible; never automatically
+        with "manual")."""
+        if self.failback == "manual":
+            return False
+        since = self._fit_since.get(preferred, now)
+        due = since + self.failback_delay
+        if due <= now:
+            return True
+        self._wake = due if self._wake is None else min(self._wake, due)
+        return False
 
     def _keep(self, preferred: Addr, holders: list[Addr], by_id: dict[Addr, HostEntry]) -> Addr:
         pref = by_id.get(preferred)

@@ -49,7 +49,14 @@ class Core:
         self.members = Membership(self.id, config.timeout)
         self.table = AddressTable(config.orphan_timeout)
         self.served = Served(self.out)
-        self.control = Controller(self.out, rng, backoff=config.timeout)
+        self.control = Controller(
+            self.out,
+            rng,
+            backoff=config.timeout,
+            placement=config.placement,
+            failback=config.failback,
+            failback_delay=config.failback_delay,
+        )
         self.ok = True
         self.quiesced = False
         self.leaving = False
