@@ -7,6 +7,7 @@ from dataclasses import replace
 from clusterkit import TIMEOUT, Cluster, make_config, service
 
 from rais.core.config import CoreConfig
+from rais.core.core import Core
 from rais.sim import SimParams, Simulation
 
 
@@ -21,7 +22,11 @@ def _cluster(configs: list[CoreConfig]) -> Cluster:
 def test_orphan_goes_to_the_least_loaded_spare() -> None:
     c = _cluster([make_config(1), make_config(2), *(make_config(n, spare=True) for n in (3, 4, 5))])
     for i, load in ((2, 700), (3, 100), (4, 900)):
-        c.poke(i, lambda core, now, load=load: core.load_sample(now, load, 1000))
+
+        def sample(core: Core, now: float, load: int = load) -> None:
+            core.load_sample(now, load, 1000)
+
+        c.poke(i, sample)
     c.run_until(1.5)
     c.kill(0)  # host 1 dies (indexes count from 0)
     c.run_until(2.5)
