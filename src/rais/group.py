@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -22,6 +23,7 @@ from rais.core.addr import Addr
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, Release, Send
+from rais.core.messages import AddrState
 from rais.drivers.base import Addresses, Announcer, Transport
 from rais.drivers.scripts import ScriptRunner
 from rais.state import HeldFile
@@ -84,6 +86,12 @@ class GroupRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._left = asyncio.Event()
         self._stopped = False
+        # Dead man's switch: held addresses carry a kernel lifetime of about the
+        # group timeout (whole seconds) and are refreshed well before it runs
+        # out; an agent that dies (SIGKILL) leaves nothing behind for long.
+        self.lifetime = max(1, math.ceil(config.timeout))
+        self.refresh_every = min(0.25, self.lifetime / 4)
+        self._refresher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------- lifecycle
 
@@ -91,6 +99,7 @@ class GroupRunner:
         """Clean up what a previous run left, open the control channel, start beating."""
         await self.reconcile()
         await self.drivers.transport.start(self._on_datagram)
+        self._refresher = self.loop.create_task(self._refresh_forever())
         self._pump()
 
     async def reconcile(self) -> None:
@@ -132,6 +141,9 @@ class GroupRunner:
 
     def stop(self) -> None:
         self._stopped = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -233,7 +245,7 @@ class GroupRunner:
         cfg = self.config
         try:
             self.held.add(ip, prefixlen)
-            await self.drivers.addresses.add(cfg.interface, ip, prefixlen)
+            await self.drivers.addresses.add(cfg.interface, ip, prefixlen, self.lifetime)
         except Exception as exc:
             self.counters["acquire_failed"] += 1
             self._done(address, False, f"add {ip}: {exc}")
@@ -274,6 +286,26 @@ class GroupRunner:
             return False
         self.held.discard(ip, prefixlen)
         return True
+
+    async def _refresh_forever(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self.refresh_every)
+            for ip, prefixlen in self.held.current():
+                # In the address's own queue, so never after its release.
+                self._chain(to_addr(ip), self._refresh(ip, prefixlen))
+
+    async def _refresh(self, ip: IP, prefixlen: int) -> None:
+        state = self.core.served.states.get(to_addr(ip))
+        if self._stopped or state is None or state == AddrState.RELEASING:
+            return  # being released (or gone): let the lifetime run out
+        if (ip, prefixlen) not in self.held.current():
+            return
+        try:
+            await self.drivers.addresses.add(self.config.interface, ip, prefixlen, self.lifetime)
+            self.counters["refreshes"] += 1
+        except Exception as exc:
+            self.counters["refresh_errors"] += 1
+            log.error("group %s: refresh %s: %s", self.config.name, ip, exc)
 
     async def _announce(self, ip: IP) -> None:
         cfg = self.config

@@ -56,6 +56,10 @@ class HeldFile:
             lines = sorted(f"{ip}/{p}" for ip, p in self._held)
             _write(self.path, "".join(line + "\n" for line in lines))
 
+    def current(self) -> list[tuple[IP, int]]:
+        """What this run holds now (added and not yet removed)."""
+        return sorted(self._held, key=lambda h: (h[0].version, int(h[0])))
+
     def add(self, ip: IP, prefixlen: int) -> None:
         if (ip, prefixlen) not in self._held:
             self.save(self._held | {(ip, prefixlen)})

@@ -33,7 +33,12 @@ class Addresses(Protocol):
     """Service addresses on interfaces (netlink). Every call is idempotent:
     adding a present address or removing an absent one succeeds."""
 
-    async def add(self, interface: str, address: IP, prefixlen: int) -> None: ...
+    async def add(
+        self, interface: str, address: IP, prefixlen: int, lifetime: int | None = None
+    ) -> None:
+        """Add (or, with ``lifetime`` in whole seconds, add or refresh) an address
+        that the kernel removes by itself when the lifetime runs out."""
+        ...
 
     async def remove(self, interface: str, address: IP, prefixlen: int) -> None: ...
 

@@ -40,6 +40,8 @@ class FakeAddresses:
         for name in interfaces or ():
             self.interfaces[name] = set()
         self.calls: list[AddressCall] = []
+        self.lifetimes: dict[tuple[str, IP], int | None] = {}
+        """The lifetime of the last add of each address (None: forever)."""
         self._fail_add: dict[IP, list[Exception]] = {}
         self._fail_remove: dict[IP, list[Exception]] = {}
         self.closed = False
@@ -68,7 +70,10 @@ class FakeAddresses:
 
     # -- Addresses -------------------------------------------------------
 
-    async def add(self, interface: str, address: IP, prefixlen: int) -> None:
+    async def add(
+        self, interface: str, address: IP, prefixlen: int, lifetime: int | None = None
+    ) -> None:
+        self.lifetimes[(interface, address)] = lifetime
         self.calls.append(AddressCall("add", interface, address, prefixlen))
         await asyncio.sleep(0)
         self._raise_injected(self._fail_add, address)

@@ -42,17 +42,30 @@ class NetlinkAddresses:
 
     # -- Addresses -------------------------------------------------------
 
-    async def add(self, interface: str, address: IP, prefixlen: int) -> None:
+    async def add(
+        self, interface: str, address: IP, prefixlen: int, lifetime: int | None = None
+    ) -> None:
         """Add ``address/prefixlen``; IPv6 without duplicate address detection
-        (usable at once, never tentative). Present already: success."""
+        (usable at once, never tentative). Present already: success. With a
+        ``lifetime`` (whole seconds) the kernel deletes the address by itself
+        unless it is added again (refreshed) before that: a dead man's switch."""
         async with self._lock:
             index = await self._index(interface)
             kwargs: dict[str, Any] = {}
             if address.version == 6:
                 kwargs["flags"] = IFA_F_NODAD
+            op = "add"
+            if lifetime is not None:
+                op = "replace"
+                kwargs["IFA_CACHEINFO"] = {
+                    "ifa_preferred": lifetime,
+                    "ifa_valid": lifetime,
+                    "cstamp": 0,
+                    "tstamp": 0,
+                }
             try:
                 await self._call(
-                    "add", index=index, address=str(address), prefixlen=prefixlen, **kwargs
+                    op, index=index, address=str(address), prefixlen=prefixlen, **kwargs
                 )
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
