@@ -4,6 +4,7 @@ gratuitous ARP; a client namespace watches the service addresses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -25,13 +26,21 @@ VIP1, VIP2 = "198.51.100.1", "198.51.100.2"
 class Rais:
     """``rais agent`` processes, one per host namespace."""
 
-    def __init__(self, net: Lab, tmp: Path, *, unicast: bool = False) -> None:
+    def __init__(
+        self,
+        net: Lab,
+        tmp: Path,
+        *,
+        unicast: bool = False,
+        prefs: dict[str, str] | None = None,
+    ) -> None:
+        prefs = {"h1": f"{VIP1}/24", "h2": f"{VIP2}/24"} if prefs is None else prefs
         self.net = net
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         (tmp / "key").write_text("e2e-secret-key\n")
-        for n, host in enumerate(hosts(net), start=1):
-            pref = f'preferred = "198.51.100.{n}/24"\n' if n <= 2 else ""
+        for host in hosts(net):
+            pref = f'preferred = "{prefs[host]}"\n' if host in prefs else ""
             if unicast:
                 others = [f'"{net.ipv4(h)}"' for h in hosts(net) if h != host]
                 pref += f"peers = [{', '.join(others)}]\n"
@@ -247,3 +256,66 @@ async def test_sigkill_of_the_agent_alone_leaves_no_address_behind(
     back, _ = await wait_for(lambda: holders(net, VIP2) == ["h2"], 10.0)
     assert back, holders(net, VIP2)
     assert holders(net, VIP1) == ["h1"]
+
+
+async def test_spares_first_quiesced_hosts_get_nothing(cluster: tuple[Lab, Rais]) -> None:
+    net, rais = cluster
+    await settle(net, rais)
+    for host in ("h1", "h3"):
+        assert "quiesced: www" in rais.cli(host, "quiesce")
+    await asyncio.sleep(0.3)
+    net.ip("h2", "link", "set", "eth0", "down")
+    rais.signal("h2", signal.SIGKILL)
+    # nobody eligible: the address stays unassigned (sampled for 1 s) ...
+    for _ in range(50):
+        assert holders(net, VIP2) in ([], ["h2"]), holders(net, VIP2)
+        await asyncio.sleep(0.02)
+    assert "cannot-assign" in rais.log("h1")
+    # ... until the spare is unquiesced: it takes it, not the quiesced h1
+    rais.cli("h3", "unquiesce")
+    ok, _ = await wait_for(lambda: holders(net, VIP2) in (["h3"], ["h2", "h3"]), 2.0)
+    assert ok, holders(net, VIP2)
+    assert holders(net, VIP1) == ["h1"]
+
+
+async def test_a_fourth_host_joins_without_config_changes(
+    make_lab: LabFactory, tmp_path: Path
+) -> None:
+    net = make_lab(4, client=True)
+    prefs = {"h1": f"{VIP1}/24", "h2": f"{VIP2}/24", "h4": "198.51.100.4/24"}
+    rais = Rais(net, tmp_path, prefs=prefs)
+    try:
+        for host in ("h1", "h2", "h3"):
+            rais.start(host)
+        await settle(net, rais)
+        before = {h: (tmp_path / f"{h}.toml").read_text() for h in ("h1", "h2", "h3")}
+        rais.start("h4")
+        ok, _ = await wait_for(lambda: holders(net, "198.51.100.4") == ["h4"], 5.0)
+        assert ok, rais.log("h4")
+        assert holders(net, VIP1) == ["h1"] and holders(net, VIP2) == ["h2"]
+        assert before == {h: (tmp_path / f"{h}.toml").read_text() for h in before}
+        group = json.loads(rais.cli("h1", "status", "--json"))["groups"][0]
+        assert "192.0.2.14" in {h["id"] for h in group["hosts"] if h["live"]}
+    finally:
+        rais.stop_all()
+
+
+async def test_an_ipv6_service_address_fails_over(make_lab: LabFactory, tmp_path: Path) -> None:
+    net = make_lab(3, client=True)
+    vip6 = "2001:db8::100"
+    rais = Rais(net, tmp_path, prefs={"h1": f"{VIP1}/24", "h2": f"{vip6}/64"})
+    try:
+        for host in hosts(net):
+            rais.start(host)
+        ok, _ = await wait_for(lambda: holders(net, vip6) == ["h2"], 10.0)
+        assert ok, rais.log("h2")
+        assert net.ping("c", vip6)
+        assert net.neigh("c", vip6) == net.mac("h2")
+        net.ip("h2", "link", "set", "eth0", "down")
+        rais.signal("h2", signal.SIGKILL)
+        moved, took = await wait_for(lambda: net.neigh("c", vip6) == net.mac("h3"), 3.0)
+        assert moved, (net.neigh("c", vip6), holders(net, vip6))
+        print(f"IPv6 failover: client re-pointed after {took:.3f}s")
+        assert net.ping("c", vip6)
+    finally:
+        rais.stop_all()
