@@ -27,7 +27,7 @@ from rais.status import render
 
 HELP = """commands:
   status            the group as host 1 sees it (any host: status N)
-  kill N            crash host N (no goodbye; its addresses stay until it restarts)
+  kill N            crash host N (no goodbye; its addresses expire after ~1 s)
   stop N            stop host N gracefully (SIGTERM: release, announce the leave)
   start N           start host N again
   fail N / heal N   make host N's health test fail / pass
@@ -110,14 +110,50 @@ class DevCluster:
             await host.task
 
     async def kill(self, host: DevHost) -> None:
-        """A crash: no leave; the addresses stay configured until the host restarts."""
+        """A crash: no leave; the addresses stay until their lifetime runs out."""
         if host.task is None or host.task.done() or host.agent is None:
             return
+        lifetime = max((r.lifetime for r in host.agent.groups.values()), default=1)
         for runner in host.agent.groups.values():
             runner.stop()
         host.agent.groups.clear()
         host.agent.stop()
         await host.task
+
+        def expire() -> None:
+            # what the kernel does to addresses whose lifetime was not refreshed
+            if host.task is not None and host.task.done():
+                for table in host.addresses.interfaces.values():
+                    table.clear()
+
+        asyncio.get_running_loop().call_later(lifetime + 0.5, expire)
+
+    def summary(self) -> str:
+        """One line: who leads and who holds which address, from the hosts' own
+        interfaces (simulated) and the first live host's view."""
+        up = [h for h in self.hosts if h.agent is not None and h.task and not h.task.done()]
+        leader = "-"
+        if up and up[0].agent is not None:
+            groups = up[0].agent.status()["groups"]
+            leader = (groups[0]["leader"] or "-") if groups else "-"
+        held = []
+        for h in self.hosts:
+            for ip, _ in sorted(h.addresses.snapshot("demo0"), key=lambda a: int(a[0])):
+                held.append(f"{ip}@host{h.index}")
+        down = [f"host{h.index}" for h in self.hosts if h not in up]
+        return f"[live] leader {leader} | {' '.join(held) or 'no addresses held'}" + (
+            f" | down: {' '.join(down)}" if down else ""
+        )
+
+    async def watch(self) -> None:
+        """Print the summary whenever it changes (the live view)."""
+        last = ""
+        while True:
+            line = self.summary()
+            if line != last:
+                print(line, flush=True)
+                last = line
+            await asyncio.sleep(0.2)
 
     def status(self, host: DevHost) -> str:
         if host.agent is None or host.task is None or host.task.done():
@@ -139,9 +175,11 @@ async def run_dev(hosts: int = 4, spares: int = 1, port: int = 17401, api_base: 
         print(HELP)
         await asyncio.sleep(1.0)
         print(cluster.status(cluster.hosts[0]), flush=True)
+        watcher = asyncio.get_running_loop().create_task(cluster.watch())
         try:
             await _repl(cluster)
         finally:
+            watcher.cancel()
             await asyncio.gather(*(cluster.stop(h) for h in cluster.hosts), return_exceptions=True)
     return 0
 
