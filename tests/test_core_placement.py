@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from clusterkit import TIMEOUT, Cluster, make_config, service
+from clusterkit import TIMEOUT, Cluster, host_id, make_config, service
 
 from rais.core.config import CoreConfig
 from rais.core.core import Core
+from rais.core.effects import EventKind
+from rais.core.requests import FAILBACK_WAIT
 from rais.sim import SimParams, Simulation
 
 
@@ -92,3 +94,97 @@ def test_spread_after_one_of_eight_fails() -> None:
     ideal = -(-8 // len(counts))
     assert max(counts) <= ideal + 1, counts
     assert not sim.result_now().violations
+
+
+def _move(c: Cluster, i: int, address: bytes, target: int, stamp: int) -> str | None:
+    out: list[str | None] = []
+    c.poke(i, lambda core, now: out.append(core.move(now, address, host_id(target), stamp)))
+    return out[0]
+
+
+def _failback(c: Cluster, i: int, address: bytes, stamp: int) -> str | None:
+    out: list[str | None] = []
+    c.poke(i, lambda core, now: out.append(core.failback(now, address, stamp)))
+    return out[0]
+
+
+def test_move_pins_an_address_release_before_acquire() -> None:
+    c = _cluster([make_config(n, spare=n == 4) for n in (1, 2, 3, 4)])
+    # asked on host 3 (not the leader, not involved): move host 2's address to the spare
+    assert _move(c, 2, service(2), 4, stamp=1000) is None
+    c.run_until(2.0)
+    assert c.holders(service(2)) == [3]
+    assert c.overlapping_claims(service(2)) == []
+    # immediate failback does not undo a pin
+    c.run_until(5.0)
+    assert c.holders(service(2)) == [3]
+    # a newer failback request (asked on host 1) ends the pin and returns it now
+    assert _failback(c, 0, service(2), stamp=2000) is None
+    c.run_until(6.0)
+    assert c.holders(service(2)) == [1]
+    assert c.overlapping_claims(service(2)) == []
+    # both requests are gone from the entries: the move was superseded, the
+    # failback done
+    assert all(not c.core(i).requests.mine for i in range(4))
+
+
+def test_move_survives_a_change_of_leader() -> None:
+    c = _cluster([make_config(n, spare=n == 4) for n in (1, 2, 3, 4)])
+    assert _move(c, 2, service(2), 4, stamp=1000) is None
+    c.run_until(2.0)
+    assert c.holders(service(2)) == [3]
+    c.kill(0)  # the leader dies; host 2 leads and must keep the pin
+    c.run_until(4.0)
+    assert c.holders(service(2)) == [3]
+    assert c.holders(service(1)) != []
+
+
+def test_failback_request_overrides_manual_failback() -> None:
+    cfgs = [replace(make_config(n, spare=n == 3), failback="manual") for n in (1, 2, 3)]
+    c = _cluster(cfgs)
+    c.test_result(1, False)
+    c.run_until(2.0)
+    c.test_result(1, True)
+    c.run_until(3.0)
+    assert c.holders(service(2)) == [2]  # manual: stays on the spare
+    assert _failback(c, 2, service(2), stamp=5) is None
+    c.run_until(3.5)
+    assert c.holders(service(2)) == [1]
+    assert c.overlapping_claims(service(2)) == []
+    assert [e.kind for e in c.events(2, EventKind.FAILBACK_REQUESTED)] == [
+        EventKind.FAILBACK_REQUESTED
+    ]
+
+
+def test_requests_are_refused_for_unknown_address_or_host() -> None:
+    c = _cluster([make_config(n) for n in (1, 2)])
+    assert "not a service address" in (_move(c, 0, service(9), 2, 1) or "")
+    assert "not a live member" in (_move(c, 0, service(1), 7, 1) or "")
+    c.kill(1)
+    c.run_until(2.0)
+    assert "not a live member" in (_move(c, 0, service(1), 2, 1) or "")
+    assert not c.core(0).requests.mine
+
+
+def test_a_move_to_a_dead_or_failing_target_falls_back_to_the_rules() -> None:
+    c = _cluster([make_config(n, spare=n == 3) for n in (1, 2, 3)])
+    assert _move(c, 0, service(1), 3, stamp=10) is None
+    c.run_until(2.0)
+    assert c.holders(service(1)) == [2]
+    c.test_result(2, False)  # the target fails: the address goes home
+    c.run_until(3.0)
+    assert c.holders(service(1)) == [0]
+    c.test_result(2, True)  # the pin holds again
+    c.run_until(4.0)
+    assert c.holders(service(1)) == [2]
+
+
+def test_failback_request_expires() -> None:
+    c = _cluster([make_config(n, spare=n == 3) for n in (1, 2, 3)])
+    c.test_result(1, False)
+    c.run_until(2.0)
+    assert _failback(c, 0, service(2), stamp=1) is None  # preferred host is failing
+    c.run_until(2.0 + FAILBACK_WAIT - 1)
+    assert c.core(0).requests.mine
+    c.run_until(2.0 + FAILBACK_WAIT + 1)
+    assert not c.core(0).requests.mine

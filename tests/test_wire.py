@@ -24,6 +24,8 @@ from rais.core.messages import (
     Message,
     Op,
     PeerAge,
+    ReqOp,
+    Request,
     TableEntry,
 )
 
@@ -184,6 +186,11 @@ def raw_body(
     control: bytes = b"\x01\x04" + A4,
     preferred: bytes = b"\x04" + B4 + b"\x18",
     served: bytes = b"\x00\x01\x04" + B4 + b"\x02",
+    requests: bytes = (
+        b"\x02"
+        + (b"\x01\x04" + B4 + b"\x04" + A4 + (1234).to_bytes(8, "big"))
+        + (b"\x02\x10" + A6 + b"\x00" + (2**64 - 1).to_bytes(8, "big"))
+    ),
     peers: bytes = b"\x00\x01\x10" + A6 + b"\x01\x2c\x01",
     table: bytes = b"\x00\x01\x04" + B4 + b"\x20\x04" + A4 + b"\xff\xff\xff\xff",
     commands: bytes = b"\x00\x01\x02\x04" + A4 + b"\x10" + A6 + b"\x40",
@@ -197,6 +204,7 @@ def raw_body(
         + control
         + preferred
         + served
+        + requests
         + peers
         + table
         + commands
@@ -218,6 +226,10 @@ RAW_MESSAGE = Message(
         preferred=B4,
         prefixlen=24,
         served=((B4, AddrState.ONLINE),),
+        requests=(
+            Request(ReqOp.MOVE, B4, A4, 1234),
+            Request(ReqOp.FAILBACK, A6, None, 2**64 - 1),
+        ),
     ),
     peers=(PeerAge(id=A6, age_ms=300, live=True),),
     table=(TableEntry(address=B4, prefixlen=32, preferred=A4, orphan_ms=NOT_ORPHANED),),
@@ -625,6 +637,19 @@ A4_5 = b"\x05" + A4 + b"\x00"
             id="command-prefixlen",
         ),
         pytest.param(raw_body(trailing=b"\x00"), id="trailing-byte"),
+        pytest.param(raw_body(requests=b"\x01\x03\x04" + B4 + b"\x00" + bytes(8)), id="req-op"),
+        pytest.param(
+            raw_body(requests=b"\x01\x01\x04" + B4 + b"\x00" + bytes(8)), id="move-no-target"
+        ),
+        pytest.param(
+            raw_body(requests=b"\x01\x02\x04" + B4 + b"\x04" + A4 + bytes(8)),
+            id="failback-with-target",
+        ),
+        pytest.param(
+            raw_body(requests=b"\x01\x01\x04" + B4 + b"\x05" + A4 + b"\x00" + bytes(8)),
+            id="move-target-len",
+        ),
+        pytest.param(raw_body(requests=b"\x01\x01\x05" + B4 + b"\x00" + bytes(8)), id="req-len"),
     ],
 )
 def test_malformed_body(body: bytes) -> None:
@@ -635,7 +660,11 @@ def test_malformed_body(body: bytes) -> None:
 
 def test_counts_past_the_end_are_truncated() -> None:
     served = b"\x00\x02\x04" + B4 + b"\x02"
-    assert body_reason(raw_body(served=served, peers=b"", table=b"", commands=b"")) == "truncated"
+    body = raw_body(served=served, requests=b"", peers=b"", table=b"", commands=b"")
+    assert body_reason(body) == "truncated"
+    request = b"\x01\x02\x10" + A6 + b"\x00" + bytes(8)
+    body = raw_body(requests=request, peers=b"", table=b"", commands=b"")
+    assert body_reason(body[: len(body) - 4]) == "truncated"
     assert body_reason(raw_body(commands=b"\xff\xff")) == "truncated"
     assert body_reason(raw_body(peers=b"\x00\x05", table=b"", commands=b"")) == "truncated"
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from rais.core.addr import Addr
 from rais.core.addrtable import AddressTable
 from rais.core.effects import EventKind
-from rais.core.messages import AddrState, Command, HostEntry, Op
+from rais.core.messages import AddrState, Command, HostEntry, Op, ReqOp, Request
 from rais.core.outbox import Outbox
 
 _BUSY = (AddrState.ACQUIRING, AddrState.RELEASING)
@@ -184,9 +184,16 @@ class Controller:
         return bool(late or ready or due)
 
     def run(
-        self, now: float, hosts: list[HostEntry], table: AddressTable, command_timeout: float
+        self,
+        now: float,
+        hosts: list[HostEntry],
+        table: AddressTable,
+        command_timeout: float,
+        requests: dict[Addr, Request] | None = None,
     ) -> list[Command]:
-        """One control pass; returns the new commands (also recorded as pending)."""
+        """One control pass; returns the new commands (also recorded as pending).
+        ``requests``: the operator request in force per address (core/requests.py)."""
+        requests = requests or {}
         by_id = {h.id: h for h in hosts}
         spares: list[Addr] = []
         others: list[Addr] = []
@@ -238,8 +245,10 @@ class Controller:
                 and eligible(pref)
                 and self._may_take(now, row.preferred, address)
             )
+            req = requests.get(address)
+            pin = self._pin(now, req, by_id, address)
             if not claimants:
-                choice: Addr | None = row.preferred if pref_ok else None
+                choice: Addr | None = pin or (row.preferred if pref_ok else None)
                 if choice is None:
                     for pool in (spares, others):
                         takers = [h for h in pool if self._may_take(now, h, address)]
@@ -258,7 +267,18 @@ class Controller:
             if any(state in _BUSY for _, state in claimants):
                 continue
             holders = [host for host, _ in claimants]
-            if pref_ok and row.preferred not in holders and self._failback_due(now, row.preferred):
+            if pin is not None:
+                # A move: release before acquire, then keep it on the target.
+                for host in holders:
+                    if host != pin or pin not in holders:
+                        command(Op.RELEASE, host, address, row.prefixlen)
+                continue
+            forced = req is not None and req.op == ReqOp.FAILBACK
+            if (
+                pref_ok
+                and row.preferred not in holders
+                and (forced or self._failback_due(now, row.preferred))
+            ):
                 for host in holders:
                     command(Op.RELEASE, host, address, row.prefixlen)
                 continue
@@ -268,6 +288,17 @@ class Controller:
                     if host != keep:
                         command(Op.RELEASE, host, address, row.prefixlen)
         return new
+
+    def _pin(
+        self, now: float, req: Request | None, by_id: dict[Addr, HostEntry], address: Addr
+    ) -> Addr | None:
+        """The host a move request pins ``address`` to, if it can take it now."""
+        if req is None or req.op != ReqOp.MOVE or req.target is None:
+            return None
+        target = by_id.get(req.target)
+        if target is None or not eligible(target) or not self._may_take(now, target.id, address):
+            return None
+        return target.id
 
     def _loads(self, hosts: list[HostEntry]) -> dict[Addr, list[int]]:
         """Per eligible host: [addresses given in this pass, utilization (0-1000),

@@ -18,6 +18,7 @@ from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.control import Controller
 from rais.core.effects import Effect, EventKind, Send
+from rais.core.emit import PeerPages, orphan_rows
 from rais.core.inbox import Inbox
 from rais.core.membership import Membership, can_lead
 from rais.core.messages import (
@@ -27,10 +28,11 @@ from rais.core.messages import (
     HostEntry,
     Message,
     Op,
-    PeerAge,
-    TableEntry,
+    ReqOp,
+    Request,
 )
 from rais.core.outbox import Outbox
+from rais.core.requests import Requests, winning
 from rais.core.served import Served
 
 
@@ -49,6 +51,7 @@ class Core:
         self.members = Membership(self.id, config.timeout)
         self.table = AddressTable(config.orphan_timeout)
         self.served = Served(self.out)
+        self.requests = Requests(self.id)
         self.control = Controller(
             self.out,
             rng,
@@ -71,8 +74,7 @@ class Core:
         self.sent_datagrams = 0
         self.sent_bytes = 0
         self._vias = tuple(range(len(config.control)))
-        self._peer_ids: list[Addr] = []
-        self._peer_offset = 0
+        self._pages = PeerPages(config.peers_per_message)
         self._send_info = True
         self._need_pass = False
         self._leader: Addr | None = None
@@ -107,6 +109,7 @@ class Core:
             preferred=c.preferred,
             prefixlen=c.prefixlen,
             served=self.served.snapshot(),
+            requests=self.requests.snapshot(),
         )
 
     def drops(self) -> dict[str, int]:
@@ -192,6 +195,7 @@ class Core:
             self.table.next_deadline(),
             self.control.next_deadline() if self.is_leader else None,
             self.next_announce,
+            self.requests.next_expiry(),
             None if self.settled else self.settle_at,
         ):
             if d is not None and d < t:
@@ -244,6 +248,35 @@ class Core:
     def unquiesce(self, now: float) -> None:
         self._set_quiesced(now, False)
 
+    def move(self, now: float, address: Addr, target: Addr, stamp: int) -> str | None:
+        """Operator: pin ``address`` to host ``target`` (``rais move``); ``stamp`` is
+        the wall-clock time in ms. Returns why it was refused, or None."""
+        return self._request(now, Request(ReqOp.MOVE, address, target, stamp))
+
+    def failback(self, now: float, address: Addr, stamp: int) -> str | None:
+        """Operator: give ``address`` back to its preferred host now (``rais failback``)."""
+        return self._request(now, Request(ReqOp.FAILBACK, address, None, stamp))
+
+    def _request(self, now: float, req: Request) -> str | None:
+        self._timer_stale = True
+        if self.left or self.leaving:
+            return "this host is leaving the group"
+        if req.address not in self.table.rows:
+            return f"{fmt(req.address)} is not a service address of group {self.config.group}"
+        if req.target is not None and req.target != self.id:
+            rec = self.members.records.get(req.target)
+            if rec is None or not rec.live:
+                return f"host {fmt(req.target)} is not a live member of group {self.config.group}"
+        self.out.now = now
+        self.requests.add(now, req)
+        if req.op == ReqOp.MOVE:
+            self.out.event(EventKind.MOVE_REQUESTED, req.address, f"to {fmt(req.target)}")
+        else:
+            self.out.event(EventKind.FAILBACK_REQUESTED, req.address, "operator")
+        self._self_changed(now)
+        self._finish(now)
+        return None
+
     def leave(self, now: float) -> None:
         """Graceful leave: release everything, then tell the group (done when ``left``)."""
         self._timer_stale = True
@@ -288,7 +321,7 @@ class Core:
         news = heard.changed
         if heard.joined:
             if heard.previous is None:
-                self._peer_ids.append(entry.id)
+                self._pages.ids.append(entry.id)
             self.out.event(EventKind.HOST_JOINED, None, f"host {fmt(entry.id)}")
             self.control.membership_changed()
         if heard.left:
@@ -384,7 +417,9 @@ class Core:
         self._need_pass = False
         hosts = self.members.live()
         hosts.append(self.entry())
-        new = self.control.run(now, hosts, self.table, self.config.effective_command_timeout)
+        new = self.control.run(
+            now, hosts, self.table, self.config.effective_command_timeout, winning(hosts)
+        )
         for cmd in new:
             if cmd.target == self.id:
                 self._obey(now, cmd)
@@ -394,6 +429,11 @@ class Core:
             self.control.observe(self.entry())
 
     def _finish(self, now: float) -> None:
+        if self.requests.mine:
+            hosts = self.members.live()
+            hosts.append(self.entry())
+            if self.requests.prune(now, hosts):
+                self._self_changed(now)
         if not (self.is_leader and self.settled):
             self._need_pass = False  # only a leader runs passes; becoming one asks for one
         for _ in range(3):
@@ -405,7 +445,7 @@ class Core:
 
     def _emit_info(self, now: float) -> None:
         self._send_info = False
-        peers = self._peer_page(now)
+        peers = self._pages.next(now, self.members.records)
         leading = self.is_leader
         entry = self.entry()
         # This host's own address enters the table as the group learns of it.
@@ -413,36 +453,16 @@ class Core:
         msg = Message(
             entry=entry,
             peers=peers,
-            table=self._table_to_send(now, leading),
+            table=orphan_rows(
+                self.table.to_wire(now),
+                leading=leading,
+                me=self.entry(),
+                leader_rows=self._leader_rows,
+                records=self.members.records,
+            ),
             commands=self.control.pending() if leading else (),
         )
         self._transmit(msg)
-
-    def _table_to_send(self, now: float, leading: bool) -> tuple[TableEntry, ...]:
-        """The leader sends its orphan rows. Another host sends only the orphan
-        rows its leader's last table lacked, of hosts that cannot bring them in
-        themselves (silent, failing or quiesced): a leader that missed a death or
-        restarted learns of the orphan that way, and messages stay small when
-        they agree."""
-        rows = self.table.to_wire(now)
-        if leading:
-            return rows
-        known = self._leader_rows
-        records = self.members.records
-        own_fit = _fit(self.entry())
-        out = []
-        for te in rows:
-            if te.preferred == self.id:
-                if not own_fit:
-                    out.append(te)  # whoever hears this host learns its row
-                continue
-            if te.address in known:
-                continue
-            rec = records.get(te.preferred)
-            if rec is not None and rec.live and _fit(rec.entry):
-                continue  # its preferred host brings it in with its own entry
-            out.append(te)
-        return tuple(out)
 
     def _transmit(self, msg: Message) -> None:
         c = self.config
@@ -461,23 +481,6 @@ class Core:
             self.sent_bytes += len(data)
             self.out.items.append(Send(data, self._vias))
 
-    def _peer_page(self, now: float) -> tuple[PeerAge, ...]:
-        ids = self._peer_ids
-        if not ids:
-            return ()
-        n = min(len(ids), self.config.peers_per_message)
-        start = self._peer_offset % len(ids)
-        self._peer_offset = start + n
-        chosen = ids[start : start + n]
-        if len(chosen) < n:
-            chosen += ids[: n - len(chosen)]
-        records = self.members.records
-        return tuple(
-            PeerAge(h, min(65535, int((now - r.last_heard) * 1000)), r.live)
-            for h in chosen
-            if (r := records[h])
-        )
-
     def _say_goodbye(self, now: float) -> None:
         """The last word of a leaving host, sent twice against loss."""
         self.left = True
@@ -485,8 +488,3 @@ class Core:
         self._transmit(msg)
         self._transmit(msg)
         self._send_info = False
-
-
-def _fit(entry: HostEntry) -> bool:
-    """A host whose own entry brings its address into every table (addrtable.observe)."""
-    return entry.ok and not entry.quiesced and not entry.leaving

@@ -25,6 +25,8 @@ class EventKind(StrEnum):
     QUIESCED = "quiesced"
     UNQUIESCED = "unquiesced"
     ORPHAN_EXPIRED = "orphan-expired"
+    MOVE_REQUESTED = "move-requested"
+    FAILBACK_REQUESTED = "failback-requested"
 
 
 @dataclass(frozen=True, slots=True)

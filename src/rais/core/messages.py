@@ -32,6 +32,27 @@ class Op(IntEnum):
     RELEASE = 2
 
 
+class ReqOp(IntEnum):
+    """An operator's standing request to the leader (``rais move`` / ``rais failback``)."""
+
+    MOVE = 1
+    FAILBACK = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An operator request a host advertises in its entry until it is done or
+    superseded: MOVE pins ``address`` to host ``target``; FAILBACK returns it to
+    its preferred host now (``target`` is None). ``stamp`` is the wall-clock
+    time of the request in milliseconds, from the driver: among requests for
+    one address the latest wins (ties: the lower requester id)."""
+
+    op: ReqOp
+    address: Addr
+    target: Addr | None
+    stamp: int
+
+
 # Bits of HostEntry.flags on the wire; HostEntry keeps them as booleans.
 FLAG_OK = 0x01
 FLAG_QUIESCED = 0x02
@@ -56,6 +77,7 @@ class HostEntry:
     preferred: Addr | None
     prefixlen: int
     served: tuple[tuple[Addr, AddrState], ...]
+    requests: tuple[Request, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,8 @@ from rais.core.messages import (
     Message,
     Op,
     PeerAge,
+    ReqOp,
+    Request,
     TableEntry,
 )
 
@@ -91,6 +93,8 @@ _U16U8 = struct.Struct(">HB")
 _ALL_FLAGS = FLAG_OK | FLAG_QUIESCED | FLAG_OBSERVER | FLAG_LEAVING | FLAG_SETTLED
 _STATES = {int(s): s for s in AddrState}
 _OPS = {int(o): o for o in Op}
+_REQOPS = {int(o): o for o in ReqOp}
+_U64 = struct.Struct(">Q")
 _ALEN = {4: b"\x04", 16: b"\x10"}
 _BYTE = [bytes((i,)) for i in range(256)]
 
@@ -143,6 +147,14 @@ def _encode_entry(e: HostEntry) -> bytes:
             raise ValueError(f"bad address state {state!r}")
         out.append(_addr(addr))
         out.append(_BYTE[state])
+    out.append(_BYTE[len(e.requests)])
+    for r in e.requests:
+        if r.op not in _REQOPS or (r.target is None) != (r.op == ReqOp.FAILBACK):
+            raise ValueError(f"bad request {r!r}")
+        out.append(_BYTE[r.op])
+        out.append(_addr(r.address))
+        out.append(b"\x00" if r.target is None else _addr(r.target))
+        out.append(_U64.pack(r.stamp))
     return b"".join(out)
 
 
@@ -368,6 +380,25 @@ def decode_body(body: bytes) -> Message:
                 raise _malformed(f"address state {b[end]}")
             served.append((b[pos + 1 : end], state))
             pos = end + 1
+        requests = []
+        count = b[pos]
+        pos += 1
+        for _ in range(count):
+            rop = _REQOPS.get(b[pos])
+            if rop is None:
+                raise _malformed(f"request op {b[pos]}")
+            alen = b[pos + 1]
+            if alen != 4 and alen != 16:
+                raise _malformed(f"request address length {alen}")
+            end = pos + 2 + alen
+            raddr = b[pos + 2 : end]
+            alen = b[end]
+            if (alen != 0) if rop == ReqOp.FAILBACK else (alen != 4 and alen != 16):
+                raise _malformed(f"request target address length {alen}")
+            pos = end + 1 + alen
+            (stamp,) = _U64.unpack_from(b, pos)
+            requests.append(Request(rop, raddr, b[end + 1 : pos] if alen else None, stamp))
+            pos += 8
         entry = HostEntry(
             id=host_id,
             control=tuple(control),
@@ -381,6 +412,7 @@ def decode_body(body: bytes) -> Message:
             preferred=preferred,
             prefixlen=prefixlen,
             served=tuple(served),
+            requests=tuple(requests),
         )
         # ---- peers
         (count,) = _U16.unpack_from(b, pos)

@@ -1,0 +1,74 @@
+"""What goes into an outgoing info besides the host's own entry: the page of
+peers it reports on, and the orphan rows of the service-address table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rais.core.addr import Addr
+from rais.core.membership import HostRecord
+from rais.core.messages import HostEntry, PeerAge, TableEntry
+
+
+def fit(entry: HostEntry) -> bool:
+    """A host whose own entry brings its address into every table (addrtable.observe)."""
+    return entry.ok and not entry.quiesced and not entry.leaving
+
+
+def orphan_rows(
+    rows: tuple[TableEntry, ...],
+    *,
+    leading: bool,
+    me: HostEntry,
+    leader_rows: frozenset[Addr],
+    records: Mapping[Addr, HostRecord],
+) -> tuple[TableEntry, ...]:
+    """The leader sends its orphan rows. Another host sends only the orphan
+    rows its leader's last table lacked, of hosts that cannot bring them in
+    themselves (silent, failing or quiesced): a leader that missed a death or
+    restarted learns of the orphan that way, and messages stay small when
+    they agree."""
+    if leading:
+        return rows
+    own_fit = fit(me)
+    out = []
+    for te in rows:
+        if te.preferred == me.id:
+            if not own_fit:
+                out.append(te)  # whoever hears this host learns its row
+            continue
+        if te.address in leader_rows:
+            continue
+        rec = records.get(te.preferred)
+        if rec is not None and rec.live and fit(rec.entry):
+            continue  # its preferred host brings it in with its own entry
+        out.append(te)
+    return tuple(out)
+
+
+class PeerPages:
+    """Round-robin pages of at most ``size`` peers, one page per info."""
+
+    __slots__ = ("ids", "offset", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.ids: list[Addr] = []
+        """Every host ever heard, in the order first heard."""
+        self.offset = 0
+
+    def next(self, now: float, records: Mapping[Addr, HostRecord]) -> tuple[PeerAge, ...]:
+        ids = self.ids
+        if not ids:
+            return ()
+        n = min(len(ids), self.size)
+        start = self.offset % len(ids)
+        self.offset = start + n
+        chosen = ids[start : start + n]
+        if len(chosen) < n:
+            chosen += ids[: n - len(chosen)]
+        return tuple(
+            PeerAge(h, min(65535, int((now - r.last_heard) * 1000)), r.live)
+            for h in chosen
+            if (r := records[h])
+        )
