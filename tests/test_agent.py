@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from rais.agent import Agent
+from rais.api import make_app
 from rais.config import IP, AgentConfig, AuthConfig, GroupConfig, HostConfig
 from rais.core.effects import EventKind
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
@@ -337,3 +339,35 @@ async def test_slow_scripts_never_delay_heartbeats(tmp_path: Path) -> None:
     finally:
         for h in c.hosts:
             await c.stop(h)
+
+
+async def test_move_and_failback_through_the_api(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    h1, h2, spare = cluster.hosts
+    assert h2.agent is not None
+    app = make_app(h2.agent)  # asked on host 2, the leader is host 1
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/v1/move?address=198.51.100.1&host=192.0.2.3")
+        assert resp.status == 200, await resp.text()
+        assert await resp.json() == {
+            "group": "www",
+            "address": "198.51.100.1",
+            "host": "192.0.2.3",
+        }
+        await cluster.until(lambda: spare.held == {"198.51.100.1"} and not h1.held)
+        await asyncio.sleep(4 * TIMEOUT)
+        assert spare.held == {"198.51.100.1"}  # pinned: no automatic failback
+        resp = await client.post("/v1/failback?address=198.51.100.1")
+        assert resp.status == 200
+        await cluster.until(lambda: h1.held == {"198.51.100.1"} and not spare.held)
+        # refused requests say why
+        resp = await client.post("/v1/move?address=198.51.100.9&host=192.0.2.3")
+        assert resp.status == 404 and "not a service address" in (await resp.json())["error"]
+        resp = await client.post("/v1/move?address=198.51.100.1&host=192.0.2.9")
+        assert resp.status == 409 and "not a live member" in (await resp.json())["error"]
+        resp = await client.post("/v1/move?address=bogus&host=192.0.2.3")
+        assert resp.status == 400
+        resp = await client.post("/v1/failback?address=198.51.100.1&group=nope")
+        assert resp.status == 404
+    kinds = [e.kind for e in h2.agent.events]
+    assert EventKind.MOVE_REQUESTED in kinds and EventKind.FAILBACK_REQUESTED in kinds

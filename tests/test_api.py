@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from rais.api import make_app
+from rais.api import IP, make_app
 from rais.core.addr import pack
 from rais.core.config import CoreConfig
 from rais.core.core import Core
@@ -30,6 +30,12 @@ class Stub:
         names = ["a", "b"] if group is None else [{"a": "a", "b": "b"}[group]]
         self.quiesced -= set(names)
         return names
+
+    def move(self, address: IP, host: IP, group: str | None) -> str:
+        raise LookupError("not here")
+
+    def failback(self, address: IP, group: str | None) -> str:
+        raise ValueError("refused")
 
 
 async def test_status_quiesce_unquiesce() -> None:
@@ -75,3 +81,14 @@ def test_status_of_a_lone_core_and_its_table() -> None:
     assert not status["hosts"][0]["spare"]
     text = render({"groups": [status]})
     assert "group www" in text and "192.0.2.1" in text and "198.51.100.1/24" in text
+
+
+async def test_move_and_failback_errors() -> None:
+    async with TestClient(TestServer(make_app(Stub()))) as client:
+        resp = await client.post("/v1/move?address=192.0.2.1&host=192.0.2.2")
+        assert resp.status == 404 and (await resp.json()) == {"error": "not here"}
+        resp = await client.post("/v1/failback?address=192.0.2.1")
+        assert resp.status == 409 and (await resp.json()) == {"error": "refused"}
+        resp = await client.post("/v1/move?address=192.0.2.1")
+        assert resp.status == 400 and (await resp.json()) == {"error": "missing host"}
+        assert (await client.get("/v1/failback?address=192.0.2.1")).status == 405

@@ -12,6 +12,7 @@ import collections
 import logging
 import random
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,29 @@ class Agent:
         for r in runners:
             r.unquiesce()
         return [r.config.name for r in runners]
+
+    def _owner(self, address: IP, group: str | None) -> GroupRunner:
+        """The group that has ``address`` as a service address (KeyError: none)."""
+        for r in self._pick(group):
+            if r.serves_group_address(address):
+                return r
+        where = f"group {group}" if group else "any group of this host"
+        raise LookupError(f"{address} is not a service address of {where}")
+
+    def move(self, address: IP, host: IP, group: str | None) -> str:
+        """Operator: pin ``address`` to ``host`` (LookupError / ValueError: refused)."""
+        runner = self._owner(address, group)
+        why = runner.move(address, host, int(time.time() * 1000))
+        if why:
+            raise ValueError(why)
+        return runner.config.name
+
+    def failback(self, address: IP, group: str | None) -> str:
+        runner = self._owner(address, group)
+        why = runner.failback(address, int(time.time() * 1000))
+        if why:
+            raise ValueError(why)
+        return runner.config.name
 
 
 def _transport_counters(runner: GroupRunner) -> dict[str, int]:

@@ -3,14 +3,19 @@
 GET  /v1/status              status of every group as JSON
 POST /v1/quiesce[?group=G]   quiesce every group, or one
 POST /v1/unquiesce[?group=G]
+POST /v1/move?address=A&host=H[&group=G]   pin service address A to host H
+POST /v1/failback?address=A[&group=G]      give A back to its preferred host now
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Any, Protocol
 
 from aiohttp import web
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Controlled(Protocol):
@@ -21,6 +26,12 @@ class Controlled(Protocol):
         ...
 
     def unquiesce(self, group: str | None) -> list[str]: ...
+
+    def move(self, address: IP, host: IP, group: str | None) -> str:
+        """Pin ``address`` to ``host``; returns the group (LookupError, ValueError: refused)."""
+        ...
+
+    def failback(self, address: IP, group: str | None) -> str: ...
 
 
 AGENT: web.AppKey[Controlled] = web.AppKey("agent")
@@ -33,6 +44,8 @@ def make_app(agent: Controlled, token: str | None = None) -> web.Application:
     app.router.add_get("/v1/status", _status)
     app.router.add_post("/v1/quiesce", _quiesce)
     app.router.add_post("/v1/unquiesce", _unquiesce)
+    app.router.add_post("/v1/move", _move)
+    app.router.add_post("/v1/failback", _failback)
     return app
 
 
@@ -70,6 +83,50 @@ async def _quiesce(request: web.Request) -> web.Response:
 
 async def _unquiesce(request: web.Request) -> web.Response:
     return await _change(request, False)
+
+
+def _ip(request: web.Request, name: str) -> IP:
+    text = request.query.get(name)
+    if not text:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "missing {name}"}}', content_type="application/json"
+        )
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "{name} is not an IP address"}}', content_type="application/json"
+        ) from None
+
+
+async def _request(request: web.Request, host: bool) -> web.Response:
+    agent = request.app[AGENT]
+    address = _ip(request, "address")
+    group = request.query.get("group")
+    try:
+        if host:
+            target = _ip(request, "host")
+            done = agent.move(address, target, group)
+        else:
+            done = agent.failback(address, group)
+    except KeyError:
+        return web.json_response({"error": f"no group {group!r}"}, status=404)
+    except LookupError as exc:
+        return web.json_response({"error": str(exc)}, status=404)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    out: dict[str, Any] = {"group": done, "address": str(address)}
+    if host:
+        out["host"] = str(target)
+    return web.json_response(out)
+
+
+async def _move(request: web.Request) -> web.Response:
+    return await _request(request, True)
+
+
+async def _failback(request: web.Request) -> web.Response:
+    return await _request(request, False)
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -57,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("quiesce", "unquiesce"):
         p = sub.add_parser(name, help=f"{name} this host (every group, or one)")
         p.add_argument("--group", metavar="G")
-    for p in (status, sub.choices["quiesce"], sub.choices["unquiesce"]):
+    mv = sub.add_parser("move", help="pin a service address to a host (release before acquire)")
+    mv.add_argument("address")
+    mv.add_argument("host", help="the host id (first control address) to move it to")
+    fb = sub.add_parser("failback", help="give a service address back to its preferred host now")
+    fb.add_argument("address")
+    for p in (mv, fb):
+        p.add_argument("--group", metavar="G", help="default: the group that has the address")
+    for p in (status, sub.choices["quiesce"], sub.choices["unquiesce"], mv, fb):
         p.add_argument("--api", metavar="HOST:PORT", help=api_help)
         p.add_argument("--config", metavar="FILE", help="read the API address and token from it")
 
@@ -83,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": commands.status,
         "quiesce": commands.quiesce,
         "unquiesce": commands.unquiesce,
+        "move": commands.move,
+        "failback": commands.failback,
         "dev": commands.dev,
     }[args.command]
     return handler(args)

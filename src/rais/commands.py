@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,24 @@ def quiesce(args: argparse.Namespace) -> int:
 
 def unquiesce(args: argparse.Namespace) -> int:
     return _change(args, "unquiesce")
+
+
+def move(args: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode(
+        {"address": args.address, "host": args.host} | ({"group": args.group} if args.group else {})
+    )
+    data = _call(args, "POST", f"/v1/move?{query}")
+    print(f"group {data['group']}: {data['address']} pinned to {data['host']}")
+    return 0
+
+
+def failback(args: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode(
+        {"address": args.address} | ({"group": args.group} if args.group else {})
+    )
+    data = _call(args, "POST", f"/v1/failback?{query}")
+    print(f"group {data['group']}: {data['address']} goes back to its preferred host")
+    return 0
 
 
 def dev(args: argparse.Namespace) -> int:

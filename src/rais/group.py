@@ -180,6 +180,24 @@ class GroupRunner:
         self.core.test_result(self.loop.time(), ok, reason)
         self._pump()
 
+    def load_sample(self, load: int, capacity: int) -> None:
+        self.core.load_sample(self.loop.time(), load, capacity)
+
+    def serves_group_address(self, ip: IP) -> bool:
+        """Whether ``ip`` is a service address of this group (as this host knows)."""
+        return to_addr(ip) in self.core.table.rows
+
+    def move(self, ip: IP, host: IP, stamp_ms: int) -> str | None:
+        """Operator: pin ``ip`` to ``host``; returns why it was refused, or None."""
+        why = self.core.move(self.loop.time(), to_addr(ip), to_addr(host), stamp_ms)
+        self._pump()
+        return why
+
+    def failback(self, ip: IP, stamp_ms: int) -> str | None:
+        why = self.core.failback(self.loop.time(), to_addr(ip), stamp_ms)
+        self._pump()
+        return why
+
     # -------------------------------------------------------------- effects
 
     def _pump(self) -> None:
