@@ -3,10 +3,13 @@
 Every host keeps the table; the leader's copy is authoritative and travels in
 its info messages, so a new leader inherits the countdowns instead of
 restarting them. A row exists for every *valid* service address. A service
-address that is not served by its preferred host is an orphan: its countdown
-runs from the last time the preferred host was seen serving it and, once it
-has run for ``orphan_timeout``, the address is invalid: the row goes and the
-address is remembered as expired. An address becomes valid (again) only when
+address whose preferred host neither serves it nor is fit to (live, OK, not
+quiesced, not leaving) is an orphan: its countdown runs from the last time the
+preferred host was seen serving it or fit to and, once it has run for
+``orphan_timeout``, the address is invalid: the row goes and the address is
+remembered as expired. (An address kept elsewhere while its preferred host is
+fit, by ``failback = "manual"``, a failback delay or an operator's move, is
+not an orphan: it could go home at any time.) An address becomes valid (again) only when
 its preferred host is live and fit to serve it: OK and not quiesced (or
 already serving it). A host that starts failing or quiesced brings no address
 until it is fit.
@@ -32,6 +35,10 @@ class AddrRow:
 def _serves_own(entry: HostEntry) -> bool:
     pref = entry.preferred
     return any(a == pref and s == AddrState.ONLINE for a, s in entry.served)
+
+
+def _fit(entry: HostEntry) -> bool:
+    return entry.ok and not entry.quiesced and not entry.leaving
 
 
 class AddressTable:
@@ -72,7 +79,6 @@ class AddressTable:
             self.expired.pop(pref, None)
             row = AddrRow(pref, entry.prefixlen, entry.id, None)
             self.rows[pref] = row
-            self._set(row, now + self.orphan_timeout)
         elif row.preferred != entry.id:
             # Two hosts claim the same preferred address: the lower id wins the row.
             if len(entry.id) > len(row.preferred) or (
@@ -81,7 +87,7 @@ class AddressTable:
                 return
             row.preferred = entry.id
         row.prefixlen = entry.prefixlen
-        if _serves_own(entry):
+        if _fit(entry) or _serves_own(entry):
             if row.deadline is not None:
                 self._set(row, None)
         elif row.deadline is None:

@@ -12,7 +12,9 @@ until it is done or superseded:
   again, so the address may fail back).
 * FAILBACK gives the address back to its preferred host now, ignoring
   ``failback = "manual"`` and ``failback_delay``. It is advertised until the
-  preferred host serves the address, or for ``FAILBACK_WAIT`` seconds.
+  preferred host serves the address and no other host advertises an older
+  request for it (so it has ended every earlier pin), or for
+  ``FAILBACK_WAIT`` seconds.
 
 Among the requests for one address (from all live hosts) the one with the
 latest stamp wins, ties going to the lower requester id; a host drops its own
@@ -81,7 +83,13 @@ class Requests:
         drop = []
         for address, (r, made) in self.mine.items():
             if r.op == ReqOp.FAILBACK and (
-                now >= made + FAILBACK_WAIT or served_by_preferred(address, hosts)
+                now >= made + FAILBACK_WAIT
+                or (
+                    served_by_preferred(address, hosts)
+                    and not any(
+                        o.address == address for h in hosts if h.id != self.host for o in h.requests
+                    )
+                )
             ):
                 drop.append(address)
                 continue

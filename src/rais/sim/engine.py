@@ -104,6 +104,8 @@ class Simulation:
         self._buckets: dict[int, list[tuple[Any, ...]]] = {}
         self._events = 0
         self.active = 0
+        self.moved: list[Addr] = []
+        """Addresses an operator moved (sim/inject.py), oldest first."""
 
     # ------------------------------------------------------------- scheduling
 

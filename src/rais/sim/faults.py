@@ -21,8 +21,9 @@ KINDS = (
     "netcut",
     "loss",
     "latency",
+    "move",
 )
-WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1)
+WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,10 @@ def schedule(
             length = rng.uniform(0.3, 5.0)
         elif kind == "latency":
             length = rng.uniform(0.2, 2.0)
+        elif kind == "move":
+            # An operator pins an address elsewhere, then fails it back; shorter
+            # than the orphan countdown, which a pinned orphan still runs.
+            length = rng.uniform(0.3, min(4.0, orphan_timeout / 3))
         else:
             length = rng.uniform(0.2, 3.0)
         if t + length > end_of_faults:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rais.core import wire
+from rais.core.addr import fmt
 from rais.core.core import Core
 
 if TYPE_CHECKING:
@@ -16,6 +17,9 @@ def apply_fault(sim: Simulation, now: float, act: FaultAction) -> None:
     kind = act.kind
     net = sim.net
     sim._log(now, f"fault {kind} {list(act.hosts)} {act.value:.4f}")
+    if kind in ("crash+", "leave+", "test+", "quiesce+"):
+        for index in act.hosts:
+            sim.checker.unfit(now, index)
     for index in act.hosts if kind in ("boot", "crash+", "crash-", "leave+", "leave-") else ():
         h = sim.hosts[index]
         if kind in ("boot", "crash-", "leave-"):
@@ -62,9 +66,40 @@ def apply_fault(sim: Simulation, now: float, act: FaultAction) -> None:
         if net.extra_latency < old:
             # Spikes may overlap: what was sent under the higher latency still lands.
             net.in_flight_until = max(net.in_flight_until, now + old + net.jitter)
+    elif kind in ("move+", "move-"):
+        _operator(sim, now, kind)
     elif kind == "drained-":
         net.last_change = now
     sim.checker.dirty = True
+
+
+def _operator(sim: Simulation, now: float, kind: str) -> None:
+    """``rais move`` of a random address to a random host, asked on a random
+    host; at the end, ``rais failback`` of it, asked on another random host."""
+    rng = sim.rng
+    up = [h for h in sim.hosts if h.up and h.core is not None]
+    if not up:
+        return
+    asker = rng.choice(up)
+    assert asker.core is not None
+    stamp = int(now * 1000) + 1
+    if kind == "move+":
+        owners = [h for h in sim.hosts if h.preferred is not None]
+        targets = [h for h in up if not h.observer]
+        if not owners or not targets:
+            return
+        owner = rng.choice(owners)
+        target = rng.choice([t for t in targets if t is not owner] or targets)
+        assert owner.preferred is not None
+        why = asker.core.move(now, owner.preferred, target.id, stamp)
+        sim._log(now, f"move {fmt(owner.preferred)} to {target.index} on {asker.index}: {why}")
+        if why is None:
+            sim.moved.append(owner.preferred)
+    elif sim.moved:
+        address = sim.moved.pop(0)
+        why = asker.core.failback(now, address, stamp)
+        sim._log(now, f"failback {fmt(address)} on {asker.index}: {why}")
+    sim._after(asker, now)
 
 
 def _digest(core: Core) -> tuple[object, ...]:

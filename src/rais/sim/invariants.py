@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rais.core.addr import Addr, fmt
+from rais.core.messages import ReqOp
+from rais.core.requests import winning
 from rais.sim.params import Violation
 
 if TYPE_CHECKING:
@@ -49,6 +51,9 @@ class Checker:
         self.convergences: list[float] = []
         self.holders: dict[Addr, set[int]] = {}
         self.last_held_by_pref: dict[Addr, float] = {}
+        self.last_fit: dict[Addr, float] = {}
+        """When each preferred host was last fit (up, OK, not quiesced): an address
+        kept elsewhere while its preferred host is fit is no orphan (addrtable)."""
         self.cannot_at: dict[Addr, float] = {}
         self.last_unheld: dict[Addr, float] = {}
         self.fault_at = 0.0
@@ -73,6 +78,12 @@ class Checker:
         # A restarted host knows nothing of its own old row: who knows it stays
         # as it was until the host is fit and brings its address in again.
         self.learning[index] = now + self.timeout + self.hb
+
+    def unfit(self, now: float, index: int) -> None:
+        """Host ``index`` is about to crash, leave, fail its test or be quiesced."""
+        h = self.sim.hosts[index]
+        if h.preferred is not None and h.up and h.ok and not h.quiesced:
+            self.last_fit[h.preferred] = now
 
     def host_down(self, now: float, index: int) -> None:
         self._learn(now)
@@ -243,7 +254,9 @@ class Checker:
                 return None  # ambiguous: a host that may or may not have learnt it
             if not known:
                 return False  # every host that knew the address is gone
-        last = self.last_held_by_pref.get(address, h.started_at)
+        last = max(
+            self.last_held_by_pref.get(address, h.started_at), self.last_fit.get(address, 0.0)
+        )
         first = min(last, self.early.get(address, last))
         orphan = self.sim.params.orphan_timeout
         slack = self.timeout + 2 * self.hb + 0.05
@@ -253,10 +266,28 @@ class Checker:
             return False
         return None
 
+    def _pins(self) -> dict[Addr, int]:
+        """Addresses under an operator's move that the leader must honour: the
+        winning request over the live hosts' entries is a MOVE to an eligible host."""
+        sim = self.sim
+        up = [h for h in sim.hosts if h.up and h.core is not None]
+        if not any(h.core is not None and h.core.requests.mine for h in up):
+            return {}
+        entries = [h.core.entry() for h in up if h.core is not None]
+        out = {}
+        for address, req in winning(entries).items():
+            if req.op != ReqOp.MOVE or req.target is None:
+                continue
+            t = sim.hosts[sim.index_of[req.target]]
+            if t.up and t.ok and not t.quiesced and not t.observer:
+                out[address] = t.index
+        return out
+
     def _settled_state(self, now: float, *, strict: bool) -> str | None:
         """None if I1 (and, when strict, I4) hold now; else what is wrong."""
         sim = self.sim
         eligible = [h for h in sim.hosts if h.up and h.ok and not h.quiesced and not h.observer]
+        pins = self._pins()
         for h in sim.hosts:
             address = h.preferred
             if address is None:
@@ -281,6 +312,12 @@ class Checker:
                 continue
             if len(live_ok) != 1 or len(holders) != 1:
                 return f"{fmt(address)} held by {sorted(holders)} (live and OK: {sorted(live_ok)})"
+            target = pins.get(address)
+            if target is not None:
+                if strict and holders != {target}:
+                    where = sorted(holders)
+                    return f"{fmt(address)} not on host {target}, where it was moved: {where}"
+                continue
             if strict and h.up and h.ok and not h.quiesced and holders != {h.index}:
                 return f"{fmt(address)} not back on its preferred host {h.index}: {sorted(holders)}"
         return None
