@@ -98,16 +98,21 @@ def _lab_problem() -> str | None:
 
 
 def _ip(*argv: str, stdin: str | None = None, check: bool = True) -> str:
-    try:
-        proc = subprocess.run(
-            ["ip", *argv],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=CMD_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"ip {' '.join(argv)}: timed out") from exc
+    for _ in range(5):
+        try:
+            proc = subprocess.run(
+                ["ip", *argv],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=CMD_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"ip {' '.join(argv)}: timed out") from exc
+        # A dump that raced a change (an agent refreshing an address lifetime)
+        # may miss entries: iproute2 says so on stderr; ask again.
+        if "Dump was interrupted" not in proc.stderr:
+            break
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip()
         raise RuntimeError(f"ip {' '.join(argv)}: exit {proc.returncode}: {detail}")

@@ -371,3 +371,46 @@ async def test_move_and_failback_through_the_api(cluster: Cluster) -> None:
         assert resp.status == 404
     kinds = [e.kind for e in h2.agent.events]
     assert EventKind.MOVE_REQUESTED in kinds and EventKind.FAILBACK_REQUESTED in kinds
+
+
+async def test_releasing_one_address_keeps_the_others_of_its_subnet(tmp_path: Path) -> None:
+    """Two groups on one host with addresses in one IPv4 subnet: the kernel
+    removes secondaries with the primary unless promote_secondaries is set, and
+    the fake does the same; the agent prepares the interface."""
+    c = Cluster(tmp_path, 2, spares=1)
+    h1 = c.hosts[0]
+    db = GroupConfig(
+        name="db",
+        address=ipaddress.ip_address("239.192.0.2"),
+        port=7402,
+        interface="eth0",
+        preferred=ipaddress.ip_interface("198.51.100.11/24"),
+        heartbeat=HB,
+        timeout=TIMEOUT,
+    )
+    h1.config = AgentConfig(h1.config.file, h1.config.host, h1.config.auth, (*h1.config.groups, db))
+    for h in c.hosts:
+        await c.start(h)
+    try:
+        await c.until(lambda: h1.held == {"198.51.100.1", "198.51.100.11"})
+        assert h1.addresses.promote == {"eth0"}
+        assert h1.agent is not None
+        h1.agent.groups["www"].test_result(False, "unit test")  # releases .1, the primary
+        await c.until(lambda: "198.51.100.1" not in h1.held)
+        for _ in range(20):
+            assert "198.51.100.11" in h1.held
+            await asyncio.sleep(0.01)
+    finally:
+        for h in c.hosts:
+            await c.stop(h)
+
+
+async def test_fake_addresses_drop_secondaries_without_prepare() -> None:
+    fake = FakeAddresses()
+    for last in (1, 11, 12):
+        await fake.add("eth0", ipaddress.ip_address(f"198.51.100.{last}"), 24)
+    await fake.add("eth0", ipaddress.ip_address("192.0.2.1"), 24)
+    await fake.remove("eth0", ipaddress.ip_address("198.51.100.11"), 24)  # a secondary
+    assert fake.holds("eth0", ipaddress.ip_address("198.51.100.12"))
+    await fake.remove("eth0", ipaddress.ip_address("198.51.100.1"), 24)  # the primary
+    assert {str(ip) for ip, _ in fake.snapshot("eth0")} == {"192.0.2.1"}

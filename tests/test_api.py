@@ -81,6 +81,17 @@ def test_status_of_a_lone_core_and_its_table() -> None:
     assert not status["hosts"][0]["spare"]
     text = render({"groups": [status]})
     assert "group www" in text and "192.0.2.1" in text and "198.51.100.1/24" in text
+    assert status["hosts"][0]["utilization"] is None  # no capacity reported
+    core.load_sample(0.0, 300, 2000)
+    tests = [
+        {"name": "web", "ok": False, "reason": "HTTP 503", "since_s": 1.0},
+        {"name": "maint", "ok": True, "reason": "missing", "since_s": 9.0},
+    ]
+    status = group_status(core, 0.0, {}, scale=100, tests=tests)
+    assert status["hosts"][0]["utilization"] == 15 and status["load_scale"] == 100
+    text = render({"groups": [status]})
+    assert "test web" in text and "FAILING  (HTTP 503)" in text
+    assert "test maint" in text and "passing" in text and "15 (300/2000)" in text
 
 
 async def test_move_and_failback_errors() -> None:

@@ -195,6 +195,45 @@ def test_same_port_on_different_multicast_groups_is_fine(tmp_path: Path) -> None
     assert len(load(write(tmp_path, doc(group(), b))).groups) == 2
 
 
+def test_tests_loads_and_failback(tmp_path: Path) -> None:
+    top = (
+        '[test.web]\nkind = "http"\nurl = "http://127.0.0.1:8080/"\nrise = 3\n'
+        '[test.maint]\nkind = "file"\npath = "/etc/rais/down"\n'
+        '[load.cpu]\nkind = "cpu"\ninterval = "1s"\n'
+    )
+    cfg = load(
+        write(
+            tmp_path,
+            doc(
+                group(
+                    tests='["web", "maint"]',
+                    loads='["cpu"]',
+                    load_scale="100",
+                    load_combine='"sum"',
+                    placement='"random"',
+                    failback='"manual"',
+                    failback_delay='"30s"',
+                ),
+                group(name='"b"', address='"239.192.0.2:7401"', preferred=None, tests='["web"]'),
+                top=top,
+            ),
+        )
+    )
+    www, b = cfg.groups
+    assert (www.tests, www.loads, www.load_scale, www.load_combine) == (
+        ("web", "maint"),
+        ("cpu",),
+        100,
+        "sum",
+    )
+    assert (www.placement, www.failback, www.failback_delay) == ("random", "manual", 30.0)
+    assert b.tests == ("web",) and b.loads == () and b.failback == "immediate"
+    assert list(cfg.tests) == ["web", "maint"] and cfg.tests["web"].rise == 3
+    assert cfg.loads["cpu"].interval == 1.0
+    zero = load(write(tmp_path, doc(group(failback_delay='"0s"'))))
+    assert zero.groups[0].failback_delay == 0.0
+
+
 # ---------------------------------------------------------------- bad files
 
 
@@ -207,6 +246,8 @@ def h(extra: str) -> str:
     """A file with ``extra`` added to [host]."""
     return doc(host=f"{HOST}\n{extra}")
 
+
+WEB = '[test.web]\nkind = "http"\nurl = "http://127.0.0.1:8080/health"\n'
 
 B = group(name='"b"', address='"239.192.0.2:7401"', preferred='"192.0.2.102/24"')
 B_PEERS = B.replace('"239.192.0.2:7401"', '"239.192.0.3:7401"\npeers = ["192.0.2.13"]')
@@ -397,6 +438,28 @@ BAD: list[tuple[str, str, str, str]] = [
     ("garp-count-float", g(garp_count="1.5"), "group.www.garp_count", "got a float"),
     ("script-empty", g(acquire_script='""'), "group.www.acquire_script", "empty"),
     ("script-list", g(release_script='["x"]'), "group.www.release_script", "must be a string"),
+    # issue 4: tests, loads, placement, failback
+    ("tests-unknown", g(tests='["web"]'), "group.www.tests[0]", "no [test.web] is defined"),
+    (
+        "tests-twice",
+        doc(group(tests='["web", "web"]'), top=WEB),
+        "group.www.tests[1]",
+        "listed twice",
+    ),
+    ("loads-unknown", g(loads='["cpu"]'), "group.www.loads[0]", "no [load.cpu] is defined"),
+    ("tests-not-list", g(tests='"web"'), "group.www.tests", "must be an array"),
+    ("combine", g(load_combine='"avg"'), "group.www.load_combine", '"max" or "sum"'),
+    ("scale-0", g(load_scale="0"), "group.www.load_scale", "got 0"),
+    ("placement", g(placement='"first"'), "group.www.placement", '"least-loaded" or "random"'),
+    ("failback", g(failback='"never"'), "group.www.failback", '"immediate" or "manual"'),
+    ("failback-delay", g(failback_delay='"-1s"'), "group.www.failback_delay", "duration"),
+    ("test-rise-0", doc(top=WEB + "rise = 0\n"), "test.web.rise", "got 0"),
+    (
+        "test-bad-url",
+        doc(top='[test.web]\nkind = "http"\nurl = "ftp://x"\n'),
+        "test.web.url",
+        "http",
+    ),
 ]
 
 

@@ -50,6 +50,20 @@ async def contract(addresses: Addresses, interface: str) -> None:
         await addresses.present("nope0")
 
 
+async def secondaries(addresses: Addresses, interface: str) -> None:
+    """After ``prepare``, removing the first IPv4 address of a subnet (the
+    kernel's primary) leaves the others of that subnet in place."""
+    a, b, c = (IPv4Address(f"198.51.100.{n}") for n in (21, 22, 23))
+    await addresses.prepare(interface)
+    for ip in (a, b, c):
+        await addresses.add(interface, ip, 24)
+    await addresses.remove(interface, a, 24)
+    left = {ip for ip, _ in await addresses.present(interface)}
+    assert {b, c} <= left and a not in left
+    for ip in (b, c):
+        await addresses.remove(interface, ip, 24)
+
+
 # -- the fake -------------------------------------------------------------------
 
 
@@ -58,6 +72,7 @@ async def test_fake_contract() -> None:
     await contract(fake, "eth0")
     assert fake.calls[0] == AddressCall("add", "eth0", V4, 24)
     assert fake.calls[-1] == AddressCall("present", "nope0")
+    await secondaries(fake, "eth0")
 
 
 async def test_fake_any_interface_and_injected_failures() -> None:
@@ -132,6 +147,11 @@ async def test_netlink_contract(h1: tuple[Lab, NetlinkAddresses]) -> None:
     net, addresses = h1
     await contract(addresses, "eth0")
     assert not net.addresses("h1") & {V4, V6}
+    await secondaries(addresses, "eth0")
+    value = net.run("h1", "cat", "/proc/sys/net/ipv4/conf/eth0/promote_secondaries").stdout
+    assert value.strip() == "1"
+    with pytest.raises(AddressError, match="nope0"):
+        await addresses.prepare("nope0")
 
 
 @pytest.mark.e2e

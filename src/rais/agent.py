@@ -13,9 +13,9 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from rais import __version__
 from rais.api import make_app, serve
@@ -24,12 +24,35 @@ from rais.core.addr import fmt
 from rais.core.effects import Event
 from rais.drivers.scripts import ScriptRunner
 from rais.group import Drivers, GroupRunner
+from rais.probes.spec import LoadSpec, TestSpec
 from rais.state import HeldFile, next_epoch
 from rais.status import group_status
 
 log = logging.getLogger("rais.agent")
 
 DriverFactory = Callable[[GroupConfig, tuple[IP, ...]], Drivers]
+
+
+class Probes(Protocol):
+    """The test and load objects of this host (rais.probes.hub.ProbeHub)."""
+
+    async def run(self) -> None: ...
+
+    def subscribe(
+        self, names: Sequence[str], callback: Callable[[bool, str], None]
+    ) -> Callable[[], None]: ...
+
+    def load(self, names: Sequence[str], how: Literal["max", "sum"]) -> tuple[int, int] | None: ...
+
+    def test_states(self) -> Mapping[str, Any]: ...
+
+    def reconfigure(self, tests: Mapping[str, TestSpec], loads: Mapping[str, LoadSpec]) -> None: ...
+
+
+def real_probes(tests: Mapping[str, TestSpec], loads: Mapping[str, LoadSpec]) -> Probes:
+    from rais.probes.hub import ProbeHub
+
+    return ProbeHub(tests, loads)
 
 
 def real_drivers(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
@@ -54,6 +77,7 @@ class Agent:
         config: AgentConfig,
         *,
         drivers: DriverFactory = real_drivers,
+        probes: Callable[[Mapping[str, TestSpec], Mapping[str, LoadSpec]], Probes] = real_probes,
         rng: random.Random | None = None,
         leave_grace: float = 5.0,
     ) -> None:
@@ -62,6 +86,8 @@ class Agent:
         self.rng = rng or random.Random()
         self.leave_grace = leave_grace
         self.groups: dict[str, GroupRunner] = {}
+        self.probes = probes(config.tests, config.loads)
+        self._unsubscribe: dict[str, Callable[[], None]] = {}
         self.events: collections.deque[Event] = collections.deque(maxlen=1000)
         self.epoch = 0
         self.ready = asyncio.Event()
@@ -81,6 +107,7 @@ class Agent:
             loop.add_signal_handler(signal.SIGTERM, self.stop)
             loop.add_signal_handler(signal.SIGINT, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        probing = loop.create_task(self.probes.run(), name="probes")
         try:
             async with asyncio.TaskGroup() as tg:
                 for group in self.config.groups:
@@ -100,6 +127,7 @@ class Agent:
                 for name in list(self.groups):
                     tg.create_task(self._stop_group(name))
         finally:
+            probing.cancel()
             for runner in self.groups.values():
                 runner.stop()
             if install_signals:
@@ -127,7 +155,15 @@ class Agent:
             log.error("reload: [host] and [auth] changes need a restart; groups reloaded only")
         old = {g.name: g for g in self.config.groups}
         fresh = {g.name: g for g in new.groups}
-        self.config = AgentConfig(self.config.file, self.config.host, self.config.auth, new.groups)
+        self.config = AgentConfig(
+            self.config.file,
+            self.config.host,
+            self.config.auth,
+            new.groups,
+            tests=new.tests,
+            loads=new.loads,
+        )
+        self.probes.reconfigure(new.tests, new.loads)
         for name, group in old.items():
             if fresh.get(name) != group:
                 await self._stop_group(name)
@@ -149,18 +185,30 @@ class Agent:
             held=HeldFile(state / f"held-{group.name}"),
             on_event=self._event,
             rng=random.Random(self.rng.getrandbits(64)),
+            load_source=self._load_source(group),
         )
         await runner.start()
         self.groups[group.name] = runner
+        if group.tests:
+            self._unsubscribe[group.name] = self.probes.subscribe(group.tests, runner.test_result)
         log.info("group %s: joined", group.name)
 
     async def _stop_group(self, name: str) -> None:
         runner = self.groups.pop(name, None)
         if runner is None:
             return
+        unsubscribe = self._unsubscribe.pop(name, None)
+        if unsubscribe is not None:
+            unsubscribe()
         await runner.leave(self.leave_grace)
         runner.stop()
         log.info("group %s: left", name)
+
+    def _load_source(self, group: GroupConfig) -> Callable[[], tuple[int, int] | None] | None:
+        if not group.loads:
+            return None
+        names, how = group.loads, group.load_combine
+        return lambda: self.probes.load(names, how)
 
     def _event(self, ev: Event) -> None:
         self.events.append(ev)
@@ -178,10 +226,31 @@ class Agent:
             "host": str(self.config.host.control[0]),
             "epoch": self.epoch,
             "groups": [
-                group_status(r.core, now, dict(r.counters) | _transport_counters(r))
+                group_status(
+                    r.core,
+                    now,
+                    dict(r.counters) | _transport_counters(r),
+                    scale=r.config.load_scale,
+                    tests=self._tests(r.config.tests, now),
+                )
                 for r in self.groups.values()
             ],
         }
+
+    def _tests(self, names: tuple[str, ...], now: float) -> list[dict[str, Any]]:
+        states = self.probes.test_states()
+        out = []
+        for name in names:
+            st = states.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "ok": None if st is None else st.ok,
+                    "reason": "" if st is None else st.reason,
+                    "since_s": None if st is None or st.ok is None else round(now - st.since, 3),
+                }
+            )
+        return out
 
     def _pick(self, group: str | None) -> list[GroupRunner]:
         if group is None:

@@ -11,10 +11,13 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from rais.config_parse import Invalid, Section, family, show_endpoint
+from rais.probes.parse import parse_loads, parse_tests
+from rais.probes.spec import LoadSpec, TestSpec
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -76,6 +79,19 @@ class GroupConfig:
     """Spacing of those bursts."""
     announce_interval: float = 10.0
     """Re-announce held addresses this often (patent step 380)."""
+    tests: tuple[str, ...] = ()
+    """Names of the ``[test.NAME]`` objects this host must pass to serve the group."""
+    loads: tuple[str, ...] = ()
+    """Names of the ``[load.NAME]`` objects whose load goes into the info messages."""
+    load_combine: Literal["max", "sum"] = "max"
+    """Several loads: the one with the highest utilization, or the sums."""
+    load_scale: int = 1000
+    """Utilization = load x load_scale / capacity (the patent: 100 to 1000)."""
+    placement: Literal["least-loaded", "random"] = "least-loaded"
+    failback: Literal["immediate", "manual"] = "immediate"
+    failback_delay: float = 0.0
+    """With failback "immediate": how long a returning preferred host must be
+    healthy before it gets its address back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +100,11 @@ class AgentConfig:
     host: HostConfig
     auth: AuthConfig
     groups: tuple[GroupConfig, ...] = field(default=())
+    tests: Mapping[str, TestSpec] = field(default_factory=dict)
+    loads: Mapping[str, LoadSpec] = field(default_factory=dict)
 
 
-_TOP = ("host", "auth", "group")
+_TOP = ("host", "auth", "group", "test", "load")
 _HOST = ("control", "api", "api_token_file", "state_dir", "log_format")
 _AUTH = ("key_file", "previous_key_file")
 _GROUP = (
@@ -106,6 +124,13 @@ _GROUP = (
     "garp_count",
     "garp_interval",
     "announce_interval",
+    "tests",
+    "loads",
+    "load_combine",
+    "load_scale",
+    "placement",
+    "failback",
+    "failback_delay",
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """Group names: they appear in dotted keys, file names and logs."""
@@ -137,14 +162,31 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
     top = Section(data, "", _TOP, base)
     host = _host(Section(top.table("host"), "host", _HOST, base))
     auth = _auth(Section(top.table("auth"), "auth", _AUTH, base))
+    tests = parse_tests(top.opt_table("test"), base)
+    loads = parse_loads(top.opt_table("load"), base)
     groups: list[GroupConfig] = []
     for i, raw in enumerate(top.tables("group")):
         name = raw.get("name")
         prefix = (
             f"group.{name}" if isinstance(name, str) and _NAME.fullmatch(name) else f"group[{i}]"
         )
-        groups.append(_group(Section(raw, prefix, _GROUP, base), host, groups))
-    return AgentConfig(file=path, host=host, auth=auth, groups=tuple(groups))
+        group = _group(Section(raw, prefix, _GROUP, base), host, groups)
+        _objects_exist(Section(raw, prefix, _GROUP, base), "tests", group.tests, tests)
+        _objects_exist(Section(raw, prefix, _GROUP, base), "loads", group.loads, loads)
+        groups.append(group)
+    return AgentConfig(
+        file=path, host=host, auth=auth, groups=tuple(groups), tests=tests, loads=loads
+    )
+
+
+def _objects_exist(g: Section, key: str, names: tuple[str, ...], known: Mapping[str, Any]) -> None:
+    kind = key[:-1]
+    for i, name in enumerate(names):
+        if name not in known:
+            have = ", ".join(known) or "none"
+            raise Invalid(f"{g.key(key)}[{i}]", f"no [{kind}.{name}] is defined (defined: {have})")
+        if names.index(name) != i:
+            raise Invalid(f"{g.key(key)}[{i}]", f"{name!r} is listed twice")
 
 
 def _host(s: Section) -> HostConfig:
@@ -244,6 +286,15 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
         raise g.fail(
             "orphan_timeout", f"must be above timeout ({timeout.shown}), got {orphan.shown}"
         )
+    combine = g.opt_string("load_combine", "max")
+    if combine not in ("max", "sum"):
+        raise g.fail("load_combine", f'must be "max" or "sum", got {combine!r}')
+    placement = g.opt_string("placement", "least-loaded")
+    if placement not in ("least-loaded", "random"):
+        raise g.fail("placement", f'must be "least-loaded" or "random", got {placement!r}')
+    failback = g.opt_string("failback", "immediate")
+    if failback not in ("immediate", "manual"):
+        raise g.fail("failback", f'must be "immediate" or "manual", got {failback!r}')
     return GroupConfig(
         name=name,
         address=ip,
@@ -262,4 +313,11 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
         garp_count=g.integer("garp_count", _default("garp_count"), 0),
         garp_interval=g.duration("garp_interval", _default("garp_interval")).seconds,
         announce_interval=g.duration("announce_interval", _default("announce_interval")).seconds,
+        tests=tuple(g.strings("tests")),
+        loads=tuple(g.strings("loads")),
+        load_combine="sum" if combine == "sum" else "max",
+        load_scale=g.integer("load_scale", _default("load_scale"), 1, 1_000_000),
+        placement="random" if placement == "random" else "least-loaded",
+        failback="manual" if failback == "manual" else "immediate",
+        failback_delay=g.duration("failback_delay", _default("failback_delay"), zero=True).seconds,
     )

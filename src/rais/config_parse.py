@@ -165,6 +165,10 @@ class Section:
         table: dict[str, Any] = self._get(name, dict, f"a table ([{self.key(name)}])")
         return table
 
+    def opt_table(self, name: str) -> dict[str, Any]:
+        """A table that may be absent (then empty)."""
+        return self.table(name) if name in self.data else {}
+
     def tables(self, name: str) -> list[dict[str, Any]]:
         """An array of tables, ``[[name]]`` (absent: empty)."""
         if name not in self.data:
@@ -211,8 +215,9 @@ class Section:
             raise self.fail(name, f"must be {bound}, got {value}")
         return value
 
-    def duration(self, name: str, default: float) -> Duration:
-        """A positive duration: "100ms", "2s", "5m", "1h", "1d", or a number of seconds."""
+    def duration(self, name: str, default: float, *, zero: bool = False) -> Duration:
+        """A positive duration: "100ms", "2s", "5m", "1h", "1d", or a number of
+        seconds (0 allowed too with ``zero``)."""
         if name not in self.data:
             return Duration(default, f"the default {default:g}s")
         value = self._get(name, (str, int, float), 'a duration such as "100ms" or "2s"')
@@ -225,7 +230,7 @@ class Section:
         else:
             seconds = float(value)
             shown = f"{value:g}s" if math.isfinite(seconds) else str(value)
-        if not math.isfinite(seconds) or seconds <= 0:
+        if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
             raise self.fail(name, f"must be a positive duration, got {shown}")
         return Duration(seconds, shown)
 

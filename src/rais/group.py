@@ -60,7 +60,11 @@ class GroupRunner:
         on_event: Callable[[Event], None],
         rng: random.Random,
         loop: asyncio.AbstractEventLoop | None = None,
+        load_source: Callable[[], tuple[int, int] | None] | None = None,
     ) -> None:
+        """``load_source`` gives this group's combined (load, capacity), read
+        before each timer pass; a group with ``tests`` starts not OK until its
+        tests report (``test_result``)."""
         self.config = config
         self.drivers = drivers
         self.held = held
@@ -78,7 +82,12 @@ class GroupRunner:
             observer=config.observer,
             orphan_timeout=config.orphan_timeout,
             announce_interval=config.announce_interval,
+            placement=config.placement,
+            failback=config.failback,
+            failback_delay=config.failback_delay,
+            start_ok=not config.tests,
         )
+        self.load_source = load_source
         self.core = Core(self.core_config, epoch=epoch, rng=rng, now=self.loop.time())
         self.counters: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
@@ -97,6 +106,13 @@ class GroupRunner:
 
     async def start(self) -> None:
         """Clean up what a previous run left, open the control channel, start beating."""
+        try:
+            await self.drivers.addresses.prepare(self.config.interface)
+        except Exception as exc:
+            # Not fatal: the interface may come later; the refresher re-adds
+            # addresses the kernel drops with a removed primary.
+            self.counters["prepare_failed"] += 1
+            log.warning("group %s: %s", self.config.name, exc)
         await self.reconcile()
         await self.drivers.transport.start(self._on_datagram)
         self._refresher = self.loop.create_task(self._refresh_forever())
@@ -165,6 +181,10 @@ class GroupRunner:
         late = now - self._timer_at
         if late > self.config.heartbeat / 2:
             self.counters["late_timers"] += 1
+        if self.load_source is not None:
+            sample = self.load_source()
+            if sample is not None:
+                self.core.load_sample(now, *sample)
         self.core.handle_timer(now)
         self._pump()
 

@@ -10,7 +10,14 @@ from rais.core.core import Core
 from rais.core.messages import HostEntry
 
 
-def _host(entry: HostEntry, *, live: bool, last_heard_s: float | None) -> dict[str, Any]:
+def utilization(load: int, capacity: int, scale: int) -> int | None:
+    """load x scale / capacity (None when the host reports no capacity)."""
+    return load * scale // capacity if capacity else None
+
+
+def _host(
+    entry: HostEntry, *, live: bool, last_heard_s: float | None, scale: int
+) -> dict[str, Any]:
     return {
         "id": fmt(entry.id),
         "control": [fmt(c) for c in entry.control],
@@ -22,6 +29,7 @@ def _host(entry: HostEntry, *, live: bool, last_heard_s: float | None) -> dict[s
         "leaving": entry.leaving,
         "load": entry.load,
         "capacity": entry.capacity,
+        "utilization": utilization(entry.load, entry.capacity, scale),
         "preferred": (
             f"{fmt(entry.preferred)}/{entry.prefixlen}" if entry.preferred is not None else None
         ),
@@ -30,11 +38,20 @@ def _host(entry: HostEntry, *, live: bool, last_heard_s: float | None) -> dict[s
     }
 
 
-def group_status(core: Core, now: float, counters: dict[str, int]) -> dict[str, Any]:
+def group_status(
+    core: Core,
+    now: float,
+    counters: dict[str, int],
+    *,
+    scale: int = 1000,
+    tests: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``tests``: this host's tests of the group (name, ok, reason, since_s)."""
     own = core.entry()
-    hosts = [_host(own, live=True, last_heard_s=0.0)]
+    hosts = [_host(own, live=True, last_heard_s=0.0, scale=scale)]
     for rec in core.members.records.values():
-        hosts.append(_host(rec.entry, live=rec.live, last_heard_s=round(now - rec.last_heard, 3)))
+        age = round(now - rec.last_heard, 3)
+        hosts.append(_host(rec.entry, live=rec.live, last_heard_s=age, scale=scale))
     hosts.sort(key=lambda h: (not h["live"], h["id"]))
     holders: dict[str, list[tuple[str, str]]] = {}
     for h in hosts:
@@ -77,6 +94,8 @@ def group_status(core: Core, now: float, counters: dict[str, int]) -> dict[str, 
         "settled": core.settled,
         "ok": core.ok,
         "quiesced": core.quiesced,
+        "load_scale": scale,
+        "tests": tests or [],
         "hosts": hosts,
         "addresses": addresses,
         "expired": sorted(fmt(a) for a in core.table.expired),
@@ -92,9 +111,17 @@ def render(status: dict[str, Any]) -> str:
         lead = g["leader"] or "(none yet)"
         me = " (this host)" if g["is_leader"] else ""
         lines.append(f"group {g['name']}   leader {lead}{me}")
-        lines.append(f"  {'host':<24} {'live':<5} {'ok':<5} {'quiesced':<9} {'spare':<6} load")
+        for t in g.get("tests", []):
+            state = {True: "passing", False: "FAILING", None: "pending"}[t["ok"]]
+            why = f"  ({t['reason']})" if t["reason"] and t["ok"] is not True else ""
+            lines.append(f"  test {t['name']:<20} {state}{why}")
+        lines.append(
+            f"  {'host':<24} {'live':<5} {'ok':<5} {'quiesced':<9} {'spare':<6} "
+            f"utilization (load/capacity)"
+        )
         for h in g["hosts"]:
-            load = f"{h['load']}/{h['capacity']}" if h["capacity"] else "-"
+            util = h.get("utilization")
+            load = f"{util} ({h['load']}/{h['capacity']})" if util is not None else "-"
             lines.append(
                 f"  {h['id']:<24} {_yn(h['live']):<5} {_yn(h['ok']):<5} "
                 f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {load}"

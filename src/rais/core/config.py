@@ -30,6 +30,9 @@ class CoreConfig:
     failback: str = "immediate"
     """"immediate" (after ``failback_delay``) or "manual" (never automatically)."""
     failback_delay: float = 0.0
+    start_ok: bool = True
+    """OK at start; False for a host whose tests have not reported yet (it then
+    brings in and takes nothing until its first passing ``test_result``)."""
     command_timeout: float = 0.0
     """How long the leader waits for a command to show in the target's info before
     it decides again; 0 means ``timeout``."""

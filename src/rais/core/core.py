@@ -60,7 +60,7 @@ class Core:
             failback=config.failback,
             failback_delay=config.failback_delay,
         )
-        self.ok = True
+        self.ok = config.start_ok
         self.quiesced = False
         self.leaving = False
         self.left = False

@@ -33,6 +33,12 @@ class Addresses(Protocol):
     """Service addresses on interfaces (netlink). Every call is idempotent:
     adding a present address or removing an absent one succeeds."""
 
+    async def prepare(self, interface: str) -> None:
+        """Make the interface safe for moving addresses: with IPv4, removing the
+        first address of a subnet must not remove the others in it
+        (``promote_secondaries``). Raises ``AddressError`` if it cannot."""
+        ...
+
     async def add(
         self, interface: str, address: IP, prefixlen: int, lifetime: int | None = None
     ) -> None:

@@ -8,6 +8,7 @@ call and can be told to fail.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +22,7 @@ from rais.drivers.netlink import AddressError
 class AddressCall:
     """One call to ``FakeAddresses`` (failed calls included)."""
 
-    op: Literal["add", "remove", "present"]
+    op: Literal["prepare", "add", "remove", "present"]
     interface: str
     address: IP | None = None
     prefixlen: int | None = None
@@ -40,6 +41,11 @@ class FakeAddresses:
         for name in interfaces or ():
             self.interfaces[name] = set()
         self.calls: list[AddressCall] = []
+        self.promote: set[str] = set()
+        """Interfaces ``prepare``d: there, as in the kernel with promote_secondaries,
+        removing the first IPv4 address of a subnet keeps the others; elsewhere it
+        takes them all away (the kernel's default)."""
+        self._order: list[tuple[str, IP, int]] = []
         self.lifetimes: dict[tuple[str, IP], int | None] = {}
         """The lifetime of the last add of each address (None: forever)."""
         self._fail_add: dict[IP, list[Exception]] = {}
@@ -70,6 +76,12 @@ class FakeAddresses:
 
     # -- Addresses -------------------------------------------------------
 
+    async def prepare(self, interface: str) -> None:
+        self.calls.append(AddressCall("prepare", interface))
+        await asyncio.sleep(0)
+        self._table(interface)
+        self.promote.add(interface)
+
     async def add(
         self, interface: str, address: IP, prefixlen: int, lifetime: int | None = None
     ) -> None:
@@ -77,7 +89,10 @@ class FakeAddresses:
         self.calls.append(AddressCall("add", interface, address, prefixlen))
         await asyncio.sleep(0)
         self._raise_injected(self._fail_add, address)
-        self._table(interface).add((address, prefixlen))
+        table = self._table(interface)
+        if (address, prefixlen) not in table:
+            table.add((address, prefixlen))
+            self._order.append((interface, address, prefixlen))
 
     async def remove(self, interface: str, address: IP, prefixlen: int) -> None:
         """Like the real driver: afterwards ``address`` is gone whatever its prefix length."""
@@ -86,7 +101,7 @@ class FakeAddresses:
         self._raise_injected(self._fail_remove, address)
         table = self._table(interface)
         for entry in [e for e in table if e[0] == address]:
-            table.discard(entry)
+            self._drop(interface, *entry)
 
     async def present(self, interface: str) -> list[tuple[IP, int]]:
         self.calls.append(AddressCall("present", interface))
@@ -97,6 +112,22 @@ class FakeAddresses:
         self.closed = True
 
     # -- internals -------------------------------------------------------
+
+    def _drop(self, interface: str, address: IP, prefixlen: int) -> None:
+        table = self.interfaces[interface]
+        gone = [(address, prefixlen)]
+        if address.version == 4 and interface not in self.promote:
+            net = ipaddress.ip_interface(f"{address}/{prefixlen}").network
+            same = [
+                (a, p)
+                for i, a, p in self._order
+                if i == interface and ipaddress.ip_interface(f"{a}/{p}").network == net
+            ]
+            if same and same[0] == (address, prefixlen):
+                gone = same  # the primary goes, and its secondaries with it
+        for entry in gone:
+            table.discard(entry)
+            self._order.remove((interface, *entry))
 
     def _table(self, interface: str) -> set[tuple[IP, int]]:
         if interface not in self.interfaces:

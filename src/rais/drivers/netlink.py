@@ -32,6 +32,11 @@ class AddressError(Exception):
     kernel refused. ``str()`` names the interface (and namespace)."""
 
 
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
 class NetlinkAddresses:
     """``Addresses`` over rtnetlink; ``netns`` is a name under /run/netns (or a path)."""
 
@@ -41,6 +46,28 @@ class NetlinkAddresses:
         self._lock = asyncio.Lock()
 
     # -- Addresses -------------------------------------------------------
+
+    async def prepare(self, interface: str) -> None:
+        """Set ``net.ipv4.conf.IF.promote_secondaries = 1`` in the driver's network
+        namespace, so that removing the first address of a subnet does not take
+        the others with it (the kernel's default does)."""
+        path = f"/proc/sys/net/ipv4/conf/{interface}/promote_secondaries"
+        if "/" in interface or interface in ("", ".", ".."):
+            raise AddressError(f"bad interface name {interface!r}")
+        if self.netns is None:
+            try:
+                await asyncio.to_thread(_write, path, "1\n")
+            except OSError as exc:
+                raise AddressError(f"cannot set {path}: {exc.strerror or exc}") from exc
+            return
+        proc = await asyncio.create_subprocess_exec(
+            *("ip", "netns", "exec", self.netns, "sh", "-c", 'echo 1 > "$1"', "sh", path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise AddressError(f"cannot set {path} in {self.netns!r}: {err.decode().strip()}")
 
     async def add(
         self, interface: str, address: IP, prefixlen: int, lifetime: int | None = None
