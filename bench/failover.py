@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from netlab import Lab, lab  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from traffic import ECHO, PROBER  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 
 PREFIX = "rais-bench"
 HOSTS = ("h1", "h2", "h3")
@@ -71,57 +72,6 @@ ECHO_PORT = 9
 PROBE_INTERVAL = 0.005
 HEADING = "## Failover on host death: rais vs keepalived (netns lab)"
 KEEPALIVED_PRIORITY = {"h1": 50, "h2": 150, "h3": 100}
-
-# A UDP echo server: answers the 8-byte sequence number followed by its host name.
-ECHO = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[2])))
-print("ready", flush=True)
-tag = sys.argv[1].encode()
-while True:
-    data, src = s.recvfrom(2048)
-    s.sendto(data[:8] + tag, src)
-"""
-
-# The prober: one datagram every INTERVAL s on a fixed schedule, until SIGTERM
-# (or MAX s); writes {"sent": [t...], "got": [[seq, t, host]...]} (monotonic
-# clock, shared with the parent) to OUT.
-PROBER = r"""
-import json, select, signal, socket, struct, sys, time
-target, port, interval, out, limit = (
-    sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
-stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setblocking(False)
-sent, got = [], []
-start = time.monotonic()
-due = start
-while not stop and time.monotonic() - start < limit:
-    now = time.monotonic()
-    if now >= due:
-        try:
-            s.sendto(struct.pack("!Q", len(sent)), (target, port))
-        except OSError:
-            pass
-        sent.append(now)
-        due += interval
-        if due < now:
-            due = now + interval
-        continue
-    ready, _, _ = select.select([s], [], [], due - now)
-    while ready:
-        try:
-            data, _src = s.recvfrom(2048)
-        except BlockingIOError:
-            break
-        if len(data) >= 8:
-            got.append([struct.unpack("!Q", data[:8])[0], time.monotonic(), data[8:].decode()])
-with open(out, "w") as f:
-    json.dump({"sent": sent, "got": got}, f)
-"""
-
 
 # -- processes ----------------------------------------------------------------
 
