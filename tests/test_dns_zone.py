@@ -131,9 +131,14 @@ def test_equal_marks_disable_hysteresis() -> None:
 
 def test_utilization_scales_and_zero_capacity_is_full() -> None:
     policy = ZonePolicy(scale=100, high=80, low=60, min_addresses=0)
-    hosts = [host(1, load=7, capacity=10), host(2, load=9, capacity=10), host(3, capacity=0)]
+    hosts = [
+        host(1, load=7, capacity=10),
+        host(2, load=9, capacity=10),
+        host(3, load=1, capacity=0),
+        host(4, load=0, capacity=0),  # no load objects: never shed
+    ]
     answer = advertise(hosts, policy)
-    assert addrs(answer) == ["192.0.2.1"]
+    assert addrs(answer) == ["192.0.2.1", "192.0.2.4"]
     assert answer.shed == {V4[1], V4[2]}
 
 

@@ -21,9 +21,11 @@ from rais import __version__
 from rais.api import make_app, serve
 from rais.config import IP, AgentConfig, ConfigError, GroupConfig, load
 from rais.core.addr import fmt
-from rais.core.effects import Event
+from rais.core.effects import Event, EventKind
+from rais.dns.group import GroupDns, merge_zones
+from rais.dns.server import DnsServer, ZoneData
 from rais.drivers.scripts import ScriptRunner
-from rais.group import Drivers, GroupRunner
+from rais.group import Drivers, GroupRunner, to_addr
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.state import HeldFile, next_epoch
 from rais.status import group_status
@@ -88,6 +90,9 @@ class Agent:
         self.groups: dict[str, GroupRunner] = {}
         self.probes = probes(config.tests, config.loads)
         self._unsubscribe: dict[str, Callable[[], None]] = {}
+        self.dns: dict[str, GroupDns] = {}
+        self._dns_tasks: dict[str, asyncio.Task[None]] = {}
+        self.dns_servers: list[DnsServer] = []
         self.events: collections.deque[Event] = collections.deque(maxlen=1000)
         self.epoch = 0
         self.ready = asyncio.Event()
@@ -108,7 +113,12 @@ class Agent:
             loop.add_signal_handler(signal.SIGINT, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         probing = loop.create_task(self.probes.run(), name="probes")
+        dns_tick = loop.create_task(self._dns_forever(), name="dns")
         try:
+            for ip, dport in self.config.dns.listen:
+                server = DnsServer((str(ip), dport), self._zones)
+                await server.start()
+                self.dns_servers.append(server)
             async with asyncio.TaskGroup() as tg:
                 for group in self.config.groups:
                     tg.create_task(self._start_group(group))
@@ -128,6 +138,11 @@ class Agent:
                     tg.create_task(self._stop_group(name))
         finally:
             probing.cancel()
+            dns_tick.cancel()
+            for task in self._dns_tasks.values():
+                task.cancel()
+            for server in self.dns_servers:
+                await server.close()
             for runner in self.groups.values():
                 runner.stop()
             if install_signals:
@@ -191,6 +206,16 @@ class Agent:
         self.groups[group.name] = runner
         if group.tests:
             self._unsubscribe[group.name] = self.probes.subscribe(group.tests, runner.test_result)
+        if group.dns is not None:
+            name = group.name
+            gd = GroupDns(
+                group.dns,
+                group=name,
+                scale=group.load_scale,
+                on_event=lambda kind, reason: self._dns_event(name, kind, reason),
+            )
+            self.dns[name] = gd
+            self._dns_tasks[name] = asyncio.get_running_loop().create_task(gd.run())
         log.info("group %s: joined", group.name)
 
     async def _stop_group(self, name: str) -> None:
@@ -200,9 +225,31 @@ class Agent:
         unsubscribe = self._unsubscribe.pop(name, None)
         if unsubscribe is not None:
             unsubscribe()
+        self.dns.pop(name, None)
+        task = self._dns_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
         await runner.leave(self.leave_grace)
         runner.stop()
         log.info("group %s: left", name)
+
+    async def _dns_forever(self) -> None:
+        """The DNS thread: recompute each group's answer every 100 ms."""
+        while True:
+            for name, gd in list(self.dns.items()):
+                runner = self.groups.get(name)
+                if runner is not None:
+                    gd.refresh(runner.core)
+            await asyncio.sleep(0.1)
+
+    def _zones(self) -> list[ZoneData]:
+        zones = [z for gd in self.dns.values() if (z := gd.zone_data()) is not None]
+        return merge_zones(zones, self.config.dns.ns)
+
+    def _dns_event(self, group: str, kind: str, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        host = to_addr(self.config.host.control[0])
+        self._event(Event(now, EventKind(kind), group, host, None, reason))
 
     def _load_source(self, group: GroupConfig) -> Callable[[], tuple[int, int] | None] | None:
         if not group.loads:
@@ -233,6 +280,7 @@ class Agent:
                     scale=r.config.load_scale,
                     tests=self._tests(r.config.tests, now),
                 )
+                | ({"dns": self.dns[r.config.name].status()} if r.config.name in self.dns else {})
                 for r in self.groups.values()
             ],
         }

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from rais.config_parse import Invalid, Section, family, show_endpoint
+from rais.dns.config import DnsServerConfig, GroupDnsConfig, parse_group, parse_server
 from rais.probes.parse import parse_loads, parse_tests
 from rais.probes.spec import LoadSpec, TestSpec
 
@@ -92,6 +93,8 @@ class GroupConfig:
     failback_delay: float = 0.0
     """With failback "immediate": how long a returning preferred host must be
     healthy before it gets its address back."""
+    dns: GroupDnsConfig | None = None
+    """``[group.dns]``: the DNS name that advertises the group's addresses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +105,10 @@ class AgentConfig:
     groups: tuple[GroupConfig, ...] = field(default=())
     tests: Mapping[str, TestSpec] = field(default_factory=dict)
     loads: Mapping[str, LoadSpec] = field(default_factory=dict)
+    dns: DnsServerConfig = field(default_factory=DnsServerConfig)
 
 
-_TOP = ("host", "auth", "group", "test", "load")
+_TOP = ("host", "auth", "group", "test", "load", "dns")
 _HOST = ("control", "api", "api_token_file", "state_dir", "log_format")
 _AUTH = ("key_file", "previous_key_file")
 _GROUP = (
@@ -131,6 +135,7 @@ _GROUP = (
     "placement",
     "failback",
     "failback_delay",
+    "dns",
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """Group names: they appear in dotted keys, file names and logs."""
@@ -164,6 +169,7 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
     auth = _auth(Section(top.table("auth"), "auth", _AUTH, base))
     tests = parse_tests(top.opt_table("test"), base)
     loads = parse_loads(top.opt_table("load"), base)
+    dns_server = parse_server(top.opt_table("dns"), base)
     groups: list[GroupConfig] = []
     for i, raw in enumerate(top.tables("group")):
         name = raw.get("name")
@@ -174,8 +180,18 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
         _objects_exist(Section(raw, prefix, _GROUP, base), "tests", group.tests, tests)
         _objects_exist(Section(raw, prefix, _GROUP, base), "loads", group.loads, loads)
         groups.append(group)
+    names = [g.dns.name for g in groups if g.dns is not None]
+    for g in groups:
+        if g.dns is not None and names.count(g.dns.name) > 1:
+            raise Invalid(f"group.{g.name}.dns.name", f"{g.dns.name} is used by another group")
     return AgentConfig(
-        file=path, host=host, auth=auth, groups=tuple(groups), tests=tests, loads=loads
+        file=path,
+        host=host,
+        auth=auth,
+        groups=tuple(groups),
+        tests=tests,
+        loads=loads,
+        dns=dns_server,
     )
 
 
@@ -320,4 +336,5 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
         placement="random" if placement == "random" else "least-loaded",
         failback="manual" if failback == "manual" else "immediate",
         failback_delay=g.duration("failback_delay", _default("failback_delay"), zero=True).seconds,
+        dns=parse_group(g.table("dns"), g.key("dns"), g.base) if g.has("dns") else None,
     )

@@ -27,6 +27,8 @@ class EventKind(StrEnum):
     ORPHAN_EXPIRED = "orphan-expired"
     MOVE_REQUESTED = "move-requested"
     FAILBACK_REQUESTED = "failback-requested"
+    DNS_PUBLISHED = "dns-published"
+    DNS_FAILED = "dns-failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ import dns.rcode
 import dns.tsig
 import dns.update
 
-from rais.config import IP
+from rais.config_parse import IP
 
 log = logging.getLogger("rais.dns.update")
 

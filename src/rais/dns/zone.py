@@ -14,8 +14,9 @@ Eligibility
     count once, with the lower weighted utilization of the two.
 
 Load shedding with hysteresis (WO 98/26553, DNS thread)
-    ``util = load * scale // capacity`` (integer division; capacity 0 gives
-    ``util = scale``, i.e. fully used). With ``delta = high - low``::
+    ``util = load * scale // capacity`` (integer division; a host that reports
+    no load at all, load 0 and capacity 0, has no load objects: util 0; a load
+    against capacity 0 is ``util = scale``, fully used). With ``delta = high - low``::
 
         weighted = util           if the address was advertised last time
         weighted = util + delta   if it was not
@@ -167,9 +168,10 @@ class ZoneAnswer:
 
 
 def utilization(host: HostView, scale: int) -> int:
-    """``load * scale // capacity``; a capacity of 0 counts as fully used."""
+    """``load * scale // capacity``; no load reported (0/0) is 0, a load
+    against no capacity is fully used."""
     if host.capacity == 0:
-        return scale
+        return 0 if host.load == 0 else scale
     return host.load * scale // host.capacity
 
 

@@ -44,7 +44,7 @@ import dns.name
 import dns.rdatatype
 import dns.zone
 
-from rais.config import IP
+from rais.config_parse import IP
 from rais.dns.update import (
     Clock,
     CoalescingPublisher,

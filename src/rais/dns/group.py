@@ -1,0 +1,229 @@
+"""One group's DNS thread: from the core's shared state to the advertised set,
+the embedded server's zone data and the external publishers.
+
+``refresh(core)`` (called every 100 ms by the agent, and never on the
+heartbeat path's critical part: it is a pure computation) builds the host
+views, runs :func:`rais.dns.zone.advertise` with the previous answer for
+hysteresis and, when the set changed, bumps the serial and hands the set to
+the publishers this host runs: a publisher with ``publisher = "leader"``
+publishes only while this host leads the group; ``"self"`` always (for a
+designated observer, e.g. on the DNS server's host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dns.name
+
+from rais.config_parse import IP
+from rais.core.addr import fmt
+from rais.core.core import Core
+from rais.core.messages import AddrState, HostEntry
+from rais.dns.config import GroupDnsConfig, Publisher
+from rais.dns.server import ZoneData
+from rais.dns.update import UpdatePublisher
+from rais.dns.zone import HostView, ZoneAnswer, ZonePolicy, advertise, serial_next
+from rais.dns.zonefile import ZoneFilePublisher
+
+EventHook = Callable[[str, str], None]
+"""(kind, reason): "dns-published" or "dns-failed"."""
+
+
+def host_label(host_id: str) -> str:
+    """The per-host name's first label: ``host-192-0-2-11``, ``host-2001-db8--11``."""
+    return "host-" + host_id.replace(".", "-").replace(":", "-")
+
+
+def view(entry: HostEntry, live: bool) -> HostView:
+    served = frozenset(ipaddress.ip_address(a) for a, s in entry.served if s == AddrState.ONLINE)
+    pref = ipaddress.ip_address(entry.preferred) if entry.preferred is not None else None
+    return HostView(
+        id=fmt(entry.id),
+        live=live,
+        ok=entry.ok,
+        quiesced=entry.quiesced,
+        observer=entry.observer,
+        preferred=pref,
+        serving_preferred=pref is not None and pref in served,
+        load=entry.load,
+        capacity=entry.capacity,
+        serving=served,
+    )
+
+
+def views(core: Core) -> list[HostView]:
+    out = [view(core.entry(), True)]
+    for rec in core.members.records.values():
+        out.append(view(rec.entry, rec.live and not rec.entry.leaving))
+    return out
+
+
+class GroupDns:
+    def __init__(
+        self,
+        config: GroupDnsConfig,
+        *,
+        group: str,
+        scale: int,
+        on_event: EventHook,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.group = group
+        self.policy = ZonePolicy(
+            scale=scale,
+            high=config.high,
+            low=config.low,
+            min_addresses=config.min_addresses,
+            when_short=config.when_short,
+        )
+        self.on_event = on_event
+        self.clock = clock
+        self.answer: ZoneAnswer | None = None
+        self.hosts: dict[str, tuple[IP, ...]] = {}
+        self.serial = 0
+        self.origin = dns.name.from_text(config.zone)
+        self.name = dns.name.from_text(config.name)
+        self.leading = False
+        self.publishers: list[tuple[Publisher, UpdatePublisher | ZoneFilePublisher]] = []
+        if config.update is not None:
+            u = config.update
+            self.publishers.append(
+                (
+                    u.publisher,
+                    UpdatePublisher(
+                        (str(u.server[0]), u.server[1]),
+                        u.zone,
+                        config.name,
+                        config.ttl,
+                        u.key_name,
+                        u.secret_b64,
+                        u.algorithm,
+                        timeout=u.timeout,
+                        on_result=self._result("update"),
+                    ),
+                )
+            )
+        if config.zonefile is not None:
+            z = config.zonefile
+            Path(z.path).parent.mkdir(parents=True, exist_ok=True)
+            self.publishers.append(
+                (
+                    z.publisher,
+                    ZoneFilePublisher(
+                        z.path,
+                        config.zone,
+                        config.name,
+                        config.ttl,
+                        z.reload,
+                        ns=z.ns,
+                        on_result=self._result("zonefile"),
+                    ),
+                )
+            )
+
+    def _result(self, which: str) -> Callable[[bool, str], None]:
+        def hook(ok: bool, detail: str) -> None:
+            if not ok:
+                self.on_event("dns-failed", f"{which}: {detail}")
+
+        return hook
+
+    async def run(self) -> None:
+        """The publishers' tasks; runs until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for _, pub in self.publishers:
+                tg.create_task(pub.run())
+
+    def refresh(self, core: Core) -> bool:
+        """Recompute the answer from the core's state; True if it changed."""
+        hosts = views(core)
+        previous = self.answer.advertised if self.answer is not None else None
+        answer = advertise(hosts, self.policy, previous)
+        self.hosts = {h.id: (h.preferred,) for h in hosts if h.eligible and h.preferred is not None}
+        was_leading, self.leading = self.leading, core.is_leader
+        changed = self.answer is None or answer.addresses != self.answer.addresses
+        self.answer = answer
+        if changed:
+            self.serial = serial_next(self.serial, int(self.clock()))
+            shown = ", ".join(map(str, answer.addresses)) or "no addresses"
+            shed = f" (shed for load: {', '.join(map(str, sorted(answer.shed, key=str)))})"
+            self.on_event(
+                "dns-published",
+                f"{self.config.name} {shown}{shed if answer.shed else ''}; serial {self.serial}",
+            )
+        if changed or self.leading != was_leading:
+            for who, pub in self.publishers:
+                if who == "self" or self.leading:
+                    pub.publish(answer.addresses)
+        return changed
+
+    def zone_data(self) -> ZoneData | None:
+        """What the embedded server answers for this group (None before the first
+        refresh)."""
+        if self.answer is None:
+            return None
+        names: dict[dns.name.Name, tuple[IP, ...]] = {self.name: self.answer.addresses}
+        if self.config.host_names:
+            for host_id, addrs in self.hosts.items():
+                label = dns.name.Name((host_label(host_id).encode(),))
+                names[label.concatenate(self.name)] = addrs
+        return ZoneData(
+            self.origin,
+            self.serial,
+            (dns.name.from_text("localhost."),),
+            names,
+            ttl=self.config.ttl,
+            negative_ttl=self.config.negative_ttl,
+        )
+
+    def status(self) -> dict[str, Any]:
+        a = self.answer
+        pubs: dict[str, Any] = {}
+        for who, pub in self.publishers:
+            kind = "update" if isinstance(pub, UpdatePublisher) else "zonefile"
+            st = pub.stats
+            pubs[kind] = {
+                "publisher": who,
+                "active": who == "self" or self.leading,
+                "ok": st.ok,
+                "failed": st.failed_total,
+                "last_error": st.last_error,
+            }
+        return {
+            "name": self.config.name,
+            "serial": self.serial,
+            "addresses": [str(x) for x in a.addresses] if a else [],
+            "shed": sorted(str(x) for x in a.shed) if a else [],
+            "publishers": pubs,
+        }
+
+
+def merge_zones(zones: list[ZoneData], ns: tuple[str, ...]) -> list[ZoneData]:
+    """One ZoneData per origin: groups sharing a zone share its answers."""
+    by: dict[dns.name.Name, list[ZoneData]] = {}
+    for z in zones:
+        by.setdefault(z.origin, []).append(z)
+    out = []
+    ns_names = tuple(dns.name.from_text(n) for n in ns)
+    for origin, parts in by.items():
+        names: dict[dns.name.Name, tuple[IP, ...]] = {}
+        for z in parts:
+            names.update(z.names)
+        out.append(
+            ZoneData(
+                origin,
+                max(z.serial for z in parts),
+                ns_names,
+                names,
+                ttl=min(z.ttl for z in parts),
+                negative_ttl=min(z.negative_ttl for z in parts),
+            )
+        )
+    return out
