@@ -125,12 +125,17 @@ class BindServer:
     dynamic_zone: str = DYNAMIC_ZONE
     static_zone: str = STATIC_ZONE
     key_name: str = KEY_NAME
+    netns: str | None = None
+    """Run named in this network namespace (``ip netns exec``), listening on
+    ``host`` there; readiness is then checked with ``dig`` in that namespace."""
     process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def create(cls) -> BindServer:
+    def create(cls, *, netns: str | None = None, host: str = HOST) -> BindServer:
         named, rndc = require_bind()
         return cls(
+            netns=netns,
+            host=host,
             directory=Path(tempfile.mkdtemp(prefix="rais-bind-")),
             named=named,
             rndc=rndc,
@@ -180,7 +185,7 @@ class BindServer:
             f'    pid-file "{d}/named.pid";\n'
             f'    session-keyfile "{d}/session.key";\n'
             f'    managed-keys-directory "{d}";\n'
-            f"    listen-on port {self.port} {{ {HOST}; }};\n"
+            f"    listen-on port {self.port} {{ {self.host}; }};\n"
             f"    listen-on-v6 {{ none; }};\n"
             f"    recursion no;\n"
             f"    dnssec-validation no;\n"
@@ -189,7 +194,7 @@ class BindServer:
             f'key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{self.tsig_secret}"; }};\n'
             f"{rndc_key}"
             f"controls {{\n"
-            f"    inet {HOST} port {self.control_port} allow {{ {HOST}; }} "
+            f"    inet {self.host} port {self.control_port} allow {{ {self.host}; }} "
             f"keys {{ {RNDC_KEY_NAME}; }};\n"
             f"}};\n"
             f'zone "{self.dynamic_zone}" {{\n'
@@ -200,7 +205,7 @@ class BindServer:
         )
         self.rndc_conf.write_text(
             f"{rndc_key}"
-            f"options {{ default-server {HOST}; default-port {self.control_port}; "
+            f"options {{ default-server {self.host}; default-port {self.control_port}; "
             f"default-key {RNDC_KEY_NAME}; }};\n"
         )
 
@@ -209,8 +214,9 @@ class BindServer:
         try:
             self._write_config()
             with self.log_file.open("wb") as log:
+                wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
                 self.process = subprocess.Popen(
-                    [self.named, "-g", "-n", "1", "-c", str(self.directory / "named.conf")],
+                    [*wrap, self.named, "-g", "-n", "1", "-c", str(self.directory / "named.conf")],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -232,18 +238,36 @@ class BindServer:
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"named not ready after {START_TIMEOUT} s:\n{self.log_tail()}")
-            query = dns.message.make_query(pending[0], "SOA")
-            try:
-                answer = dns.query.udp(query, self.host, timeout=0.2, port=self.port)
-            except (dns.exception.DNSException, OSError):
-                continue
-            if answer.rcode() == dns.rcode.NOERROR:
-                pending.pop(0)
-                continue
+            if self.netns is not None:
+                if self._soa_in_netns(pending[0]):
+                    pending.pop(0)
+                    continue
+            else:
+                query = dns.message.make_query(pending[0], "SOA")
+                try:
+                    answer = dns.query.udp(query, self.host, timeout=0.2, port=self.port)
+                except (dns.exception.DNSException, OSError):
+                    continue
+                if answer.rcode() == dns.rcode.NOERROR:
+                    pending.pop(0)
+                    continue
             # SERVFAIL while the zones load: wait a little for named to exit
             # (checked at the top of the loop) before asking again.
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(0.02)
+
+    def _soa_in_netns(self, zone: str) -> bool:
+        assert self.netns is not None
+        out = subprocess.run(
+            [
+                *("ip", "netns", "exec", self.netns, "dig", "+tries=1", "+time=1"),
+                *(f"@{self.host}", "-p", str(self.port), zone, "SOA"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+        return "status: NOERROR" in out
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; remove the directory."""
