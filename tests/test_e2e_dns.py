@@ -153,6 +153,8 @@ async def test_bind_and_embedded_follow_deaths_and_load(site: Site) -> None:
     site.set_load("h1", 900)
     took = await until(site, {VIP["h2"]})
     print(f"load 900/1000 -> shed from BIND after {took:.2f}s")
+    ok, _ = await wait_for(lambda: site.dig(EMBEDDED) == {VIP["h2"]}, 1.0)
+    assert ok, site.dig(EMBEDDED)
     site.set_load("h1", 700)
     await until(site, {VIP["h2"]})
     stays, _ = await wait_for(lambda: site.dig(site.bind.server) != {VIP["h2"]}, 1.0)

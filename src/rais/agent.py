@@ -116,7 +116,7 @@ class Agent:
         dns_tick = loop.create_task(self._dns_forever(), name="dns")
         try:
             for ip, dport in self.config.dns.listen:
-                server = DnsServer((str(ip), dport), self._zones)
+                server = DnsServer((str(ip), dport), self.zones)
                 await server.start()
                 self.dns_servers.append(server)
             async with asyncio.TaskGroup() as tg:
@@ -242,7 +242,8 @@ class Agent:
                     gd.refresh(runner.core)
             await asyncio.sleep(0.1)
 
-    def _zones(self) -> list[ZoneData]:
+    def zones(self) -> list[ZoneData]:
+        """The zones of every group with DNS (what the embedded server answers)."""
         zones = [z for gd in self.dns.values() if (z := gd.zone_data()) is not None]
         return merge_zones(zones, self.config.dns.ns)
 

@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--spares", type=int, default=1)
     dev.add_argument("--port", type=int, default=17401, help="UDP port of the control traffic")
     dev.add_argument("--api-base", type=int, default=7400, help="host N's API is on base+N")
+    dev.add_argument("--dns-port", type=int, default=5353, help="the demo's DNS on 127.0.0.1")
     return parser
 
 

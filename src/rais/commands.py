@@ -151,6 +151,8 @@ def dev(args: argparse.Namespace) -> int:
     from rais.dev import run_dev
 
     try:
-        return asyncio.run(run_dev(args.hosts, args.spares, args.port, args.api_base))
+        return asyncio.run(
+            run_dev(args.hosts, args.spares, args.port, args.api_base, args.dns_port)
+        )
     except KeyboardInterrupt:
         return 0

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from rais.agent import Agent
 from rais.config import IP, AgentConfig, AuthConfig, GroupConfig, HostConfig
+from rais.dns.config import GroupDnsConfig
+from rais.dns.server import DnsServer, ZoneData
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
 from rais.drivers.scripts import ScriptRunner
 from rais.group import Drivers
@@ -27,12 +29,17 @@ from rais.status import render
 
 HELP = """commands:
   status            the group as host 1 sees it (any host: status N)
+  load N L          set host N's load to L of capacity 1000 (DNS sheds above 800,
+                    takes it back at or below 600)
   kill N            crash host N (no goodbye; its addresses expire after ~1 s)
   stop N            stop host N gracefully (SIGTERM: release, announce the leave)
   start N           start host N again
   fail N / heal N   make host N's health test fail / pass
   quiesce N / unquiesce N
   quit"""
+
+
+DNS_NAME = "www.rais.test."
 
 
 @dataclass
@@ -66,6 +73,7 @@ class DevCluster:
                 orphan_timeout=60.0,
                 peers=tuple(c for c in controls if c != control),
                 garp_count=1,
+                dns=GroupDnsConfig(DNS_NAME, "rais.test.", high=800, low=600),
             )
             config = AgentConfig(
                 file="(rais dev)",
@@ -128,6 +136,21 @@ class DevCluster:
 
         asyncio.get_running_loop().call_later(lifetime + 0.5, expire)
 
+    def zones(self) -> list[ZoneData]:
+        """Every member computes the same answer: ask the first live one."""
+        for h in self.hosts:
+            if h.agent is not None and h.task is not None and not h.task.done():
+                return h.agent.zones()
+        return []
+
+    def dns_answer(self) -> str:
+        for h in self.hosts:
+            if h.agent is not None and h.task is not None and not h.task.done():
+                gd = h.agent.dns.get("www")
+                if gd is not None and gd.answer is not None:
+                    return " ".join(str(a) for a in gd.answer.addresses) or "(none)"
+        return "-"
+
     def summary(self) -> str:
         """One line: who leads and who holds which address, from the hosts' own
         interfaces (simulated) and the first live host's view."""
@@ -141,9 +164,9 @@ class DevCluster:
             for ip, _ in sorted(h.addresses.snapshot("demo0"), key=lambda a: int(a[0])):
                 held.append(f"{ip}@host{h.index}")
         down = [f"host{h.index}" for h in self.hosts if h not in up]
-        return f"[live] leader {leader} | {' '.join(held) or 'no addresses held'}" + (
-            f" | down: {' '.join(down)}" if down else ""
-        )
+        line = f"[live] leader {leader} | {' '.join(held) or 'no addresses held'}"
+        line += f" | dns {self.dns_answer()}"
+        return line + (f" | down: {' '.join(down)}" if down else "")
 
     async def watch(self) -> None:
         """Print the summary whenever it changes (the live view)."""
@@ -161,7 +184,13 @@ class DevCluster:
         return render(host.agent.status())
 
 
-async def run_dev(hosts: int = 4, spares: int = 1, port: int = 17401, api_base: int = 7400) -> int:
+async def run_dev(
+    hosts: int = 4,
+    spares: int = 1,
+    port: int = 17401,
+    api_base: int = 7400,
+    dns_port: int = 5353,
+) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
     )
@@ -169,9 +198,12 @@ async def run_dev(hosts: int = 4, spares: int = 1, port: int = 17401, api_base: 
         cluster = DevCluster(hosts, spares, port, api_base, Path(tmp), 0.1)
         for h in cluster.hosts:
             await cluster.start(h)
+        server = DnsServer(("127.0.0.1", dns_port), cluster.zones)
+        await server.start()
         print(f"rais dev: {hosts} hosts ({spares} hot spare), group www, service addresses")
         print("198.51.100.N on a simulated interface; admin API of host N on 127.0.0.1:", end="")
         print(f"{api_base}+N (rais status --api 127.0.0.1:{api_base + 1}).")
+        print(f"DNS: dig @127.0.0.1 -p {server.port} www.rais.test")
         print(HELP)
         await asyncio.sleep(1.0)
         print(cluster.status(cluster.hosts[0]), flush=True)
@@ -180,6 +212,7 @@ async def run_dev(hosts: int = 4, spares: int = 1, port: int = 17401, api_base: 
             await _repl(cluster)
         finally:
             watcher.cancel()
+            await server.close()
             await asyncio.gather(*(cluster.stop(h) for h in cluster.hosts), return_exceptions=True)
     return 0
 
@@ -212,6 +245,9 @@ async def _repl(cluster: DevCluster) -> None:
         elif cmd in ("fail", "heal") and host.agent is not None:
             for r in host.agent.groups.values():
                 r.test_result(cmd == "heal", "operator (rais dev)")
+        elif cmd == "load" and host.agent is not None and len(args) == 2 and args[1].isdigit():
+            for r in host.agent.groups.values():
+                r.load_sample(int(args[1]), 1000)
         elif cmd == "quiesce" and host.agent is not None:
             host.agent.quiesce(None)
         elif cmd == "unquiesce" and host.agent is not None:
