@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import signal
@@ -27,6 +28,7 @@ from rais.dns.server import DnsServer, ZoneData
 from rais.drivers.scripts import ScriptRunner
 from rais.group import Drivers, GroupRunner, to_addr
 from rais.probes.spec import LoadSpec, TestSpec
+from rais.snmp.sender import TrapSender
 from rais.state import HeldFile, next_epoch
 from rais.status import group_status
 
@@ -93,6 +95,7 @@ class Agent:
         self.dns: dict[str, GroupDns] = {}
         self._dns_tasks: dict[str, asyncio.Task[None]] = {}
         self.dns_servers: list[DnsServer] = []
+        self.traps: TrapSender | None = None
         self.events: collections.deque[Event] = collections.deque(maxlen=1000)
         self.epoch = 0
         self.ready = asyncio.Event()
@@ -114,6 +117,15 @@ class Agent:
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         probing = loop.create_task(self.probes.run(), name="probes")
         dns_tick = loop.create_task(self._dns_forever(), name="dns")
+        trapping: asyncio.Task[None] | None = None
+        if self.config.snmp.receivers:
+            started = loop.time()
+            self.traps = TrapSender(
+                self.config.snmp,
+                uptime=lambda: loop.time() - started,
+                engine_boots=self.epoch & 0x7FFFFFFF,
+            )
+            trapping = loop.create_task(self.traps.run(), name="snmp")
         try:
             for ip, dport in self.config.dns.listen:
                 server = DnsServer((str(ip), dport), self.zones)
@@ -139,6 +151,11 @@ class Agent:
         finally:
             probing.cancel()
             dns_tick.cancel()
+            if trapping is not None:
+                if self.traps is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.traps.flush(), 1.0)
+                trapping.cancel()
             for task in self._dns_tasks.values():
                 task.cancel()
             for server in self.dns_servers:
@@ -260,6 +277,8 @@ class Agent:
 
     def _event(self, ev: Event) -> None:
         self.events.append(ev)
+        if self.traps is not None:
+            self.traps.submit(ev)
         address = f" {fmt(ev.address)}" if ev.address is not None else ""
         reason = f": {ev.reason}" if ev.reason else ""
         log.info("%s group %s: %s%s%s", fmt(ev.host), ev.group, ev.kind.value, address, reason)

@@ -19,6 +19,8 @@ from rais.config_parse import Invalid, Section, family, show_endpoint
 from rais.dns.config import DnsServerConfig, GroupDnsConfig, parse_group, parse_server
 from rais.probes.parse import parse_loads, parse_tests
 from rais.probes.spec import LoadSpec, TestSpec
+from rais.snmp.config import SnmpConfig
+from rais.snmp.parse import parse_snmp
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -106,9 +108,10 @@ class AgentConfig:
     tests: Mapping[str, TestSpec] = field(default_factory=dict)
     loads: Mapping[str, LoadSpec] = field(default_factory=dict)
     dns: DnsServerConfig = field(default_factory=DnsServerConfig)
+    snmp: SnmpConfig = field(default_factory=SnmpConfig)
 
 
-_TOP = ("host", "auth", "group", "test", "load", "dns")
+_TOP = ("host", "auth", "group", "test", "load", "dns", "snmp")
 _HOST = ("control", "api", "api_token_file", "state_dir", "log_format")
 _AUTH = ("key_file", "previous_key_file")
 _GROUP = (
@@ -170,6 +173,7 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
     tests = parse_tests(top.opt_table("test"), base)
     loads = parse_loads(top.opt_table("load"), base)
     dns_server = parse_server(top.opt_table("dns"), base)
+    snmp = parse_snmp(top.opt_table("snmp"), base)
     groups: list[GroupConfig] = []
     for i, raw in enumerate(top.tables("group")):
         name = raw.get("name")
@@ -192,6 +196,7 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
         tests=tests,
         loads=loads,
         dns=dns_server,
+        snmp=snmp,
     )
 
 
