@@ -26,6 +26,7 @@ from rais.core.effects import Event, EventKind
 from rais.dns.group import GroupDns, merge_zones
 from rais.dns.server import DnsServer, ZoneData
 from rais.drivers.scripts import ScriptRunner
+from rais.events import EventLog
 from rais.group import Drivers, GroupRunner, to_addr
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.snmp.sender import TrapSender
@@ -97,6 +98,7 @@ class Agent:
         self.dns_servers: list[DnsServer] = []
         self.traps: TrapSender | None = None
         self.events: collections.deque[Event] = collections.deque(maxlen=1000)
+        self.event_log = EventLog()
         self.epoch = 0
         self.ready = asyncio.Event()
         self._stop: asyncio.Event | None = None
@@ -279,11 +281,21 @@ class Agent:
         self.events.append(ev)
         if self.traps is not None:
             self.traps.submit(ev)
+        self.event_log.add(ev)
         address = f" {fmt(ev.address)}" if ev.address is not None else ""
         reason = f": {ev.reason}" if ev.reason else ""
         log.info("%s group %s: %s%s%s", fmt(ev.host), ev.group, ev.kind.value, address, reason)
 
     # ------------------------------------------------------------ the API
+
+    def events_since(self, seq: int) -> list[dict[str, Any]]:
+        return self.event_log.since(seq)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        return self.event_log.subscribe()
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self.event_log.unsubscribe(q)
 
     def status(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("quiesce", "unquiesce"):
         p = sub.add_parser(name, help=f"{name} this host (every group, or one)")
         p.add_argument("--group", metavar="G")
+    ev = sub.add_parser("events", help="recent events of this host's groups")
+    ev.add_argument("--follow", "-f", action="store_true", help="then print new ones as they come")
     mv = sub.add_parser("move", help="pin a service address to a host (release before acquire)")
     mv.add_argument("address")
     mv.add_argument("host", help="the host id (first control address) to move it to")
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("address")
     for p in (mv, fb):
         p.add_argument("--group", metavar="G", help="default: the group that has the address")
-    for p in (status, sub.choices["quiesce"], sub.choices["unquiesce"], mv, fb):
+    for p in (status, sub.choices["quiesce"], sub.choices["unquiesce"], mv, fb, ev):
         p.add_argument("--api", metavar="HOST:PORT", help=api_help)
         p.add_argument("--config", metavar="FILE", help="read the API address and token from it")
 
@@ -91,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": commands.status,
         "quiesce": commands.quiesce,
         "unquiesce": commands.unquiesce,
+        "events": commands.events,
         "move": commands.move,
         "failback": commands.failback,
         "dev": commands.dev,

@@ -129,6 +129,38 @@ def unquiesce(args: argparse.Namespace) -> int:
     return _change(args, "unquiesce")
 
 
+def events(args: argparse.Namespace) -> int:
+    from rais.events import line
+
+    seq = 0
+    for rec in _call(args, "GET", "/v1/events?since=0"):
+        print(line(rec), flush=True)
+        seq = max(seq, int(rec["seq"]))
+    if not args.follow:
+        return 0
+    base, token = _api(args)
+    req = urllib.request.Request(f"{base}/v1/stream")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req) as resp:
+            kind = ""
+            for raw in resp:
+                text = raw.decode(errors="replace").rstrip("\r\n")
+                if text.startswith("event:"):
+                    kind = text[6:].strip()
+                elif text.startswith("data:") and kind == "event":
+                    rec = json.loads(text[5:])
+                    if int(rec["seq"]) > seq:
+                        seq = int(rec["seq"])
+                        print(line(rec), flush=True)
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"rais: lost the agent at {base}: {exc}") from exc
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def move(args: argparse.Namespace) -> int:
     query = urllib.parse.urlencode(
         {"address": args.address, "host": args.host} | ({"group": args.group} if args.group else {})
