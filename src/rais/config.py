@@ -229,9 +229,7 @@ def _host(s: Section) -> HostConfig:
         raise s.fail(
             "api", f"{api[0]} is not a loopback address: set api_token_file to protect the API"
         )
-    log_format = s.opt_string("log_format", _default("log_format", HostConfig))
-    if log_format not in ("text", "json"):
-        raise s.fail("log_format", f'must be "text" or "json", got {log_format!r}')
+    log_format = s.choice("log_format", ("text", "json"))
     return HostConfig(
         control=control,
         api=api,
@@ -307,15 +305,9 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
         raise g.fail(
             "orphan_timeout", f"must be above timeout ({timeout.shown}), got {orphan.shown}"
         )
-    combine = g.opt_string("load_combine", "max")
-    if combine not in ("max", "sum"):
-        raise g.fail("load_combine", f'must be "max" or "sum", got {combine!r}')
-    placement = g.opt_string("placement", "least-loaded")
-    if placement not in ("least-loaded", "random"):
-        raise g.fail("placement", f'must be "least-loaded" or "random", got {placement!r}')
-    failback = g.opt_string("failback", "immediate")
-    if failback not in ("immediate", "manual"):
-        raise g.fail("failback", f'must be "immediate" or "manual", got {failback!r}')
+    combine = g.choice("load_combine", ("max", "sum"))
+    placement = g.choice("placement", ("least-loaded", "random"))
+    failback = g.choice("failback", ("immediate", "manual"))
     return GroupConfig(
         name=name,
         address=ip,

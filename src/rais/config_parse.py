@@ -193,6 +193,16 @@ class Section:
     def opt_string(self, name: str, default: str | None = None) -> str | None:
         return self.string(name) if name in self.data else default
 
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        """One of ``options``, as a string (absent: the first, the default)."""
+        value = self.opt_string(name, options[0])
+        if value not in options:
+            shown = [f'"{o}"' for o in options]
+            listed = ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
+            raise self.fail(name, f"must be {listed}, got {value!r}")
+        assert value is not None
+        return value
+
     def path(self, name: str) -> str:
         """A required path; relative paths are taken from the config file's directory."""
         return os.path.join(self.base, self.string(name))

@@ -97,10 +97,7 @@ def _dns_name(s: Section, key: str, default: str | None = None) -> str:
 
 
 def _publisher(s: Section) -> Publisher:
-    value = s.opt_string("publisher", "leader")
-    if value not in ("leader", "self"):
-        raise s.fail("publisher", f'must be "leader" or "self", got {value!r}')
-    return "self" if value == "self" else "leader"
+    return "self" if s.choice("publisher", ("leader", "self")) == "self" else "leader"
 
 
 def parse_server(data: dict[str, Any], base: str) -> DnsServerConfig:
@@ -143,9 +140,7 @@ def parse_group(data: dict[str, Any], prefix: str, base: str) -> GroupDnsConfig:
     low = s.integer("low", 0, 0) if has_low else None
     if high is not None and low is not None and low > high:
         raise s.fail("low", f"must not be above high ({high}), got {low}")
-    when = s.opt_string("when_short", "remaining")
-    if when not in ("remaining", "all-live"):
-        raise s.fail("when_short", f'must be "remaining" or "all-live", got {when!r}')
+    when = s.choice("when_short", ("remaining", "all-live"))
     update = None
     if s.has("update"):
         update = _update(Section(s.table("update"), s.key("update"), _UPDATE, base), zone)

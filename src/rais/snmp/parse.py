@@ -36,15 +36,9 @@ def _secret(s: Section, name: str) -> str | None:
 
 
 def _receiver(s: Section) -> TrapReceiver:
-    version = s.opt_string("version", "2c")
-    if version not in ("2c", "3"):
-        raise s.fail("version", f'must be "2c" or "3", got {version!r}')
-    auth = s.opt_string("auth_protocol", "SHA")
-    if auth not in ("SHA", "SHA256"):
-        raise s.fail("auth_protocol", f'must be "SHA" or "SHA256", got {auth!r}')
-    priv = s.opt_string("priv_protocol", "AES")
-    if priv != "AES":
-        raise s.fail("priv_protocol", f'must be "AES", got {priv!r}')
+    version = s.choice("version", ("2c", "3"))
+    auth = s.choice("auth_protocol", ("SHA", "SHA256"))
+    s.choice("priv_protocol", ("AES",))
     try:
         return TrapReceiver(
             host=s.string("host"),
