@@ -8,11 +8,13 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rais.core import body as body_module
 from rais.core import wire
 from rais.core.addr import Addr, pack
 from rais.core.messages import (
@@ -717,8 +719,10 @@ def test_key_hint_collision_still_tries_other_keys() -> None:
 # ---------------------------------------------------------------- hygiene
 
 
-def test_wire_imports_only_allowed_modules() -> None:
-    tree = ast.parse(Path(wire.__file__).read_text())
+@pytest.mark.parametrize("module", [wire, body_module])
+def test_wire_imports_only_allowed_modules(module: ModuleType) -> None:
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text())
     allowed = {
         "__future__",
         "struct",

@@ -16,7 +16,7 @@ from collections import Counter
 
 from rais.core.addr import Addr
 from rais.core.messages import Datagram, Message
-from rais.core.wire import DecodeError, decode_body
+from rais.core.body import DecodeError, decode_body
 
 WINDOW = 64
 
