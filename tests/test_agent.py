@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from rais.agent import Agent
 from rais.api import make_app
@@ -414,3 +415,29 @@ async def test_fake_addresses_drop_secondaries_without_prepare() -> None:
     assert fake.holds("eth0", ipaddress.ip_address("198.51.100.12"))
     await fake.remove("eth0", ipaddress.ip_address("198.51.100.1"), 24)  # the primary
     assert {str(ip) for ip, _ in fake.snapshot("eth0")} == {"192.0.2.1"}
+
+
+async def test_metrics_of_a_running_agent(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    h1 = cluster.hosts[0]
+    assert h1.agent is not None
+    app = make_app(h1.agent)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/metrics")
+        assert resp.status == 200 and resp.content_type == "text/plain"
+        families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+    leader = families["rais_leader"].samples[0]
+    assert leader.labels == {"group": "www"} and leader.value == 1.0
+    held = families["rais_addresses_held"].samples[0]
+    assert held.value == 1.0
+    events = {
+        s.labels["kind"]: s.value
+        for s in families["rais_events"].samples
+        if s.name == "rais_events_total"
+    }
+    assert events["acquired"] >= 1
+    sent = [s for s in families["rais_control_datagrams_sent"].samples if s.name.endswith("_total")]
+    assert sent[0].value >= 2
+    lateness = families["rais_heartbeat_lateness_seconds"].samples
+    count = next(s.value for s in lateness if s.name.endswith("_count"))
+    assert count >= 2

@@ -37,6 +37,9 @@ class Stub:
     def failback(self, address: IP, group: str | None) -> str:
         raise ValueError("refused")
 
+    def metrics_text(self) -> tuple[bytes, str]:
+        return b"rais_x 1\n", "text/plain; version=0.0.4; charset=utf-8"
+
 
 async def test_status_quiesce_unquiesce() -> None:
     stub = Stub()

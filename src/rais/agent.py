@@ -28,6 +28,7 @@ from rais.dns.server import DnsServer, ZoneData
 from rais.drivers.scripts import ScriptRunner
 from rais.events import EventLog
 from rais.group import Drivers, GroupRunner, to_addr
+from rais.metrics import Metrics
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.snmp.sender import TrapSender
 from rais.state import HeldFile, next_epoch
@@ -99,6 +100,7 @@ class Agent:
         self.traps: TrapSender | None = None
         self.events: collections.deque[Event] = collections.deque(maxlen=1000)
         self.event_log = EventLog()
+        self.metrics = Metrics(self.status)
         self.epoch = 0
         self.ready = asyncio.Event()
         self._stop: asyncio.Event | None = None
@@ -126,6 +128,7 @@ class Agent:
                 self.config.snmp,
                 uptime=lambda: loop.time() - started,
                 engine_boots=self.epoch & 0x7FFFFFFF,
+                on_outcome=self._trap_outcome,
             )
             trapping = loop.create_task(self.traps.run(), name="snmp")
         try:
@@ -220,6 +223,7 @@ class Agent:
             on_event=self._event,
             rng=random.Random(self.rng.getrandbits(64)),
             load_source=self._load_source(group),
+            metrics=self.metrics,
         )
         await runner.start()
         self.groups[group.name] = runner
@@ -232,6 +236,7 @@ class Agent:
                 group=name,
                 scale=group.load_scale,
                 on_event=lambda kind, reason: self._dns_event(name, kind, reason),
+                on_publish=lambda which, ok: self.metrics.dns_publish(name, which, ok),
             )
             self.dns[name] = gd
             self._dns_tasks[name] = asyncio.get_running_loop().create_task(gd.run())
@@ -277,8 +282,15 @@ class Agent:
         names, how = group.loads, group.load_combine
         return lambda: self.probes.load(names, how)
 
+    def _trap_outcome(self, outcome: str) -> None:
+        if outcome == "dropped":
+            self.metrics.trap_dropped()
+        else:
+            self.metrics.trap_sent(outcome == "sent")
+
     def _event(self, ev: Event) -> None:
         self.events.append(ev)
+        self.metrics.event(ev.kind.value, ev.group)
         if self.traps is not None:
             self.traps.submit(ev)
         self.event_log.add(ev)
@@ -287,6 +299,10 @@ class Agent:
         log.info("%s group %s: %s%s%s", fmt(ev.host), ev.group, ev.kind.value, address, reason)
 
     # ------------------------------------------------------------ the API
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        """The Prometheus exposition (GET /metrics): body and content type."""
+        return self.metrics.render()
 
     def events_since(self, seq: int) -> list[dict[str, Any]]:
         return self.event_log.since(seq)

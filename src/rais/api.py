@@ -5,6 +5,7 @@ POST /v1/quiesce[?group=G]   quiesce every group, or one
 POST /v1/unquiesce[?group=G]
 POST /v1/move?address=A&host=H[&group=G]   pin service address A to host H
 POST /v1/failback?address=A[&group=G]      give A back to its preferred host now
+GET  /metrics                Prometheus metrics
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class Controlled(Protocol):
 
     def failback(self, address: IP, group: str | None) -> str: ...
 
+    def metrics_text(self) -> tuple[bytes, str]:
+        """Prometheus exposition: body and content type."""
+        ...
+
 
 AGENT: web.AppKey[Controlled] = web.AppKey("agent")
 
@@ -46,6 +51,7 @@ def make_app(agent: Controlled, token: str | None = None) -> web.Application:
     app.router.add_post("/v1/unquiesce", _unquiesce)
     app.router.add_post("/v1/move", _move)
     app.router.add_post("/v1/failback", _failback)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 
@@ -61,6 +67,13 @@ def _auth(token: str) -> Any:
         return response
 
     return check
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[AGENT].metrics_text()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
 
 
 async def _status(request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from rais.core.effects import Acquire, Announce, Event, Release, Send
 from rais.core.messages import AddrState
 from rais.drivers.base import Addresses, Announcer, Transport
 from rais.drivers.scripts import ScriptRunner
+from rais.metrics import Metrics
 from rais.state import HeldFile
 
 log = logging.getLogger("rais.group")
@@ -61,6 +62,7 @@ class GroupRunner:
         rng: random.Random,
         loop: asyncio.AbstractEventLoop | None = None,
         load_source: Callable[[], tuple[int, int] | None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``load_source`` gives this group's combined (load, capacity), read
         before each timer pass; a group with ``tests`` starts not OK until its
@@ -88,6 +90,7 @@ class GroupRunner:
             start_ok=not config.tests,
         )
         self.load_source = load_source
+        self.metrics = metrics
         self.core = Core(self.core_config, epoch=epoch, rng=rng, now=self.loop.time())
         self.counters: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
@@ -170,6 +173,8 @@ class GroupRunner:
     def _on_datagram(self, data: bytes, via: int) -> None:
         if self._stopped:
             return
+        if self.metrics is not None:
+            self.metrics.datagram_received(self.config.name, len(data))
         self.core.datagram_received(self.loop.time(), data, via)
         self._pump()
 
@@ -181,6 +186,8 @@ class GroupRunner:
         late = now - self._timer_at
         if late > self.config.heartbeat / 2:
             self.counters["late_timers"] += 1
+        if self.metrics is not None:
+            self.metrics.heartbeat_lateness(self.config.name, late)
         if self.load_source is not None:
             sample = self.load_source()
             if sample is not None:
@@ -224,6 +231,8 @@ class GroupRunner:
         for eff in self.core.effects():
             if isinstance(eff, Send):
                 self.drivers.transport.send(eff.data, eff.vias)
+                if self.metrics is not None:
+                    self.metrics.datagram_sent(self.config.name, len(eff.data))
             elif isinstance(eff, Acquire):
                 self._chain(eff.address, self._acquire(eff.address, eff.prefixlen))
             elif isinstance(eff, Release):

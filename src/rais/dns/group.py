@@ -73,7 +73,11 @@ class GroupDns:
         scale: int,
         on_event: EventHook,
         clock: Callable[[], float] = time.time,
+        on_publish: Callable[[str, bool], None] | None = None,
     ) -> None:
+        """``on_publish(publisher, ok)``: every publish attempt's outcome
+        ("update" or "zonefile"), for metrics."""
+        self.on_publish = on_publish or (lambda _w, _ok: None)
         self.config = config
         self.group = group
         self.policy = ZonePolicy(
@@ -130,6 +134,7 @@ class GroupDns:
 
     def _result(self, which: str) -> Callable[[bool, str], None]:
         def hook(ok: bool, detail: str) -> None:
+            self.on_publish(which, ok)
             if not ok:
                 self.on_event("dns-failed", f"{which}: {detail}")
 

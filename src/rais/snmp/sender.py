@@ -94,7 +94,10 @@ class TrapSender:
         *,
         uptime: Callable[[], float],
         engine_boots: int | None = None,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_outcome`` is told "sent", "failed" or "dropped" for every
+        notification to every receiver (for metrics)."""
         if engine_boots is not None and not 1 <= engine_boots < MAX_ENGINE_BOOTS:
             raise ValueError(f"engine_boots must be 1..{MAX_ENGINE_BOOTS - 1}")
         v3_traps = [r.name for r in config.receivers if r.version == "3" and not r.inform]
@@ -111,6 +114,7 @@ class TrapSender:
             for i, r in enumerate(config.receivers)
         ]
         self._running = False
+        self._outcome = on_outcome or (lambda _: None)
 
     @property
     def config(self) -> SnmpConfig:
@@ -127,6 +131,7 @@ class TrapSender:
                 lane.queue.put_nowait(item)
             except asyncio.QueueFull:
                 lane.dropped += 1
+                self._outcome("dropped")
 
     @property
     def stats(self) -> dict[str, ReceiverStats]:
@@ -181,11 +186,13 @@ class TrapSender:
                     raise _SendError(str(error or status))
             except Exception as exc:  # counted and logged, never fatal
                 lane.failed += 1
+                self._outcome("failed")
                 if not lane.failing:
                     log.warning("snmp: sending to %s failed: %s", lane.receiver.name, exc)
                 lane.failing = True
             else:
                 lane.sent += 1
+                self._outcome("sent")
                 if lane.failing:
                     log.info("snmp: sending to %s works again", lane.receiver.name)
                 lane.failing = False
