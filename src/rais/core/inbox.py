@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections import Counter
 
 from rais.core.addr import Addr
-from rais.core.messages import Datagram, Message
 from rais.core.body import DecodeError, decode_body
+from rais.core.messages import Datagram, Message
 
 WINDOW = 64
 
