@@ -106,3 +106,25 @@ async def test_move_and_failback_errors() -> None:
         resp = await client.post("/v1/move?address=192.0.2.1")
         assert resp.status == 400 and (await resp.json()) == {"error": "missing host"}
         assert (await client.get("/v1/failback?address=192.0.2.1")).status == 405
+
+
+async def test_cross_site_and_rebound_names_are_refused() -> None:
+    stub = Stub()
+    async with TestClient(TestServer(make_app(stub))) as client:
+        form = {
+            "Origin": "http://evil.example",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        resp = await client.post("/v1/quiesce", headers=form, data="x=1")
+        assert resp.status == 403 and not stub.quiesced
+        rebound = {"Host": "evil.example:7400"}
+        assert (await client.get("/v1/status", headers=rebound)).status == 403
+        assert (await client.get("/v1/status", headers={"Host": "localhost:7400"})).status == 200
+        assert (await client.get("/v1/status", headers={"Host": "[::1]:7400"})).status == 200
+        assert (await client.post("/v1/quiesce")).status == 200  # the CLI: no Origin
+    # with a token, any name, but the token on everything except the page
+    async with TestClient(TestServer(make_app(stub, token="t"))) as client:
+        named = {"Host": "rais.example:7400"}
+        assert (await client.get("/v1/status", headers=named)).status == 401
+        auth = named | {"Authorization": "Bearer t"}
+        assert (await client.get("/v1/status", headers=auth)).status == 200

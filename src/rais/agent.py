@@ -114,7 +114,7 @@ class Agent:
         self.epoch = next_epoch(self.config.host.state_dir)
         host, port = self.config.host.api
         token = _read_token(self.config.host.api_token_file)
-        api = await serve(make_app(self, token), host, port)
+        api = await serve(make_app(self, token, source=self), host, port)
         if install_signals:
             loop.add_signal_handler(signal.SIGTERM, self.stop)
             loop.add_signal_handler(signal.SIGINT, self.stop)

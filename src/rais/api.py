@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from rais.web import Source, add_routes, is_public, same_origin_middleware
+
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -42,10 +44,21 @@ class Controlled(Protocol):
 AGENT: web.AppKey[Controlled] = web.AppKey("agent")
 
 
-def make_app(agent: Controlled, token: str | None = None) -> web.Application:
-    middlewares = [_auth(token)] if token else []
+SOURCE: web.AppKey[Source] = web.AppKey("source")
+
+
+def make_app(
+    agent: Controlled, token: str | None = None, source: Source | None = None
+) -> web.Application:
+    """The API; with ``source`` also the dashboard and the event stream (rais.web).
+    Mutations refuse cross-site requests; without a token, requests must name
+    the host by an IP address or localhost (no DNS rebinding)."""
+    middlewares = [same_origin_middleware(), _auth(token) if token else _literal_host()]
     app = web.Application(middlewares=middlewares)
     app[AGENT] = agent
+    if source is not None:
+        app[SOURCE] = source
+        add_routes(app, SOURCE)
     app.router.add_get("/v1/status", _status)
     app.router.add_post("/v1/quiesce", _quiesce)
     app.router.add_post("/v1/unquiesce", _unquiesce)
@@ -61,8 +74,27 @@ def _auth(token: str) -> Any:
     @web.middleware
     async def check(request: web.Request, handler: Any) -> web.StreamResponse:
         given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if not is_public(request) and not hmac.compare_digest(given, expected):
             return web.json_response({"error": "unauthorized"}, status=401)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return check
+
+
+def _literal_host() -> Any:
+    """Without a token, only requests to an IP address or localhost: a web page
+    whose name was rebound to 127.0.0.1 sends its own name in Host."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        name = (request.url.host or "").strip("[]")
+        if name != "localhost":
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                refused = f"host {name!r} refused: use an IP address or localhost"
+                return web.json_response({"error": refused}, status=403)
         response: web.StreamResponse = await handler(request)
         return response
 
