@@ -2,7 +2,7 @@
 on 127.0.0.1 running rais.web's routes with a fake agent and stub POST routes.
 
 Skipped when Playwright or Chromium is missing, except under CI=true (then it fails).
-Writes the laptop screenshot to docs/dashboard.png.
+(tests/test_dev_browser.py takes docs/dashboard.png from a real ``rais dev`` cluster.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import copy
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +27,6 @@ except ImportError:  # pragma: no cover - the CI image has it
     HAVE_PLAYWRIGHT = False
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
 SOURCE: web.AppKey[Source] = web.AppKey("source")
 TOKEN = "correct horse battery staple"
 
@@ -330,8 +328,6 @@ async def test_page_shows_groups_and_follows_changes(browser: Browser, agent: Fa
         assert await page.locator("#feed li").count() == 7
         assert "expires in" in await page.locator(moved).inner_text()
         assert not js_errors(page)
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOT), full_page=True)
         await page.close()
 
 
