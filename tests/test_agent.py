@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import random
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from rais.agent import Agent
-from rais.api import make_app
+from rais.api import make_app, serve
 from rais.config import IP, AgentConfig, AuthConfig, GroupConfig, HostConfig
 from rais.core.effects import EventKind
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
@@ -441,3 +442,34 @@ async def test_metrics_of_a_running_agent(cluster: Cluster) -> None:
     lateness = families["rais_heartbeat_lateness_seconds"].samples
     count = next(s.value for s in lateness if s.name.endswith("_count"))
     assert count >= 2
+
+
+async def test_rais_events_and_follow(cluster: Cluster) -> None:
+    await cluster.until(cluster.settled)
+    h1 = cluster.hosts[0]
+    assert h1.agent is not None
+    runner = await serve(make_app(h1.agent, source=h1.agent), "127.0.0.1", 0)
+    port = runner.addresses[0][1]
+    try:
+        argv = [sys.executable, "-m", "rais", "events", "--api", f"127.0.0.1:{port}"]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        lines = out.decode().splitlines()
+        assert any(" www 192.0.2.1 acquired 198.51.100.1" in ln for ln in lines), lines
+        follow = await asyncio.create_subprocess_exec(
+            *argv, "--follow", stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert follow.stdout is not None
+            first = await asyncio.wait_for(follow.stdout.readline(), 5)
+            assert first.decode().rstrip("\n") == lines[0]  # the history first
+            h1.agent.quiesce(None)
+            seen = []
+            while not any(" www 192.0.2.1 quiesced" in ln for ln in seen):
+                seen.append((await asyncio.wait_for(follow.stdout.readline(), 5)).decode())
+        finally:
+            follow.kill()
+            await follow.wait()
+    finally:
+        await runner.cleanup()

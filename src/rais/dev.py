@@ -204,6 +204,7 @@ async def run_dev(
         print("198.51.100.N on a simulated interface; admin API of host N on 127.0.0.1:", end="")
         print(f"{api_base}+N (rais status --api 127.0.0.1:{api_base + 1}).")
         print(f"DNS: dig @127.0.0.1 -p {server.port} www.rais.test")
+        print(f"dashboard: http://127.0.0.1:{api_base + 1}/ (any host N: port {api_base}+N)")
         print(HELP)
         await asyncio.sleep(1.0)
         print(cluster.status(cluster.hosts[0]), flush=True)
