@@ -139,7 +139,7 @@ def events(args: argparse.Namespace) -> int:
     if not args.follow:
         return 0
     base, token = _api(args)
-    req = urllib.request.Request(f"{base}/v1/stream")
+    req = urllib.request.Request(f"{base}/v1/stream?since={seq}")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
