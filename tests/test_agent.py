@@ -465,7 +465,7 @@ async def test_rais_events_and_follow(cluster: Cluster) -> None:
             first = await asyncio.wait_for(follow.stdout.readline(), 5)
             assert first.decode().rstrip("\n") == lines[0]  # the history first
             h1.agent.quiesce(None)
-            seen = []
+            seen: list[str] = []
             while not any(" www 192.0.2.1 quiesced" in ln for ln in seen):
                 seen.append((await asyncio.wait_for(follow.stdout.readline(), 5)).decode())
         finally:
