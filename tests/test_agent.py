@@ -9,7 +9,7 @@ import random
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from rais.agent import Agent
 from rais.api import make_app, serve
 from rais.config import IP, AgentConfig, AuthConfig, GroupConfig, HostConfig
 from rais.core.effects import EventKind
+from rais.dns.config import DnsServerConfig
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
 from rais.drivers.fake_transport import FakeNetwork
 from rais.drivers.scripts import ScriptRunner
@@ -292,7 +293,8 @@ async def test_reload_joins_and_leaves_groups_without_a_restart(tmp_path: Path) 
     _write_config(path, key, tmp_path / "state", ["www"], port)
     c = Cluster(tmp_path, 1, spares=0)
     host = c.hosts[0]
-    host.config = load(str(path))
+    listen = DnsServerConfig(listen=((ipaddress.ip_address("127.0.0.1"), 0),))
+    host.config = replace(load(str(path)), dns=listen)
     await c.start(host)
     try:
         agent = host.agent
@@ -309,6 +311,8 @@ async def test_reload_joins_and_leaves_groups_without_a_restart(tmp_path: Path) 
         assert await agent.reload()
         assert set(agent.groups) == {"db"}
         await c.until(lambda: host.held == {"198.51.100.2"})
+        # [dns] (and [snmp]) need a restart: a reload keeps the running ones
+        assert agent.config.dns == host.config.dns and agent.dns_servers
     finally:
         await c.stop(host)
 

@@ -188,8 +188,16 @@ class Agent:
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return False
-        if new.host != self.config.host or new.auth.keys != self.config.auth.keys:
-            log.error("reload: [host] and [auth] changes need a restart; groups reloaded only")
+        if (
+            new.host != self.config.host
+            or new.auth.keys != self.config.auth.keys
+            or new.dns != self.config.dns
+            or new.snmp != self.config.snmp
+        ):
+            log.error(
+                "reload: [host], [auth], [dns] and [snmp] changes need a restart; "
+                "groups, tests and loads reloaded only"
+            )
         old = {g.name: g for g in self.config.groups}
         fresh = {g.name: g for g in new.groups}
         self.config = AgentConfig(
@@ -199,6 +207,8 @@ class Agent:
             new.groups,
             tests=new.tests,
             loads=new.loads,
+            dns=self.config.dns,
+            snmp=self.config.snmp,
         )
         self.probes.reconfigure(new.tests, new.loads)
         for name, group in old.items():

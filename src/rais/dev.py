@@ -198,12 +198,18 @@ async def run_dev(
         cluster = DevCluster(hosts, spares, port, api_base, Path(tmp), 0.1)
         for h in cluster.hosts:
             await cluster.start(h)
-        server = DnsServer(("127.0.0.1", dns_port), cluster.zones)
-        await server.start()
+        server: DnsServer | None = DnsServer(("127.0.0.1", dns_port), cluster.zones)
+        assert server is not None
+        try:
+            await server.start()
+        except OSError as exc:
+            print(f"rais dev: no DNS on 127.0.0.1:{dns_port} ({exc.strerror}); try --dns-port")
+            server = None
         print(f"rais dev: {hosts} hosts ({spares} hot spare), group www, service addresses")
         print("198.51.100.N on a simulated interface; admin API of host N on 127.0.0.1:", end="")
         print(f"{api_base}+N (rais status --api 127.0.0.1:{api_base + 1}).")
-        print(f"DNS: dig @127.0.0.1 -p {server.port} www.rais.test")
+        if server is not None:
+            print(f"DNS: dig @127.0.0.1 -p {server.port} www.rais.test")
         print(f"dashboard: http://127.0.0.1:{api_base + 1}/ (any host N: port {api_base}+N)")
         print(HELP)
         await asyncio.sleep(1.0)
@@ -213,7 +219,8 @@ async def run_dev(
             await _repl(cluster)
         finally:
             watcher.cancel()
-            await server.close()
+            if server is not None:
+                await server.close()
             await asyncio.gather(*(cluster.stop(h) for h in cluster.hosts), return_exceptions=True)
     return 0
 
