@@ -13,7 +13,6 @@ designated observer, e.g. on the DNS server's host).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,46 +21,16 @@ from typing import Any
 import dns.name
 
 from rais.config_parse import IP
-from rais.core.addr import fmt
 from rais.core.core import Core
-from rais.core.messages import AddrState, HostEntry
 from rais.dns.config import GroupDnsConfig, Publisher
 from rais.dns.server import ZoneData
 from rais.dns.update import UpdatePublisher
-from rais.dns.zone import HostView, ZoneAnswer, ZonePolicy, advertise, serial_next
+from rais.dns.views import host_label, views
+from rais.dns.zone import ZoneAnswer, ZonePolicy, advertise, serial_next
 from rais.dns.zonefile import ZoneFilePublisher
 
 EventHook = Callable[[str, str], None]
 """(kind, reason): "dns-published" or "dns-failed"."""
-
-
-def host_label(host_id: str) -> str:
-    """The per-host name's first label: ``host-192-0-2-11``, ``host-2001-db8--11``."""
-    return "host-" + host_id.replace(".", "-").replace(":", "-")
-
-
-def view(entry: HostEntry, live: bool) -> HostView:
-    served = frozenset(ipaddress.ip_address(a) for a, s in entry.served if s == AddrState.ONLINE)
-    pref = ipaddress.ip_address(entry.preferred) if entry.preferred is not None else None
-    return HostView(
-        id=fmt(entry.id),
-        live=live,
-        ok=entry.ok,
-        quiesced=entry.quiesced,
-        observer=entry.observer,
-        preferred=pref,
-        serving_preferred=pref is not None and pref in served,
-        load=entry.load,
-        capacity=entry.capacity,
-        serving=served,
-    )
-
-
-def views(core: Core) -> list[HostView]:
-    out = [view(core.entry(), True)]
-    for rec in core.members.records.values():
-        out.append(view(rec.entry, rec.live and not rec.entry.leaving))
-    return out
 
 
 class GroupDns:

@@ -1,4 +1,4 @@
-"""The invariant checker (I1-I5), run by the engine after every step.
+"""The invariant checker (I1-I6), run by the engine after every step.
 
 I1  once faults stop, within timeout + 2 x heartbeat every valid service address
     is online on exactly one live, OK host if an eligible host exists, and a
@@ -11,7 +11,11 @@ I3  two hosts that hear each other never hold the same address for longer than
 I4  a returned preferred host gets its address back; an orphan is invalidated
     after orphan_timeout;
 I5  a bad or replayed datagram changes nothing (checked by the engine at each
-    injection).
+    injection);
+I6  when I1 is judged, every live member's DNS thread (rais.dns.zone.advertise
+    over its own view of the group) advertises the same set: exactly the
+    preferred addresses of the up, OK, not quiesced hosts that hold them (no
+    orphan, no spare, no failed or quiesced host's address).
 
 Validity, as the simulator sees it: the address of a host that is up, OK and
 not quiesced is valid; otherwise it stays valid for orphan_timeout after it was
@@ -22,13 +26,18 @@ later than the simulator, by up to one timeout).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rais.core.addr import Addr, fmt
 from rais.core.messages import ReqOp
 from rais.core.requests import winning
+from rais.dns.views import views
+from rais.dns.zone import ZonePolicy, advertise, sorted_addrs
 from rais.sim.params import Violation
+
+_DNS_POLICY = ZonePolicy(min_addresses=0)
 
 if TYPE_CHECKING:
     from rais.sim.engine import Simulation
@@ -236,10 +245,34 @@ class Checker:
         if problem is not None:
             self.violate("I1/I4", now, problem)
         else:
+            dns_problem = self._dns_answers()
+            if dns_problem is not None:
+                self.violate("I6", now, dns_problem)
             if not self.converged:
                 self.converged = True
                 self.convergences.append(now - self.fault_at)
             self.judged = True
+
+    def _dns_answers(self) -> str | None:
+        sim = self.sim
+        expected = sorted_addrs(
+            ipaddress.ip_address(h.preferred)
+            for h in sim.hosts
+            if h.preferred is not None
+            and h.up
+            and h.ok
+            and not h.quiesced
+            and not h.observer
+            and h.index in self.holders.get(h.preferred, ())
+        )
+        for h in sim.hosts:
+            if h.up and h.core is not None:
+                got = advertise(views(h.core), _DNS_POLICY).addresses
+                if got != expected:
+                    shown = ", ".join(map(str, got))
+                    want = ", ".join(map(str, expected))
+                    return f"host {h.index}'s DNS thread advertises [{shown}], expected [{want}]"
+        return None
 
     def _valid(self, now: float, address: Addr, owner: int) -> bool | None:
         h = self.sim.hosts[owner]
