@@ -129,14 +129,31 @@ def test_window_reorder_is_accepted_and_far_behind_is_a_replay() -> None:
     for k in range(80):
         a.handle_timer(k * HEARTBEAT)
         sent.extend(_datagrams(a))
-    # newest first, then an older one still in the 64-wide window: both taken
+    # newest first, then an older one still in the 64-wide window: not a
+    # replay, but stale (it would turn the sender's state back), so not taken
     b.datagram_received(8.0, sent[70], 0)
     b.datagram_received(8.0, sent[60], 0)
-    assert b.drops() == {}
+    assert b.drops() == {"stale": 1}
     b.datagram_received(8.0, sent[60], 1)
-    assert b.drops() == {"duplicate": 1}
+    assert b.drops() == {"stale": 1, "duplicate": 1}
     b.datagram_received(8.0, sent[5], 0)
-    assert b.drops() == {"duplicate": 1, "replay": 1}
+    assert b.drops() == {"stale": 1, "duplicate": 1, "replay": 1}
+    b.datagram_received(8.0, sent[75], 0)  # newer again: taken
+    assert sum(b.drops().values()) == 3
+
+
+def test_a_late_older_message_never_turns_a_host_back() -> None:
+    """Found by the stateful test: a spare's info showing an address acquiring,
+    arriving after a newer one, made the leader think the acquire had failed."""
+    a, b = _pair()
+    a.handle_timer(0.0)
+    old = _datagrams(a)
+    a.quiesce(0.05)
+    new = _datagrams(a)
+    for data in new + old:  # the newer over a fast network, the older late
+        b.datagram_received(0.1, data, 0)
+    assert b.members.records[a.id].entry.quiesced
+    assert b.drops() == {"stale": len(old)}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from test_agent import Cluster as AgentCluster
 
 from rais.core.core import Core
 from rais.dns.config import DnsServerConfig, GroupDnsConfig, ZoneFileConfig
-from rais.dns.group import GroupDns, host_label, merge_zones
+from rais.dns.group import GroupDns, merge_zones
+from rais.dns.views import host_label
 
 NAME = "www.rais.test."
 

@@ -87,6 +87,18 @@ class ClusterMachine(RuleBasedStateMachine):
             self.act("netcut-", (), 0.0)
             self.act("netcut-", (), 1.0)
 
+    @rule(
+        asker=st.integers(0, HOSTS - 1),
+        owner=st.integers(0, HOSTS - 2),  # the last host is the spare
+        to=st.integers(0, HOSTS - 1),
+    )
+    def move(self, asker: int, owner: int, to: int) -> None:
+        self.act("move+", (asker, owner, to))
+
+    @rule(asker=st.integers(0, HOSTS - 1), owner=st.integers(0, HOSTS - 2))
+    def failback(self, asker: int, owner: int) -> None:
+        self.act("move-", (asker, owner))
+
     @invariant()
     def no_violation(self) -> None:
         result = self.sim.result_now()

@@ -35,7 +35,7 @@ of ``source()`` per scrape):
                                              control datagrams received and
                                              dropped: oversized, truncated,
                                              malformed, version, group, auth,
-                                             replay, duplicate, own, stale-part
+                                             replay, duplicate, own, stale-part, stale
 ``rais_control_send_errors_total{group}``    control datagrams the transport
                                              could not send
 ``rais_control_receive_errors_total{group}`` errors reported by a receiving socket
@@ -98,6 +98,7 @@ DROP_REASONS = (
     "duplicate",
     "own",
     "stale-part",
+    "stale",
 )
 EVENT_KINDS = tuple(k.value for k in EventKind)
 PUBLISHERS = ("update", "zonefile")

@@ -7,7 +7,10 @@ in the window is a duplicate (the same datagram over another control network,
 patent step 404), one below the window or from an older epoch is a replay, a
 newer epoch resets the window. Messages split over several datagrams are
 reassembled here; a new message from the same sender discards an incomplete
-older one.
+older one. A whole message older than the last one taken from its sender (it
+came late, say over a slower control network) is dropped as "stale": its
+entry would turn the sender's state back; everything it carried is repeated in
+the newer one.
 """
 
 from __future__ import annotations
@@ -64,12 +67,14 @@ class _Partial:
 class Inbox:
     """Per-receiver state for accepting datagrams from the other hosts."""
 
-    __slots__ = ("_partials", "_windows", "drops", "self_id")
+    __slots__ = ("_newest", "_partials", "_windows", "drops", "self_id")
 
     def __init__(self, self_id: Addr) -> None:
         self.self_id = self_id
         self._windows: dict[Addr, _Window] = {}
         self._partials: dict[Addr, _Partial] = {}
+        self._newest: dict[Addr, tuple[int, int]] = {}
+        """(epoch, first sequence number) of the newest message taken, per sender."""
         self.drops: Counter[str] = Counter()
 
     def accept(self, dgram: Datagram) -> Message | None:
@@ -86,9 +91,16 @@ class Inbox:
             if reason is not None:
                 self.drops[reason] += 1
                 return None
-        if dgram.parts == 1:
-            return dgram.message
-        return self._reassemble(dgram)
+        message = dgram.message if dgram.parts == 1 else self._reassemble(dgram)
+        if message is None:
+            return None
+        key = (dgram.epoch, dgram.seq - dgram.part)
+        newest = self._newest.get(sender)
+        if newest is not None and key < newest:
+            self.drops["stale"] += 1
+            return None
+        self._newest[sender] = key
+        return message
 
     def _reassemble(self, dgram: Datagram) -> Message | None:
         base = dgram.seq - dgram.part

@@ -67,17 +67,34 @@ def apply_fault(sim: Simulation, now: float, act: FaultAction) -> None:
             # Spikes may overlap: what was sent under the higher latency still lands.
             net.in_flight_until = max(net.in_flight_until, now + old + net.jitter)
     elif kind in ("move+", "move-"):
-        _operator(sim, now, kind)
+        _operator(sim, now, kind, act.hosts)
     elif kind == "drained-":
         net.last_change = now
     sim.checker.dirty = True
 
 
-def _operator(sim: Simulation, now: float, kind: str) -> None:
+def _operator(sim: Simulation, now: float, kind: str, chosen: tuple[int, ...]) -> None:
     """``rais move`` of a random address to a random host, asked on a random
-    host; at the end, ``rais failback`` of it, asked on another random host."""
+    host; at the end, ``rais failback`` of it, asked on another random host.
+    ``chosen`` fixes them instead: (asker, owner of the address, target) for a
+    move, (asker, owner) for a failback."""
     rng = sim.rng
     up = [h for h in sim.hosts if h.up and h.core is not None]
+    if chosen:
+        asker = sim.hosts[chosen[0]]
+        if not asker.up or asker.core is None:
+            return
+        owner = sim.hosts[chosen[1]]
+        if owner.preferred is None:
+            return
+        stamp = int(now * 1000) + 1
+        if kind == "move+":
+            why = asker.core.move(now, owner.preferred, sim.hosts[chosen[2]].id, stamp)
+        else:
+            why = asker.core.failback(now, owner.preferred, stamp)
+        sim._log(now, f"{kind} {fmt(owner.preferred)} {list(chosen)}: {why}")
+        sim._after(asker, now)
+        return
     if not up:
         return
     asker = rng.choice(up)
