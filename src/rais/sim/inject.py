@@ -20,6 +20,9 @@ def apply_fault(sim: Simulation, now: float, act: FaultAction) -> None:
     if kind in ("crash+", "leave+", "test+", "quiesce+"):
         for index in act.hosts:
             sim.checker.unfit(now, index)
+    elif kind in ("boot", "crash-", "leave-", "test-", "quiesce-"):
+        for index in act.hosts:
+            sim.checker.fit_from[index] = now
     for index in act.hosts if kind in ("boot", "crash+", "crash-", "leave+", "leave-") else ():
         h = sim.hosts[index]
         if kind in ("boot", "crash-", "leave-"):

@@ -63,6 +63,9 @@ class Checker:
         self.last_fit: dict[Addr, float] = {}
         """When each preferred host was last fit (up, OK, not quiesced): an address
         kept elsewhere while its preferred host is fit is no orphan (addrtable)."""
+        self._held_from: dict[Addr, tuple[float, float]] = {}
+        self.fit_from: dict[int, float] = {}
+        """When each host last became fit (or was asked to: it may not be)."""
         self.cannot_at: dict[Addr, float] = {}
         self.last_unheld: dict[Addr, float] = {}
         self.fault_at = 0.0
@@ -91,8 +94,11 @@ class Checker:
     def unfit(self, now: float, index: int) -> None:
         """Host ``index`` is about to crash, leave, fail its test or be quiesced."""
         h = self.sim.hosts[index]
-        if h.preferred is not None and h.up and h.ok and not h.quiesced:
-            self.last_fit[h.preferred] = now
+        if h.preferred is None or not h.up or not h.ok or h.quiesced:
+            return
+        since = self.fit_from.get(index, 0.0)
+        self._brief(h.preferred, since, self._last_good(h.preferred, since), now)
+        self.last_fit[h.preferred] = now
 
     def host_down(self, now: float, index: int) -> None:
         self._learn(now)
@@ -116,8 +122,10 @@ class Checker:
                 since = max(h.started_at, gone.started_at)
                 if since > heard:
                     # Too new to be sure (rows also spread through other hosts'
-                    # tables); it has heard nothing yet only if it just started.
-                    unclear = unclear or h.started_at < now
+                    # tables). Even a host started this very instant may still
+                    # get what the gone host sent before it went (in flight): the
+                    # stateful test found one that did.
+                    unclear = True
                     continue
                 if (
                     net.last_change >= heard
@@ -190,18 +198,35 @@ class Checker:
     def held(self, now: float, address: Addr, host: int) -> None:
         self.holders.setdefault(address, set()).add(host)
         if self.sim.hosts[host].preferred == address:
+            before = self._last_good(address, now)
             if self.sim.active:
                 # Taken back during a disturbance: the group may not see it, and
                 # its countdown may run from when it last did.
-                self.early.setdefault(address, self.last_held_by_pref.get(address, now))
+                self.early.setdefault(address, before)
+            self._held_from[address] = (now, before)
             self.last_held_by_pref[address] = now
         self.dirty = True
+
+    def _last_good(self, address: Addr, default: float) -> float:
+        """The last time the address was held by, or fit to be held by, its
+        preferred host (where its orphan countdown, if any, runs from)."""
+        return max(self.last_held_by_pref.get(address, default), self.last_fit.get(address, 0.0))
+
+    def _brief(self, address: Addr, since: float, before: float, now: float) -> None:
+        """A hold or a fitness of the preferred host that lasted less than a
+        network delay: the hosts may never have seen it (an info overtaken by a
+        newer one is dropped as stale), so the address's fate is unclear
+        between the old countdown and the new one."""
+        if now - since <= self.sim.net.max_delay():
+            self.early[address] = min(self.early.get(address, before), before)
 
     def unheld(self, now: float, address: Addr, host: int) -> None:
         hs = self.holders.get(address)
         if hs is not None and host in hs:
             hs.discard(host)
             if self.sim.hosts[host].preferred == address:
+                since, before = self._held_from.pop(address, (now, now))
+                self._brief(address, since, before, now)
                 self.last_held_by_pref[address] = now
             if not hs:
                 self.last_unheld[address] = now
