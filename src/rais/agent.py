@@ -95,6 +95,7 @@ class Agent:
         self.probes = probes(config.tests, config.loads)
         self._unsubscribe: dict[str, Callable[[], None]] = {}
         self.dns: dict[str, GroupDns] = {}
+        self._dns_wake = asyncio.Event()
         self._dns_tasks: dict[str, asyncio.Task[None]] = {}
         self.dns_servers: list[DnsServer] = []
         self.traps: TrapSender | None = None
@@ -249,6 +250,7 @@ class Agent:
                 on_publish=lambda which, ok: self.metrics.dns_publish(name, which, ok),
             )
             self.dns[name] = gd
+            self._dns_wake.set()
             self._dns_tasks[name] = asyncio.get_running_loop().create_task(gd.run())
         log.info("group %s: joined", group.name)
 
@@ -268,8 +270,13 @@ class Agent:
         log.info("group %s: left", name)
 
     async def _dns_forever(self) -> None:
-        """The DNS thread: recompute each group's answer every 100 ms."""
+        """The DNS thread: recompute each group's answer every 100 ms (asleep
+        while no group has DNS)."""
         while True:
+            if not self.dns:
+                self._dns_wake.clear()
+                await self._dns_wake.wait()
+                continue
             for name, gd in list(self.dns.items()):
                 runner = self.groups.get(name)
                 if runner is not None:
