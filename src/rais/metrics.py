@@ -252,6 +252,7 @@ class Metrics:
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
         self.registry = CollectorRegistry()
         self._groups: set[str] = set()
+        self._kids: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
         # Registered first, so groups it sees get their zero series in the same scrape.
         self.registry.register(StatusCollector(source, self._seen))
@@ -332,20 +333,35 @@ class Metrics:
         self._seen(group)
         self.events.labels(group, value).inc()
 
+    def _children(self, group: str) -> tuple[Any, ...]:
+        """The per-group children of the hot-path metrics (labels() takes a lock
+        and a dict lookup each time; these are called for every datagram)."""
+        kids = self._kids.get(group)
+        if kids is None:
+            self._seen(group)
+            kids = (
+                self.lateness.labels(group),
+                self.sent.labels(group),
+                self.sent_bytes.labels(group),
+                self.received.labels(group),
+                self.received_bytes.labels(group),
+            )
+            self._kids[group] = kids
+        return kids
+
     def heartbeat_lateness(self, group: str, seconds: float) -> None:
         """The heartbeat timer fired ``seconds`` late (a negative value counts as 0)."""
-        self._seen(group)
-        self.lateness.labels(group).observe(max(0.0, seconds))
+        self._children(group)[0].observe(max(0.0, seconds))
 
     def datagram_sent(self, group: str, size: int) -> None:
-        self._seen(group)
-        self.sent.labels(group).inc()
-        self.sent_bytes.labels(group).inc(size)
+        kids = self._children(group)
+        kids[1].inc()
+        kids[2].inc(size)
 
     def datagram_received(self, group: str, size: int) -> None:
-        self._seen(group)
-        self.received.labels(group).inc()
-        self.received_bytes.labels(group).inc(size)
+        kids = self._children(group)
+        kids[3].inc()
+        kids[4].inc(size)
 
     def dns_publish(self, group: str, publisher: str, ok: bool) -> None:
         """A DNS publish finished (``publisher``: "update" or "zonefile")."""
