@@ -95,6 +95,15 @@ def test_status_of_a_lone_core_and_its_table() -> None:
     text = render({"groups": [status]})
     assert "test web" in text and "FAILING  (HTTP 503)" in text
     assert "test maint" in text and "passing" in text and "15 (300/2000)" in text
+    status["dns"] = {
+        "name": "www.rais.test.",
+        "addresses": ["198.51.100.1"],
+        "shed": ["198.51.100.2"],
+        "serial": 7,
+        "publishers": {},
+    }
+    text = render({"groups": [status]})
+    assert "dns www.rais.test. -> 198.51.100.1  (shed for load: 198.51.100.2)  serial 7" in text
 
 
 async def test_move_and_failback_errors() -> None:

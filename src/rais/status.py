@@ -132,6 +132,11 @@ def render(status: dict[str, Any]) -> str:
             orphan = f"  orphan, expires in {a['orphan_s']:.0f}s" if a["orphan_s"] else ""
             pref = a["preferred"] or "-"
             lines.append(f"  {a['address']:<28} {a['state']:<11} {holder:<24} {pref}{orphan}")
+        dns = g.get("dns")
+        if dns:
+            shown = ", ".join(dns["addresses"]) or "(none)"
+            shed = f"  (shed for load: {', '.join(dns['shed'])})" if dns.get("shed") else ""
+            lines.append(f"  dns {dns['name']} -> {shown}{shed}  serial {dns['serial']}")
         dropped = sum(g["dropped"].values())
         if dropped:
             detail = ", ".join(f"{k} {v}" for k, v in sorted(g["dropped"].items()) if v)
