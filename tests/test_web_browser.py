@@ -416,3 +416,17 @@ async def test_phone_width_has_no_horizontal_scrolling(browser: Browser, agent: 
         assert await page.locator("section[data-group=www] thead").first.is_hidden()  # cards
         assert not js_errors(page)
         await page.close()
+
+
+async def test_one_page_per_group(browser: Browser, agent: FakeAgent) -> None:
+    async with Served(agent) as url:
+        page = await open_page(browser, url)
+        await page.locator("section[data-group=db]").wait_for()
+        await page.locator("section[data-group=db] h2 a").click()  # the group's own page
+        await page.wait_for_url("**/?group=db")
+        await page.locator("section[data-group=db] tbody tr").first.wait_for()
+        assert await page.locator("section.group").count() == 1
+        await page.goto(url + "?group=nope")
+        await page.locator("#groups", has_text="No group nope on this host.").wait_for()
+        assert not js_errors(page)
+        await page.close()

@@ -268,10 +268,13 @@
     if (status.version) parts.push(`rais ${status.version}`);
     if (status.epoch != null) parts.push(`epoch ${status.epoch}`);
     setText($("who"), parts.join(" · "));
-    const groups = status.groups || [];
+    // ?group=NAME: the page of one group (each group's title links to its own)
+    const only = new URLSearchParams(window.location.search).get("group");
+    const groups = (status.groups || []).filter((g) => !only || g.name === only);
     const box = $("groups");
     if (!groups.length) {
-      box.replaceChildren(h("section", { class: "card", text: "This host is in no group." }));
+      const none = only ? `No group ${only} on this host.` : "This host is in no group.";
+      box.replaceChildren(h("section", { class: "card", text: none }));
       groupViews.clear();
       return;
     }
@@ -309,7 +312,7 @@
 
   function makeGroup(name) {
     const root = h("section", { class: "group card", dataset: { group: name } });
-    const title = h("h2", { text: name });
+    const title = h("h2", {}, h("a", { href: `?group=${encodeURIComponent(name)}`, text: name }));
     const badges = h("p", { class: "badges" });
     const quiesce = h("button", { type: "button", class: "quiesce" });
     quiesce.addEventListener("click", () => {
