@@ -117,6 +117,19 @@ class Controller:
         self._steps[key] = step
         self._blocked[key] = now + step
 
+    def note_outcomes(self, now: float, prev: HostEntry, entry: HostEntry) -> None:
+        """A host's new info shows which of its acquires succeeded (online) or
+        failed (gone straight from acquiring)."""
+        now_served = dict(entry.served)
+        for address, state in prev.served:
+            if state != AddrState.ACQUIRING:
+                continue
+            after = now_served.get(address)
+            if after is None:
+                self.acquire_failed(now, entry.id, address)
+            elif after == AddrState.ONLINE:
+                self.acquired(entry.id, address)
+
     def acquired(self, host: Addr, address: Addr) -> None:
         self._steps.pop((host, address), None)
         self._blocked.pop((host, address), None)

@@ -335,8 +335,8 @@ class Core:
             elif heard.joined or prev is None or can_lead(prev) != can_lead(entry):
                 self._elect(entry=entry)
             if prev is not None and prev.served != entry.served:
-                self._reannounce(prev, entry)
-                self._note_outcomes(now, prev, entry)
+                self.served.reannounce_resolved(prev, entry)
+                self.control.note_outcomes(now, prev, entry)
             if self.is_leader:
                 self._need_pass = True
         if self.is_leader and self.control.has_pending() and self.control.observe(entry):
@@ -353,27 +353,6 @@ class Core:
                     self._obey(now, cmd)
                     news = True
         return news
-
-    def _note_outcomes(self, now: float, prev: HostEntry, entry: HostEntry) -> None:
-        """Tell the controller which acquires a host's new info shows succeeded
-        (online) or failed (gone straight from acquiring)."""
-        now_served = dict(entry.served)
-        for address, state in prev.served:
-            if state != AddrState.ACQUIRING:
-                continue
-            after = now_served.get(address)
-            if after is None:
-                self.control.acquire_failed(now, entry.id, address)
-            elif after == AddrState.ONLINE:
-                self.control.acquired(entry.id, address)
-
-    def _reannounce(self, prev: HostEntry, entry: HostEntry) -> None:
-        """Another host stopped claiming an address this host holds: a duplicate was
-        resolved in our favour, so tell the link again who answers for it."""
-        still = {a for a, _ in entry.served}
-        for address, _ in prev.served:
-            if address not in still and self.served.states.get(address) == AddrState.ONLINE:
-                self.out.announce(address, self.served.prefix[address])
 
     def _host_gone(self, now: float, host: Addr, kind: EventKind, reason: str) -> None:
         rec = self.members.records[host]

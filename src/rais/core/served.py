@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rais.core.addr import Addr
 from rais.core.effects import EventKind
-from rais.core.messages import AddrState
+from rais.core.messages import AddrState, HostEntry
 from rais.core.outbox import Outbox
 
 
@@ -86,3 +86,11 @@ class Served:
     def announce_all(self) -> None:
         for address in self.online():
             self.out.announce(address, self.prefix[address])
+
+    def reannounce_resolved(self, prev: HostEntry, entry: HostEntry) -> None:
+        """Another host stopped claiming an address this host holds: a duplicate was
+        resolved in our favour, so tell the link again who answers for it."""
+        still = {a for a, _ in entry.served}
+        for address, _ in prev.served:
+            if address not in still and self.states.get(address) == AddrState.ONLINE:
+                self.out.announce(address, self.prefix[address])
