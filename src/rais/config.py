@@ -180,9 +180,10 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
         prefix = (
             f"group.{name}" if isinstance(name, str) and _NAME.fullmatch(name) else f"group[{i}]"
         )
-        group = _group(Section(raw, prefix, _GROUP, base), host, groups)
-        _objects_exist(Section(raw, prefix, _GROUP, base), "tests", group.tests, tests)
-        _objects_exist(Section(raw, prefix, _GROUP, base), "loads", group.loads, loads)
+        section = Section(raw, prefix, _GROUP, base)
+        group = _group(section, host, groups)
+        _objects_exist(section, "tests", group.tests, tests)
+        _objects_exist(section, "loads", group.loads, loads)
         groups.append(group)
     names = [g.dns.name for g in groups if g.dns is not None]
     for g in groups:

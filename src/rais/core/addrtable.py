@@ -37,7 +37,8 @@ def _serves_own(entry: HostEntry) -> bool:
     return any(a == pref and s == AddrState.ONLINE for a, s in entry.served)
 
 
-def _fit(entry: HostEntry) -> bool:
+def fit(entry: HostEntry) -> bool:
+    """A host fit to serve its own address: OK, not quiesced, not leaving."""
     return entry.ok and not entry.quiesced and not entry.leaving
 
 
@@ -74,7 +75,7 @@ class AddressTable:
             # A host brings its address into the group (or back, after it expired)
             # when it is fit to serve it: OK and not quiesced, or serving it already.
             serving = _serves_own(entry)
-            if not serving and (not entry.ok or entry.quiesced or entry.leaving):
+            if not serving and not fit(entry):
                 return
             self.expired.pop(pref, None)
             row = AddrRow(pref, entry.prefixlen, entry.id, None)
@@ -87,7 +88,7 @@ class AddressTable:
                 return
             row.preferred = entry.id
         row.prefixlen = entry.prefixlen
-        if _fit(entry) or _serves_own(entry):
+        if fit(entry) or _serves_own(entry):
             if row.deadline is not None:
                 self._set(row, None)
         elif row.deadline is None:

@@ -6,13 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rais.core.addr import Addr
+from rais.core.addrtable import fit
 from rais.core.membership import HostRecord
 from rais.core.messages import HostEntry, PeerAge, TableEntry
-
-
-def fit(entry: HostEntry) -> bool:
-    """A host whose own entry brings its address into every table (addrtable.observe)."""
-    return entry.ok and not entry.quiesced and not entry.leaving
 
 
 def orphan_rows(

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import dns.exception
 import dns.name
 
-from rais.config_parse import IP, Invalid, Section
+from rais.config_parse import IP, Invalid, Section, parse_endpoint
 from rais.dns.update import TSIG_ALGORITHMS
 
 _TOP = ("listen", "ns")
@@ -106,12 +106,11 @@ def parse_server(data: dict[str, Any], base: str) -> DnsServerConfig:
     raw = s.data.get("listen")
     items = [raw] if isinstance(raw, str) else s.strings("listen")
     for i, text in enumerate(items):
-        key = s.key("listen") + ("" if isinstance(raw, str) else f"[{i}]")
-        one = Section({"listen": text}, "dns", ("listen",), base)
         try:
-            listen.append(one.endpoint("listen"))
-        except Invalid as exc:
-            raise Invalid(key, exc.message) from None
+            listen.append(parse_endpoint(text))
+        except ValueError as exc:
+            key = s.key("listen") + ("" if isinstance(raw, str) else f"[{i}]")
+            raise Invalid(key, str(exc)) from None
     ns = tuple(_names(s, "ns")) or ("localhost.",)
     return DnsServerConfig(listen=tuple(listen), ns=ns)
 

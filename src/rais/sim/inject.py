@@ -81,45 +81,50 @@ def _operator(sim: Simulation, now: float, kind: str, chosen: tuple[int, ...]) -
     host; at the end, ``rais failback`` of it, asked on another random host.
     ``chosen`` fixes them instead: (asker, owner of the address, target) for a
     move, (asker, owner) for a failback."""
-    rng = sim.rng
-    up = [h for h in sim.hosts if h.up and h.core is not None]
-    if chosen:
-        asker = sim.hosts[chosen[0]]
-        if not asker.up or asker.core is None:
-            return
-        owner = sim.hosts[chosen[1]]
-        if owner.preferred is None:
-            return
-        stamp = int(now * 1000) + 1
-        if kind == "move+":
-            why = asker.core.move(now, owner.preferred, sim.hosts[chosen[2]].id, stamp)
-        else:
-            why = asker.core.failback(now, owner.preferred, stamp)
-        sim._log(now, f"{kind} {fmt(owner.preferred)} {list(chosen)}: {why}")
-        sim._after(asker, now)
+    picked = _chosen(sim, chosen) if chosen else _random(sim, kind)
+    if picked is None:
         return
-    if not up:
-        return
-    asker = rng.choice(up)
+    asker, address, target = picked
     assert asker.core is not None
     stamp = int(now * 1000) + 1
-    if kind == "move+":
-        owners = [h for h in sim.hosts if h.preferred is not None]
-        targets = [h for h in up if not h.observer]
-        if not owners or not targets:
-            return
-        owner = rng.choice(owners)
-        target = rng.choice([t for t in targets if t is not owner] or targets)
-        assert owner.preferred is not None
-        why = asker.core.move(now, owner.preferred, target.id, stamp)
-        sim._log(now, f"move {fmt(owner.preferred)} to {target.index} on {asker.index}: {why}")
-        if why is None:
-            sim.moved.append(owner.preferred)
-    elif sim.moved:
-        address = sim.moved.pop(0)
+    if target is not None:
+        why = asker.core.move(now, address, target.id, stamp)
+        if why is None and not chosen:
+            sim.moved.append(address)  # the random episode's end fails it back
+    else:
         why = asker.core.failback(now, address, stamp)
-        sim._log(now, f"failback {fmt(address)} on {asker.index}: {why}")
+    to = f" to {target.index}" if target is not None else ""
+    sim._log(now, f"{kind} {fmt(address)}{to} on {asker.index}: {why}")
     sim._after(asker, now)
+
+
+_Pick = tuple["SimHost", bytes, "SimHost | None"]
+"""Who asks, which address, the target of a move (None: a failback)."""
+
+
+def _chosen(sim: Simulation, chosen: tuple[int, ...]) -> _Pick | None:
+    asker, owner = sim.hosts[chosen[0]], sim.hosts[chosen[1]]
+    if not asker.up or asker.core is None or owner.preferred is None:
+        return None
+    return asker, owner.preferred, sim.hosts[chosen[2]] if len(chosen) > 2 else None
+
+
+def _random(sim: Simulation, kind: str) -> _Pick | None:
+    rng = sim.rng
+    up = [h for h in sim.hosts if h.up and h.core is not None]
+    if not up:
+        return None
+    asker = rng.choice(up)
+    if kind != "move+":
+        return (asker, sim.moved.pop(0), None) if sim.moved else None
+    owners = [h for h in sim.hosts if h.preferred is not None]
+    targets = [h for h in up if not h.observer]
+    if not owners or not targets:
+        return None
+    owner = rng.choice(owners)
+    target = rng.choice([t for t in targets if t is not owner] or targets)
+    assert owner.preferred is not None
+    return asker, owner.preferred, target
 
 
 def _digest(core: Core) -> tuple[object, ...]:
