@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -88,8 +89,11 @@ class Cluster:
 
         return make
 
-    async def start(self, host: Host) -> None:
-        host.agent = Agent(host.config, drivers=self.drivers(host), rng=random.Random(host.n))
+    async def start(self, host: Host, **parts: Any) -> None:
+        """Start ``host``'s agent; ``parts`` go to ``Agent`` (fakes of its parts)."""
+        host.agent = Agent(
+            host.config, drivers=self.drivers(host), rng=random.Random(host.n), **parts
+        )
         host.task = asyncio.create_task(host.agent.run(install_signals=False))
         ready = asyncio.create_task(host.agent.ready.wait())
         await asyncio.wait([host.task, ready], return_when=asyncio.FIRST_COMPLETED)

@@ -137,3 +137,29 @@ async def test_cross_site_and_rebound_names_are_refused() -> None:
         assert (await client.get("/v1/status", headers=named)).status == 401
         auth = named | {"Authorization": "Bearer t"}
         assert (await client.get("/v1/status", headers=auth)).status == 200
+
+
+def test_render_shows_parts_that_failed() -> None:
+    parts = [
+        {
+            "name": "probes",
+            "group": None,
+            "essential": False,
+            "state": "running",
+            "restarts": 0,
+            "last_error": "",
+            "since_s": 4.0,
+        },
+        {
+            "name": "dns update www",
+            "group": "www",
+            "essential": False,
+            "state": "restarting",
+            "restarts": 2,
+            "last_error": "OSError: boom",
+            "since_s": 0.2,
+        },
+    ]
+    text = render({"parts": parts, "groups": []})
+    assert "probes" not in text  # healthy and never restarted: not shown
+    assert "part dns update www (group www): RESTARTING, 2 restarts: OSError: boom" in text

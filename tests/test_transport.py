@@ -135,6 +135,33 @@ async def test_unicast_three_hosts_on_loopback(closing: list[UdpTransport]) -> N
         assert t.counters == Counter({"sent": 4, "received": 4})
 
 
+async def test_a_socket_lost_under_the_transport_is_reported_once(
+    closing: list[UdpTransport],
+) -> None:
+    """A socket closed other than by ``close()`` (here: its asyncio transport
+    aborted, as on a fatal socket error) is reported through ``on_lost`` once;
+    ``close()`` itself reports nothing."""
+    port = free_port()
+    t = UdpTransport((ip("127.0.0.1"),), ip("239.255.0.1"), port, peers=(ip("127.0.0.2"),))
+    quiet = UdpTransport((ip("127.0.0.3"),), ip("239.255.0.1"), port, peers=(ip("127.0.0.2"),))
+    closing += [t, quiet]
+    lost: list[str] = []
+    unexpected: list[str] = []
+    await t.start(Inbox(), lost.append)
+    await quiet.start(Inbox(), unexpected.append)
+    for transport in list(t._transports):
+        transport.abort()
+    for _ in range(100):
+        if lost:
+            break
+        await asyncio.sleep(0.01)
+    assert len(lost) == 1 and "closed" in lost[0], lost
+    assert t.counters["sockets_lost"] >= 1
+    quiet.close()
+    await asyncio.sleep(0.05)
+    assert unexpected == []
+
+
 async def test_unicast_via_is_the_index_of_the_receiving_socket(
     closing: list[UdpTransport],
 ) -> None:

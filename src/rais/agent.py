@@ -1,8 +1,12 @@
 """The composition root: one process per host, one group runner per service group.
 
 Config is parsed once (``rais.config.load``) and passed in. ``Agent.run`` holds
-one TaskGroup; SIGTERM/SIGINT leave every group gracefully and return 0;
-SIGHUP reloads the config (groups join and leave without a restart).
+one TaskGroup, and every long-lived task runs in it under the supervision
+rules of ``rais.supervise``; SIGTERM/SIGINT leave every group gracefully and
+return 0; SIGHUP reloads the config (groups join and leave without a restart;
+reloads run one at a time). A part the agent cannot run without (a group's
+transport, the driver of its core, its address refresher) failing ends it:
+graceful leave where it still can, and ``run`` returns 1.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from rais.probes.spec import LoadSpec, TestSpec
 from rais.snmp.sender import TrapSender
 from rais.state import HeldFile, next_epoch
 from rais.status import group_status
+from rais.supervise import Part, Supervisor
 
 log = logging.getLogger("rais.agent")
 
@@ -53,6 +58,9 @@ class Probes(Protocol):
     def test_states(self) -> Mapping[str, Any]: ...
 
     def reconfigure(self, tests: Mapping[str, TestSpec], loads: Mapping[str, LoadSpec]) -> None: ...
+
+    def stopped(self, reason: str) -> None:
+        """Every test counts as failing (the probes' task failed) until they run again."""
 
 
 def real_probes(tests: Mapping[str, TestSpec], loads: Mapping[str, LoadSpec]) -> Probes:
@@ -86,8 +94,14 @@ class Agent:
         probes: Callable[[Mapping[str, TestSpec], Mapping[str, LoadSpec]], Probes] = real_probes,
         rng: random.Random | None = None,
         leave_grace: float = 5.0,
+        trap_sender: Callable[..., TrapSender] = TrapSender,
+        group_dns: Callable[..., GroupDns] = GroupDns,
     ) -> None:
+        """``drivers``, ``probes``, ``trap_sender`` and ``group_dns`` make the
+        parts (tests give fakes)."""
         self.config = config
+        self.make_traps = trap_sender
+        self.make_group_dns = group_dns
         self.make_drivers = drivers
         self.rng = rng or random.Random()
         self.leave_grace = leave_grace
@@ -96,7 +110,6 @@ class Agent:
         self._unsubscribe: dict[str, Callable[[], None]] = {}
         self.dns: dict[str, GroupDns] = {}
         self._dns_wake = asyncio.Event()
-        self._dns_tasks: dict[str, asyncio.Task[None]] = {}
         self.dns_servers: list[DnsServer] = []
         self.traps: TrapSender | None = None
         self.events: collections.deque[Event] = collections.deque(maxlen=1000)
@@ -105,11 +118,15 @@ class Agent:
         self.epoch = 0
         self.ready = asyncio.Event()
         self._stop: asyncio.Event | None = None
-        self._reload_requested = False
+        self._reload_wake = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.supervisor: Supervisor | None = None
+        self.exit_code = 0
 
     # ------------------------------------------------------------- running
 
     async def run(self, *, install_signals: bool = True) -> int:
+        """Run until stopped: 0 after a stop, 1 after a fatal failure."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.epoch = next_epoch(self.config.host.state_dir)
@@ -120,50 +137,46 @@ class Agent:
             loop.add_signal_handler(signal.SIGTERM, self.stop)
             loop.add_signal_handler(signal.SIGINT, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        probing = loop.create_task(self.probes.run(), name="probes")
-        dns_tick = loop.create_task(self._dns_forever(), name="dns")
-        trapping: asyncio.Task[None] | None = None
-        if self.config.snmp.receivers:
-            started = loop.time()
-            self.traps = TrapSender(
-                self.config.snmp,
-                uptime=lambda: loop.time() - started,
-                engine_boots=self.epoch & 0x7FFFFFFF,
-                on_outcome=self._trap_outcome,
-            )
-            trapping = loop.create_task(self.traps.run(), name="snmp")
         try:
-            for ip, dport in self.config.dns.listen:
-                server = DnsServer((str(ip), dport), self.zones)
-                await server.start()
-                self.dns_servers.append(server)
             async with asyncio.TaskGroup() as tg:
-                for group in self.config.groups:
-                    tg.create_task(self._start_group(group))
-            log.info(
-                "rais %s up: host %s, epoch %d, groups %s, api %s:%d",
-                __version__,
-                self.config.host.control[0],
-                self.epoch,
-                ",".join(self.groups) or "-",
-                host,
-                port,
-            )
-            self.ready.set()
-            await self._stop.wait()
-            async with asyncio.TaskGroup() as tg:
-                for name in list(self.groups):
-                    tg.create_task(self._stop_group(name))
-        finally:
-            probing.cancel()
-            dns_tick.cancel()
-            if trapping is not None:
-                if self.traps is not None:
+                sup = self.supervisor = Supervisor(
+                    tg, on_event=self._part_event, on_fatal=self._fatal, clock=loop.time
+                )
+                sup.keep("probes", self.probes.run, on_down=self._probes_down)
+                sup.keep("dns", self._dns_forever)
+                sup.keep("reload", self._reload_forever)
+                if self.config.snmp.receivers:
+                    started = loop.time()
+                    self.traps = self.make_traps(
+                        self.config.snmp,
+                        uptime=lambda: loop.time() - started,
+                        engine_boots=self.epoch & 0x7FFFFFFF,
+                        on_outcome=self._trap_outcome,
+                    )
+                    sup.keep("snmp", self.traps.run)
+                for ip, dport in self.config.dns.listen:
+                    server = DnsServer((str(ip), dport), self.zones)
+                    await server.start()
+                    self.dns_servers.append(server)
+                await asyncio.gather(*(self._start_group(g) for g in self.config.groups))
+                log.info(
+                    "rais %s up: host %s, epoch %d, groups %s, api %s:%d",
+                    __version__,
+                    self.config.host.control[0],
+                    self.epoch,
+                    ",".join(self.groups) or "-",
+                    host,
+                    port,
+                )
+                self.ready.set()
+                await self._stop.wait()
+                async with self._reload_lock:  # not while a reload starts or stops groups
+                    await asyncio.gather(*(self._stop_group(name) for name in list(self.groups)))
+                if self.traps is not None and "snmp" in sup.parts:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.traps.flush(), 1.0)
-                trapping.cancel()
-            for task in self._dns_tasks.values():
-                task.cancel()
+                sup.stop_all()
+        finally:
             for server in self.dns_servers:
                 await server.close()
             for runner in self.groups.values():
@@ -172,18 +185,50 @@ class Agent:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
             await api.cleanup()
-        log.info("rais stopped")
-        return 0
+        if self.exit_code:
+            log.critical("rais stopped after a failure: %s", self.supervisor.failed)
+        else:
+            log.info("rais stopped")
+        return self.exit_code
 
     def stop(self) -> None:
         if self._stop is not None:
             self._stop.set()
 
     def request_reload(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload())
+        """SIGHUP: reload soon (requests made while one runs give one more reload)."""
+        self._reload_wake.set()
+
+    async def _reload_forever(self) -> None:
+        while True:
+            await self._reload_wake.wait()
+            self._reload_wake.clear()
+            await self.reload()
+
+    def _fatal(self, reason: str) -> None:
+        self.exit_code = 1
+        self._agent_event(EventKind.AGENT_FAILED, "", f"{reason}; leaving and exiting")
+        self.stop()
+
+    def _part_event(self, kind: str, part: Part, reason: str) -> None:
+        self._agent_event(EventKind(kind), part.group, f"{part.name}: {reason}")
+
+    def _agent_event(self, kind: EventKind, group: str, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self._event(Event(now, kind, group, to_addr(self.config.host.control[0]), None, reason))
+
+    def _probes_down(self, reason: str) -> None:
+        self.probes.stopped(f"probes stopped: {reason}")
 
     async def reload(self) -> bool:
-        """Re-read the config file; start new groups, leave removed or changed ones."""
+        """Re-read the config file; start new groups, leave removed or changed ones.
+        One reload at a time: a second waits for the first."""
+        async with self._reload_lock:
+            if self._stop is not None and self._stop.is_set():
+                return False
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         try:
             new = load(self.config.file)
         except ConfigError as exc:
@@ -235,14 +280,17 @@ class Agent:
             rng=random.Random(self.rng.getrandbits(64)),
             load_source=self._load_source(group),
             metrics=self.metrics,
+            on_fatal=self._group_fatal,
         )
         await runner.start()
         self.groups[group.name] = runner
+        sup = self._sup()
+        sup.need(f"refresher {group.name}", runner.refresh_forever, group=group.name)
         if group.tests:
             self._unsubscribe[group.name] = self.probes.subscribe(group.tests, runner.test_result)
         if group.dns is not None:
             name = group.name
-            gd = GroupDns(
+            gd = self.make_group_dns(
                 group.dns,
                 group=name,
                 scale=group.load_scale,
@@ -251,8 +299,17 @@ class Agent:
             )
             self.dns[name] = gd
             self._dns_wake.set()
-            self._dns_tasks[name] = asyncio.get_running_loop().create_task(gd.run())
+            for kind, run in gd.runs():
+                sup.keep(f"dns {kind} {name}", run, group=name)
         log.info("group %s: joined", group.name)
+
+    def _sup(self) -> Supervisor:
+        if self.supervisor is None:
+            raise RuntimeError("the agent is not running")
+        return self.supervisor
+
+    def _group_fatal(self, part: str, reason: str) -> None:
+        self._sup().fatal(part, reason)
 
     async def _stop_group(self, name: str) -> None:
         runner = self.groups.pop(name, None)
@@ -261,10 +318,10 @@ class Agent:
         unsubscribe = self._unsubscribe.pop(name, None)
         if unsubscribe is not None:
             unsubscribe()
+        sup = self._sup()
+        for part in [p for p in sup.parts.values() if p.group == name]:
+            sup.stop(part.name)
         self.dns.pop(name, None)
-        task = self._dns_tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
         await runner.leave(self.leave_grace)
         runner.stop()
         log.info("group %s: left", name)
@@ -313,7 +370,8 @@ class Agent:
         self.event_log.add(ev)
         address = f" {fmt(ev.address)}" if ev.address is not None else ""
         reason = f": {ev.reason}" if ev.reason else ""
-        log.info("%s group %s: %s%s%s", fmt(ev.host), ev.group, ev.kind.value, address, reason)
+        where = f"group {ev.group}" if ev.group else "agent"
+        log.info("%s %s: %s%s%s", fmt(ev.host), where, ev.kind.value, address, reason)
 
     # ------------------------------------------------------------ the API
 
@@ -337,6 +395,7 @@ class Agent:
             "version": __version__,
             "host": str(self.config.host.control[0]),
             "epoch": self.epoch,
+            "parts": self.supervisor.status() if self.supervisor is not None else [],
             "groups": [
                 group_status(
                     r.core,

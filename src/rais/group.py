@@ -32,6 +32,14 @@ from rais.state import HeldFile
 log = logging.getLogger("rais.group")
 
 
+class RefreshFailed(Exception):
+    """A held address could not be refreshed before its kernel lifetime ends."""
+
+
+def _raise(part: str, reason: str) -> None:
+    raise RuntimeError(f"{part}: {reason}")
+
+
 def to_ip(addr: Addr) -> IP:
     return ipaddress.ip_address(addr)
 
@@ -63,10 +71,13 @@ class GroupRunner:
         loop: asyncio.AbstractEventLoop | None = None,
         load_source: Callable[[], tuple[int, int] | None] | None = None,
         metrics: Metrics | None = None,
+        on_fatal: Callable[[str, str], None] | None = None,
     ) -> None:
         """``load_source`` gives this group's combined (load, capacity), read
         before each timer pass; a group with ``tests`` starts not OK until its
-        tests report (``test_result``)."""
+        tests report (``test_result``). ``on_fatal(part, reason)`` hears of a
+        failure this group cannot go on after: its transport lost, its core's
+        driver raising (the agent ends; see rais.supervise)."""
         self.config = config
         self.drivers = drivers
         self.held = held
@@ -91,6 +102,9 @@ class GroupRunner:
         )
         self.load_source = load_source
         self.metrics = metrics
+        self.on_fatal = on_fatal or _raise
+        self.broken: str | None = None
+        """Why this group's core can no longer be driven (None: it can)."""
         self.core = Core(self.core_config, epoch=epoch, rng=rng, now=self.loop.time())
         self.counters: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
@@ -103,7 +117,8 @@ class GroupRunner:
         # out; an agent that dies (SIGKILL) leaves nothing behind for long.
         self.lifetime = max(1, math.ceil(config.timeout))
         self.refresh_every = min(0.25, self.lifetime / 4)
-        self._refresher: asyncio.Task[None] | None = None
+        self._fresh: dict[IP, float] = {}
+        """When each held address was last added or refreshed."""
 
     # ------------------------------------------------------------- lifecycle
 
@@ -117,9 +132,8 @@ class GroupRunner:
             self.counters["prepare_failed"] += 1
             log.warning("group %s: %s", self.config.name, exc)
         await self.reconcile()
-        await self.drivers.transport.start(self._on_datagram)
-        self._refresher = self.loop.create_task(self._refresh_forever())
-        self._pump()
+        await self.drivers.transport.start(self._on_datagram, self._on_transport_lost)
+        self._drive(self._pump)
 
     async def reconcile(self) -> None:
         """Remove service addresses a crashed previous run left configured: the
@@ -144,9 +158,14 @@ class GroupRunner:
         self.held.save(set())
 
     async def leave(self, grace: float) -> None:
-        """Graceful leave: release everything, tell the group, wait until done."""
-        self.core.leave(self.loop.time())
-        self._pump()
+        """Graceful leave: release everything, tell the group, wait until done.
+        A broken group (see ``broken``) cannot tell the group: it removes its
+        addresses itself, and the others take them over after the timeout."""
+        if self.broken is None:
+            self._drive(self._leave)
+        if self.broken is not None:
+            await self.abandon()
+            return
         try:
             await asyncio.wait_for(self._left.wait(), grace)
         except TimeoutError:
@@ -158,11 +177,20 @@ class GroupRunner:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def _leave(self) -> None:
+        self.core.leave(self.loop.time())
+        self._pump()
+
+    async def abandon(self) -> None:
+        """Remove every address this host holds for the group, without the core."""
+        self._stopped = True
+        await self.drain()
+        for ip, prefixlen in sorted(self.held.current(), key=lambda h: (h[0].version, int(h[0]))):
+            log.warning("group %s: removing %s (the group is broken)", self.config.name, ip)
+            await self._release_address(ip, prefixlen, script=True)
+
     def stop(self) -> None:
         self._stopped = True
-        if self._refresher is not None:
-            self._refresher.cancel()
-            self._refresher = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -170,9 +198,36 @@ class GroupRunner:
 
     # --------------------------------------------------------------- inputs
 
+    def _drive(self, step: Callable[[], object]) -> None:
+        """Run one input of the core and its effects; if that raises, the core's
+        driver is broken: the group stops and the agent is told (no silent
+        death: a timer callback that raised would never be re-armed)."""
+        if self.broken is not None:
+            return
+        try:
+            step()
+        except Exception as exc:
+            self.broken = f"{type(exc).__name__}: {exc}"
+            log.exception("group %s: the core's driver failed", self.config.name)
+            self._stopped = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self.on_fatal(f"core {self.config.name}", self.broken)
+
+    def _on_transport_lost(self, reason: str) -> None:
+        if self._stopped:
+            return
+        self.broken = f"transport lost: {reason}"
+        self._stopped = True
+        self.on_fatal(f"transport {self.config.name}", reason)
+
     def _on_datagram(self, data: bytes, via: int) -> None:
         if self._stopped:
             return
+        self._drive(lambda: self._datagram(data, via))
+
+    def _datagram(self, data: bytes, via: int) -> None:
         if self.metrics is not None:
             self.metrics.datagram_received(self.config.name, len(data))
         self.core.datagram_received(self.loop.time(), data, via)
@@ -182,6 +237,9 @@ class GroupRunner:
         self._timer = None
         if self._stopped:
             return
+        self._drive(self._timer_pass)
+
+    def _timer_pass(self) -> None:
         now = self.loop.time()
         late = now - self._timer_at
         if late > self.config.heartbeat / 2:
@@ -284,8 +342,12 @@ class GroupRunner:
     def _done(self, address: Addr, ok: bool, reason: str) -> None:
         if self._stopped:
             return
-        self.core.action_done(self.loop.time(), address, ok, reason)
-        self._pump()
+
+        def step() -> None:
+            self.core.action_done(self.loop.time(), address, ok, reason)
+            self._pump()
+
+        self._drive(step)
 
     async def _acquire(self, address: Addr, prefixlen: int) -> None:
         ip = to_ip(address)
@@ -293,6 +355,7 @@ class GroupRunner:
         try:
             self.held.add(ip, prefixlen)
             await self.drivers.addresses.add(cfg.interface, ip, prefixlen, self.lifetime)
+            self._fresh[ip] = self.loop.time()
         except Exception as exc:
             self.counters["acquire_failed"] += 1
             self._done(address, False, f"add {ip}: {exc}")
@@ -332,12 +395,30 @@ class GroupRunner:
             log.error("group %s: remove %s: %s", self.config.name, ip, exc)
             return False
         self.held.discard(ip, prefixlen)
+        self._fresh.pop(ip, None)
         return True
 
-    async def _refresh_forever(self) -> None:
-        while not self._stopped:
+    async def refresh_forever(self) -> None:
+        """The dead man's switch, run by the agent as a part it cannot do
+        without: refreshes every held address's kernel lifetime. Raises
+        ``RefreshFailed`` when an address has gone unrefreshed for so long
+        that the kernel is about to remove it behind the core's back."""
+        while True:
             await asyncio.sleep(self.refresh_every)
+            if self._stopped:
+                continue
+            now = self.loop.time()
             for ip, prefixlen in self.held.current():
+                if self.core.served.states.get(to_addr(ip)) != AddrState.ONLINE:
+                    # Being acquired (its script may run long, behind which the
+                    # refresh waits in the address's queue) or released.
+                    self._fresh[ip] = now
+                since = self._fresh.setdefault(ip, now)
+                if now - since > self.lifetime - self.refresh_every:
+                    raise RefreshFailed(
+                        f"{ip} not refreshed for {now - since:.2f}s "
+                        f"(kernel lifetime {self.lifetime}s)"
+                    )
                 # In the address's own queue, so never after its release.
                 self._chain(to_addr(ip), self._refresh(ip, prefixlen))
 
@@ -349,6 +430,7 @@ class GroupRunner:
             return
         try:
             await self.drivers.addresses.add(self.config.interface, ip, prefixlen, self.lifetime)
+            self._fresh[ip] = self.loop.time()
             self.counters["refreshes"] += 1
         except Exception as exc:
             self.counters["refresh_errors"] += 1

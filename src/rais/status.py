@@ -107,6 +107,15 @@ def group_status(
 def render(status: dict[str, Any]) -> str:
     """The readable table of ``rais status``."""
     lines: list[str] = []
+    for p in status.get("parts", []):
+        if p["state"] != "running" or p["restarts"]:
+            where = f" (group {p['group']})" if p.get("group") else ""
+            why = f": {p['last_error']}" if p["last_error"] else ""
+            lines.append(
+                f"part {p['name']}{where}: {p['state'].upper()}, {p['restarts']} restarts{why}"
+            )
+    if lines:
+        lines.append("")
     for g in status.get("groups", []):
         lead = g["leader"] or "(none yet)"
         me = " (this host)" if g["is_leader"] else ""

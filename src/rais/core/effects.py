@@ -29,6 +29,11 @@ class EventKind(StrEnum):
     FAILBACK_REQUESTED = "failback-requested"
     DNS_PUBLISHED = "dns-published"
     DNS_FAILED = "dns-failed"
+    # The agent's supervision (rais.supervise), not the core: like the DNS
+    # kinds above, they share this enum so that every event has one type.
+    PART_FAILED = "part-failed"
+    PART_RESTARTED = "part-restarted"
+    AGENT_FAILED = "agent-failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -109,11 +109,16 @@ class GroupDns:
 
         return hook
 
+    def runs(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+        """Each publisher's long-lived task, by kind ("update", "zonefile"), for
+        the agent to run under supervision."""
+        return [(_kind(pub), pub.run) for _, pub in self.publishers]
+
     async def run(self) -> None:
         """The publishers' tasks; runs until cancelled."""
         async with asyncio.TaskGroup() as tg:
-            for _, pub in self.publishers:
-                tg.create_task(pub.run())
+            for _, run in self.runs():
+                tg.create_task(run())
 
     def refresh(self, core: Core) -> bool:
         """Recompute the answer from the core's state; True if it changed."""
@@ -161,7 +166,7 @@ class GroupDns:
         a = self.answer
         pubs: dict[str, Any] = {}
         for who, pub in self.publishers:
-            kind = "update" if isinstance(pub, UpdatePublisher) else "zonefile"
+            kind = _kind(pub)
             st = pub.stats
             pubs[kind] = {
                 "publisher": who,
@@ -177,6 +182,10 @@ class GroupDns:
             "shed": sorted(str(x) for x in a.shed) if a else [],
             "publishers": pubs,
         }
+
+
+def _kind(pub: UpdatePublisher | ZoneFilePublisher) -> str:
+    return "update" if isinstance(pub, UpdatePublisher) else "zonefile"
 
 
 def merge_zones(zones: list[ZoneData], ns: tuple[str, ...]) -> list[ZoneData]:

@@ -15,12 +15,17 @@ from rais.config import IP
 OnDatagram = Callable[[bytes, int], None]
 """Called with (datagram, index of the control address it arrived on)."""
 
+OnLost = Callable[[str], None]
+"""Called once, with the reason, when the transport can no longer receive (a
+socket closed under it): the group can no longer hear its members."""
+
 
 class Transport(Protocol):
     """One service group's control channel on every control address of the host."""
 
-    async def start(self, on_datagram: OnDatagram) -> None:
-        """Open the sockets and start delivering datagrams to ``on_datagram``."""
+    async def start(self, on_datagram: OnDatagram, on_lost: OnLost | None = None) -> None:
+        """Open the sockets and start delivering datagrams to ``on_datagram``;
+        ``on_lost`` hears of a socket lost after that."""
 
     def send(self, data: bytes, vias: tuple[int, ...]) -> None:
         """Send one datagram on the control addresses with these indexes; never blocks.

@@ -33,7 +33,7 @@ import logging
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from rais.drivers.base import OnDatagram
+from rais.drivers.base import OnDatagram, OnLost
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,26 @@ class FakeTransport:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
         self._on_datagram: OnDatagram | None = None
+        self._on_lost: OnLost | None = None
 
     @property
     def open(self) -> bool:
         return self._on_datagram is not None and not self.closed
 
-    async def start(self, on_datagram: OnDatagram) -> None:
+    async def start(self, on_datagram: OnDatagram, on_lost: OnLost | None = None) -> None:
         if self._on_datagram is not None or self.closed:
             raise RuntimeError("FakeTransport.start() called twice or after close()")
         self.loop = asyncio.get_running_loop()
         self._on_datagram = on_datagram
+        self._on_lost = on_lost
+
+    def lose(self, reason: str = "socket closed") -> None:
+        """Test control: the transport loses its sockets (as if closed under it):
+        nothing more is received or sent, and ``on_lost`` hears of it once."""
+        self.closed = True
+        callback, self._on_lost = self._on_lost, None
+        if callback is not None:
+            callback(reason)
 
     def send(self, data: bytes, vias: tuple[int, ...]) -> None:
         if not self.open:

@@ -60,6 +60,7 @@ counted. Counters (``self.counters``):
 ``oversized_dropped``  received datagrams over MAX_DATAGRAM, not delivered
 ``receive_errors``     errors reported by a receiving socket
 ``callback_errors``    exceptions raised by the callback (logged)
+``sockets_lost``       sockets closed other than by ``close()`` (``on_lost``)
 
 Control addresses are mapped to interfaces by netlink (pyroute2): the
 interface holding the address, or for an unassigned 127/8 address the
@@ -80,7 +81,7 @@ import struct
 from collections.abc import Iterable
 
 from rais.config import IP
-from rais.drivers.base import OnDatagram
+from rais.drivers.base import OnDatagram, OnLost
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,9 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.owner.counters["receive_errors"] += 1
         log.debug("control socket error: %s", exc)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._lost(self.via, exc)
+
 
 class UdpTransport:
     """One service group's control channel over UDP (see the module docstring)."""
@@ -220,6 +224,7 @@ class UdpTransport:
         self.loop_back = loop_back
         self.counters: collections.Counter[str] = collections.Counter()
         self._on_datagram: OnDatagram | None = None
+        self._on_lost: OnLost | None = None
         self._sockets: list[socket.socket] = []
         self._transports: list[asyncio.BaseTransport] = []
         self._send_socks: dict[int, socket.socket] = {}
@@ -234,13 +239,15 @@ class UdpTransport:
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self, on_datagram: OnDatagram) -> None:
+    async def start(self, on_datagram: OnDatagram, on_lost: OnLost | None = None) -> None:
         """Open and bind every socket. A bind or join failure closes what was
-        opened and raises OSError naming the address."""
+        opened and raises OSError naming the address. ``on_lost`` is called once
+        if a socket closes other than by ``close()``."""
         if self._started or self._closed:
             raise RuntimeError("UdpTransport.start() called twice or after close()")
         self._started = True
         self._on_datagram = on_datagram
+        self._on_lost = on_lost
         try:
             if self.multicast:
                 await self._start_multicast()
@@ -375,6 +382,15 @@ class UdpTransport:
         if (via, err) not in self._logged:
             self._logged.add((via, err))
             log.warning("control via %d: %s (further such errors only counted)", via, message)
+
+    def _lost(self, via: int | None, exc: Exception | None) -> None:
+        if self._closed:
+            return
+        self.counters["sockets_lost"] += 1
+        callback, self._on_lost = self._on_lost, None
+        if callback is not None:
+            which = "a send-only socket" if via is None else f"the socket of via {via}"
+            callback(f"{which} closed" + (f": {exc}" if exc else ""))
 
     def _deliver(self, data: bytes, via: int) -> None:
         if len(data) > MAX_DATAGRAM:

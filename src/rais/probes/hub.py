@@ -50,6 +50,7 @@ class ProbeHub(Board):
         self._tg: asyncio.TaskGroup | None = None
         self._test_tasks: dict[str, asyncio.Task[None]] = {}
         self._load_tasks: dict[str, asyncio.Task[None]] = {}
+        self._ran = False
         now = clock()
         for name in self.tests:
             self._tests[name] = pending(now)
@@ -65,6 +66,9 @@ class ProbeHub(Board):
         """Runs every probe until cancelled."""
         if self._tg is not None:
             raise RuntimeError("ProbeHub.run() is already running")
+        if self._ran:
+            self.restarted()  # after a failure: start over from fresh results
+        self._ran = True
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg

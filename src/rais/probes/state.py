@@ -84,6 +84,9 @@ class _Subscription:
 class Board:
     """The states, and the subscribers told about combined health transitions."""
 
+    clock: Callable[[], float]
+    """Stamps the states (set by the subclass)."""
+
     def __init__(self) -> None:
         self._tests: dict[str, TestState] = {}
         self._loads: dict[str, LoadState] = {}
@@ -176,6 +179,26 @@ class Board:
                 verdict = "passing" if state.ok else "failing"
                 log.info("test %s: %s (%s)", name, verdict, state.reason)
             self._changed(name)
+
+    def stopped(self, reason: str) -> None:
+        """The probes stopped running (their task failed): every test counts as
+        failing with ``reason`` and no load has a current sample, until they run
+        again and report."""
+        now = self.clock()
+        for name in list(self._tests):
+            self._put_test(name, TestState(False, now, reason))
+        for name in list(self._loads):
+            self._put_load(name, LoadState(None, None, now, reason))
+
+    def restarted(self) -> None:
+        """Probes that run again start over: a test is pending (so its first
+        result sets it, and tells the subscribers) and a load has no sample."""
+        now = self.clock()
+        for name, state in list(self._tests.items()):
+            if state.last_run is not None or state.ok is not None:
+                self._put_test(name, pending(now))
+        for name in list(self._loads):
+            self._put_load(name, LoadState(None, None))
 
     def _reset_counts(self, name: str) -> None:
         state = self._tests.get(name)
