@@ -138,8 +138,8 @@ async def test_unicast_three_hosts_on_loopback(closing: list[UdpTransport]) -> N
 async def test_a_socket_lost_under_the_transport_is_reported_once(
     closing: list[UdpTransport],
 ) -> None:
-    """A socket closed other than by ``close()`` (here: its asyncio transport
-    aborted, as on a fatal socket error) is reported through ``on_lost`` once;
+    """A socket closed other than by ``UdpTransport.close()`` (here: its asyncio
+    transport closed, as asyncio does on a fatal socket error) is reported through ``on_lost`` once;
     ``close()`` itself reports nothing."""
     port = free_port()
     t = UdpTransport((ip("127.0.0.1"),), ip("239.255.0.1"), port, peers=(ip("127.0.0.2"),))
@@ -150,7 +150,7 @@ async def test_a_socket_lost_under_the_transport_is_reported_once(
     await t.start(Inbox(), lost.append)
     await quiet.start(Inbox(), unexpected.append)
     for transport in list(t._transports):
-        transport.abort()
+        transport.close()  # the socket closes under the UdpTransport
     for _ in range(100):
         if lost:
             break
