@@ -7,6 +7,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+# No example database: a run must not depend on what an earlier run saved
+# (a brand-new machine has none); a failure prints its reproduction blob.
+settings.register_profile("rais", database=None, print_blob=True)
+settings.load_profile("rais")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
