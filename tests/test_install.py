@@ -186,3 +186,20 @@ def test_again_upgrades_in_place_keeps_etc_then_uninstall(tmp_path: Path) -> Non
     assert not os.path.lexists(dest / "usr" / "local" / "bin" / "rais")
     assert not (dest / "etc" / "systemd" / "system" / "rais.service").exists()
     assert toml.read_text() == mine
+
+
+def test_without_ensurepip_it_names_the_debian_package(tmp_path: Path) -> None:
+    """Debian's /usr/bin/python3 without python3-venv has no ensurepip: the
+    install stops before it changes anything and says what to install."""
+    require_tools()
+    fake = tmp_path / "no-ensurepip"
+    (fake / "ensurepip").mkdir(parents=True)
+    (fake / "ensurepip" / "__init__.py").write_text("raise ImportError('python3-venv')\n")
+    python = tmp_path / "python3"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={fake} exec {SYSTEM_PYTHON} "$@"\n')
+    python.chmod(0o755)
+    dest = tmp_path / "root"
+    out = run(INSTALL, "--destdir", dest, "--python", python)
+    assert out.returncode == 1, out
+    assert "apt-get install python3-venv" in out.stderr, out
+    assert not any(dest.iterdir())
