@@ -156,7 +156,9 @@ class StatusCollector:
             GaugeMetricFamily("rais_host_ok", "1 if this host is OK (tests pass).", labels=g),
             GaugeMetricFamily("rais_host_quiesced", "1 if this host is quiesced.", labels=g),
             GaugeMetricFamily(
-                "rais_host_utilization_ratio", "This host's load / capacity.", labels=g
+                "rais_host_utilization_ratio",
+                "This host's utilization / load_scale (load / capacity; 0/0 is 0, x/0 is 1).",
+                labels=g,
             ),
             GaugeMetricFamily(
                 "rais_hosts_live", "Hosts of the group seen live, this one included.", labels=g
