@@ -276,3 +276,8 @@ def test_no_load_object_is_idle_everywhere() -> None:
     policy = ZonePolicy(high=0, low=0, min_addresses=0)
     assert advertise([view(core.entry(), True)], policy).shed == frozenset()
     assert placement_order([(0, 0), (1, 1000)], 1000, seed=0) == [0, 1]
+
+
+def test_a_core_needs_a_positive_load_scale() -> None:
+    with pytest.raises(ValueError, match="load_scale"):
+        CoreConfig(group="www", control=(host_id(1),), keys=(b"k",), load_scale=0)
