@@ -484,3 +484,14 @@ async def test_rais_events_and_follow(cluster: Cluster) -> None:
             await follow.wait()
     finally:
         await runner.cleanup()
+
+
+async def test_placement_ranks_on_the_groups_load_scale(tmp_path: Path) -> None:
+    # the leader's placement uses the same scale as the group's DNS and status
+    c = Cluster(tmp_path, 1, spares=0, load_scale=100)
+    host = c.hosts[0]
+    await c.start(host)
+    assert host.agent is not None
+    core = host.agent.groups["www"].core
+    assert core.config.load_scale == 100 and core.control.load_scale == 100
+    await c.stop(host)

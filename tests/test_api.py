@@ -84,7 +84,8 @@ def test_status_of_a_lone_core_and_its_table() -> None:
     assert not status["hosts"][0]["spare"]
     text = render({"groups": [status]})
     assert "group www" in text and "192.0.2.1" in text and "198.51.100.1/24" in text
-    assert status["hosts"][0]["utilization"] is None  # no capacity reported
+    assert status["hosts"][0]["utilization"] == 0  # no load objects (0/0): idle
+    assert "0 (0/0)" in text
     core.load_sample(0.0, 300, 2000)
     tests = [
         {"name": "web", "ok": False, "reason": "HTTP 503", "since_s": 1.0},

@@ -16,6 +16,7 @@ from rais.core.addr import pack
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, EventKind
+from rais.core.utilization import utilization
 from rais.metrics import ADDRESS_STATES, DROP_REASONS, LATENESS_BUCKETS, Metrics
 from rais.status import group_status
 
@@ -72,7 +73,7 @@ def host(
         "leaving": False,
         "load": load,
         "capacity": capacity,
-        "utilization": load * scale // capacity if capacity else None,
+        "utilization": utilization(load, capacity, scale),
         "preferred": None,
         "served": [{"address": a, "state": s} for a, s in served or []],
         "last_heard_s": 0.0,
@@ -173,7 +174,7 @@ def test_gauges_and_status_counters_from_a_hand_built_status() -> None:
     assert s("rais_host_ok", group="www") == 1 and s("rais_host_ok", group="db") == 0
     assert s("rais_host_quiesced", group="www") == 0 and s("rais_host_quiesced", group="db") == 1
     assert s("rais_host_utilization_ratio", group="www") == pytest.approx(0.25)
-    assert s.get("rais_host_utilization_ratio", group="db") is None  # no capacity
+    assert s("rais_host_utilization_ratio", group="db") == 0  # no load objects (0/0): idle
     assert s("rais_hosts_live", group="www") == 3 and s("rais_hosts_live", group="db") == 2
     assert s("rais_addresses_held", group="www") == 1 and s("rais_addresses_held", group="db") == 0
     want = {"online": 2, "acquiring": 1, "releasing": 1, "unassigned": 1, "duplicate": 1}

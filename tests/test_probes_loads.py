@@ -18,7 +18,6 @@ from rais.probes.loads import (
     combine,
     make_sampler,
     parse_load_output,
-    utilization,
 )
 from rais.probes.spec import U32_MAX, LoadSpec
 
@@ -256,15 +255,6 @@ def test_clamp() -> None:
     assert [clamp(v) for v in (-5, 0, 7, U32_MAX, U32_MAX + 1)] == [0, 0, 7, U32_MAX, U32_MAX]
 
 
-def test_utilization() -> None:
-    assert utilization(250, 1000, 1000) == 250
-    assert utilization(1, 3, 1000) == 333
-    assert utilization(5, 0, 1000) == 1000  # no capacity: full
-    assert utilization(0, 0, 100) == 100
-    assert utilization(3000, 1000, 1000) == 3000  # overload is not hidden
-    assert utilization(U32_MAX, 1, 1000) == U32_MAX * 1000
-
-
 def test_combine() -> None:
     assert combine([], "max") is None
     assert combine([], "sum") is None
@@ -273,5 +263,10 @@ def test_combine() -> None:
     assert combine(samples, "sum") == (810, 3100)
     assert combine([(1, 3), (333, 1000)], "max") == (1, 3)  # exact, not rounded
     assert combine([(5, 10), (1, 2)], "max") == (5, 10)  # equal: the first
-    assert combine([(9, 10), (0, 0)], "max") == (0, 0)  # capacity 0 is full
+    # capacity 0: no load object (0/0) is idle, a load against it is full
+    assert combine([(9, 10), (0, 0)], "max") == (9, 10)
+    assert combine([(0, 0), (1, 1000)], "max") == (1, 1000)
+    assert combine([(900, 1000), (500, 0)], "max") == (500, 0)
+    assert combine([(1000, 1000), (500, 0)], "max") == (1000, 1000)  # equal: the first
+    assert combine([(500, 0), (1500, 1000)], "max") == (1500, 1000)  # overload is above full
     assert combine([(U32_MAX, U32_MAX), (5, 5)], "sum") == (U32_MAX, U32_MAX)

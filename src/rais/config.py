@@ -89,7 +89,8 @@ class GroupConfig:
     load_combine: Literal["max", "sum"] = "max"
     """Several loads: the one with the highest utilization, or the sums."""
     load_scale: int = 1000
-    """Utilization = load x load_scale / capacity (the patent: 100 to 1000)."""
+    """Utilization = load x load_scale / capacity (the patent: 100 to 1000), by
+    the one rule of rais.core.utilization; placement, DNS and status all use it."""
     placement: Literal["least-loaded", "random"] = "least-loaded"
     failback: Literal["immediate", "manual"] = "immediate"
     failback_delay: float = 0.0

@@ -98,6 +98,7 @@ class GroupRunner:
             placement=config.placement,
             failback=config.failback,
             failback_delay=config.failback_delay,
+            load_scale=config.load_scale,
             start_ok=not config.tests,
         )
         self.load_source = load_source

@@ -19,9 +19,11 @@ of ``source()`` per scrape):
                                              start-up settle time
 ``rais_host_ok{group}``                      1 if this host is OK (its tests pass)
 ``rais_host_quiesced{group}``                1 if this host is quiesced
-``rais_host_utilization_ratio{group}``       this host's load / capacity (the
-                                             status's utilization / load_scale,
-                                             unrounded); absent without capacity
+``rais_host_utilization_ratio{group}``       this host's utilization / load_scale
+                                             (rais.core.utilization, the value
+                                             DNS and placement use: 0 for no
+                                             load objects, 1 for a load against
+                                             capacity 0, above 1 when overloaded)
 ``rais_hosts_live{group}``                   hosts of the group seen live,
                                              this host included
 ``rais_addresses_held{group}``               service addresses online on this host
@@ -73,7 +75,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -85,6 +87,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rais.core.effects import EventKind
+from rais.core.utilization import utilization
 
 ADDRESS_STATES = ("online", "acquiring", "releasing", "unassigned", "duplicate")
 DROP_REASONS = (
@@ -153,7 +156,9 @@ class StatusCollector:
             GaugeMetricFamily("rais_host_ok", "1 if this host is OK (tests pass).", labels=g),
             GaugeMetricFamily("rais_host_quiesced", "1 if this host is quiesced.", labels=g),
             GaugeMetricFamily(
-                "rais_host_utilization_ratio", "This host's load / capacity.", labels=g
+                "rais_host_utilization_ratio",
+                "This host's utilization / load_scale (load / capacity; 0/0 is 0, x/0 is 1).",
+                labels=g,
             ),
             GaugeMetricFamily(
                 "rais_hosts_live", "Hosts of the group seen live, this one included.", labels=g
@@ -236,13 +241,18 @@ class StatusCollector:
 
 
 def _ratio(host: dict[str, Any], scale: Any) -> float | None:
+    """utilization / load_scale, from the host's load and capacity by the one
+    rule (rais.core.utilization): the status's utilization as a fraction. None
+    when the status lacks the numbers."""
     load, capacity = host.get("load"), host.get("capacity")
-    if isinstance(load, int | float) and isinstance(capacity, int | float) and capacity > 0:
-        return float(load) / float(capacity)
-    util = host.get("utilization")
-    if util is not None and scale:
-        return float(util) / float(scale)
-    return None
+    if not (_count(load) and _count(capacity) and _count(scale) and scale >= 1):
+        return None
+    return float(utilization(load, capacity, scale)) / float(scale)
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    """A non-negative int (not a bool) from the status JSON."""
+    return type(value) is int and value >= 0
 
 
 class Metrics:

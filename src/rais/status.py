@@ -8,11 +8,7 @@ from typing import Any
 from rais.core.addr import fmt
 from rais.core.core import Core
 from rais.core.messages import HostEntry
-
-
-def utilization(load: int, capacity: int, scale: int) -> int | None:
-    """load x scale / capacity (None when the host reports no capacity)."""
-    return load * scale // capacity if capacity else None
+from rais.core.utilization import utilization
 
 
 def _host(

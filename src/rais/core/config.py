@@ -30,6 +30,8 @@ class CoreConfig:
     failback: str = "immediate"
     """"immediate" (after ``failback_delay``) or "manual" (never automatically)."""
     failback_delay: float = 0.0
+    load_scale: int = 1000
+    """The utilization scale placement ranks hosts on (the group's load_scale)."""
     start_ok: bool = True
     """OK at start; False for a host whose tests have not reported yet (it then
     brings in and takes nothing until its first passing ``test_result``)."""
@@ -56,6 +58,8 @@ class CoreConfig:
             raise ValueError(f"unknown placement {self.placement!r}")
         if self.failback not in ("immediate", "manual"):
             raise ValueError(f"unknown failback {self.failback!r}")
+        if self.load_scale < 1:
+            raise ValueError("load_scale must be >= 1")
         if self.failback_delay < 0:
             raise ValueError("failback_delay must not be negative")
         if self.observer and self.preferred is not None:

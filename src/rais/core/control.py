@@ -42,6 +42,7 @@ from rais.core.addrtable import AddressTable
 from rais.core.effects import EventKind
 from rais.core.messages import AddrState, Command, HostEntry, Op, ReqOp, Request
 from rais.core.outbox import Outbox
+from rais.core.utilization import utilization
 
 _BUSY = (AddrState.ACQUIRING, AddrState.RELEASING)
 
@@ -76,6 +77,7 @@ class Controller:
         "backoff",
         "failback",
         "failback_delay",
+        "load_scale",
         "out",
         "placement",
         "rng",
@@ -90,6 +92,7 @@ class Controller:
         placement: str = "least-loaded",
         failback: str = "immediate",
         failback_delay: float = 0.0,
+        load_scale: int = 1000,
     ) -> None:
         self.out = out
         self.rng = rng
@@ -97,6 +100,7 @@ class Controller:
         self.placement = placement
         self.failback = failback
         self.failback_delay = failback_delay
+        self.load_scale = load_scale
         # Since when each host has been eligible without a break (as this leader
         # saw it), for failback_delay; _wake is when a delayed failback is due.
         self._fit_since: dict[Addr, float] = {}
@@ -314,12 +318,12 @@ class Controller:
         return target.id
 
     def _loads(self, hosts: list[HostEntry]) -> dict[Addr, list[int]]:
-        """Per eligible host: [addresses given in this pass, utilization (0-1000),
-        addresses it serves]."""
+        """Per eligible host: [addresses given in this pass, utilization (on the
+        group's load_scale, the same value DNS uses), addresses it serves]."""
         out: dict[Addr, list[int]] = {}
         for h in hosts:
             if eligible(h):
-                util = h.load * 1000 // h.capacity if h.capacity else 0
+                util = utilization(h.load, h.capacity, self.load_scale)
                 out[h.id] = [0, util, len(h.served)]
         return out
 

@@ -59,6 +59,7 @@ class Core:
             placement=config.placement,
             failback=config.failback,
             failback_delay=config.failback_delay,
+            load_scale=config.load_scale,
         )
         self.ok = config.start_ok
         self.quiesced = False

@@ -14,9 +14,11 @@ Eligibility
     count once, with the lower weighted utilization of the two.
 
 Load shedding with hysteresis (WO 98/26553, DNS thread)
-    ``util = load * scale // capacity`` (integer division; a host that reports
-    no load at all, load 0 and capacity 0, has no load objects: util 0; a load
-    against capacity 0 is ``util = scale``, fully used). With ``delta = high - low``::
+    ``util`` is :func:`rais.core.utilization.utilization`, the rule the leader's
+    placement uses too: ``load * scale // capacity`` (integer division, not
+    clamped); a host that reports no load at all, load 0 and capacity 0, has no
+    load objects: util 0; a load against capacity 0 is ``util = scale``, fully
+    used. With ``delta = high - low``::
 
         weighted = util           if the address was advertised last time
         weighted = util + delta   if it was not
@@ -63,6 +65,8 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
+
+from rais.core.utilization import utilization
 
 IP: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 """A service address."""
@@ -167,14 +171,6 @@ class ZoneAnswer:
     advertised: frozenset[IP]
 
 
-def utilization(host: HostView, scale: int) -> int:
-    """``load * scale // capacity``; no load reported (0/0) is 0, a load
-    against no capacity is fully used."""
-    if host.capacity == 0:
-        return 0 if host.load == 0 else scale
-    return host.load * scale // host.capacity
-
-
 def _answer(addrs: Iterable[IP], shed: Iterable[IP] = ()) -> ZoneAnswer:
     ordered = sorted_addrs(addrs)
     return ZoneAnswer(addresses=ordered, shed=frozenset(shed), advertised=frozenset(ordered))
@@ -198,7 +194,7 @@ def advertise(
         if not host.eligible or host.preferred is None:
             continue
         addr = host.preferred
-        util = utilization(host, policy.scale)
+        util = utilization(host.load, host.capacity, policy.scale)
         was_in = previous is None or addr in previous
         w = util if was_in or not policy.shedding else util + delta
         weighted[addr] = min(w, weighted.get(addr, w))

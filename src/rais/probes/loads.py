@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
+from rais.core.utilization import share
 from rais.probes.checks import run_shell
 from rais.probes.spec import U32_MAX, LoadSpec
 
@@ -34,37 +35,25 @@ def clamp(value: int) -> int:
     return max(0, min(value, U32_MAX))
 
 
-def utilization(load: int, capacity: int, scale: int) -> int:
-    """``load * scale // capacity``; a capacity of 0 counts as full (``scale``)."""
-    if capacity <= 0:
-        return scale
-    return load * scale // capacity
-
-
 def combine(samples: Sequence[Sample], how: Literal["max", "sum"]) -> Sample | None:
     """Several loads as one: "max" is the pair with the highest utilization
     (the first of equals), "sum" adds the loads and the capacities. None when
-    there are no samples."""
+    there are no samples.
+
+    "max" compares the exact shares (``rais.core.utilization.share``, the rule
+    every reader of a load uses, unrounded): 0/0 is idle, a load against
+    capacity 0 is full, so 500/0 wins over 900/1000 and 100/1000 over 0/0."""
     if not samples:
         return None
     if how == "sum":
         return clamp(sum(s[0] for s in samples)), clamp(sum(s[1] for s in samples))
-    # Compare load_a/cap_a with load_b/cap_b exactly (no rounding); capacity 0 is full.
     best = samples[0]
+    top = share(*best)
     for sample in samples[1:]:
-        if _above(sample, best):
-            best = sample
+        value = share(*sample)
+        if value > top:
+            best, top = sample, value
     return best
-
-
-def _above(a: Sample, b: Sample) -> bool:
-    """Utilization of a is above that of b (capacity 0 means full, i.e. 1)."""
-    (la, ca), (lb, cb) = a, b
-    if ca <= 0:
-        la, ca = 1, 1
-    if cb <= 0:
-        lb, cb = 1, 1
-    return la * cb > lb * ca
 
 
 class Sampler(Protocol):
