@@ -118,6 +118,7 @@ class GroupRunner:
             log.warning("group %s: %s", self.config.name, exc)
         await self.reconcile()
         await self.drivers.transport.start(self._on_datagram)
+        self.core.start_listening(self.loop.time())
         self._refresher = self.loop.create_task(self._refresh_forever())
         self._pump()
 
