@@ -133,13 +133,15 @@ class Agent:
             )
             trapping = loop.create_task(self.traps.run(), name="snmp")
         try:
+            async with asyncio.TaskGroup() as tg:
+                for group in self.config.groups:
+                    tg.create_task(self._start_group(group))
+            # after the groups: a zone the server does not know yet is REFUSED,
+            # where a warming group's names get no answer at all (issue 10)
             for ip, dport in self.config.dns.listen:
                 server = DnsServer((str(ip), dport), self.zones)
                 await server.start()
                 self.dns_servers.append(server)
-            async with asyncio.TaskGroup() as tg:
-                for group in self.config.groups:
-                    tg.create_task(self._start_group(group))
             log.info(
                 "rais %s up: host %s, epoch %d, groups %s, api %s:%d",
                 __version__,
@@ -285,8 +287,7 @@ class Agent:
 
     def zones(self) -> list[ZoneData]:
         """The zones of every group with DNS (what the embedded server answers)."""
-        zones = [z for gd in self.dns.values() if (z := gd.zone_data()) is not None]
-        return merge_zones(zones, self.config.dns.ns)
+        return merge_zones([gd.zone_data() for gd in self.dns.values()], self.config.dns.ns)
 
     def _dns_event(self, group: str, kind: str, reason: str) -> None:
         now = asyncio.get_running_loop().time()
