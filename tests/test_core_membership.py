@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from clusterkit import (
     HEARTBEAT,
     KEY,
@@ -14,6 +16,7 @@ from clusterkit import (
 
 from rais.core.addr import id_key, lowest, pack
 from rais.core.config import CoreConfig
+from rais.core.core import Core
 from rais.core.effects import Acquire, EventKind
 from rais.core.messages import AddrState
 
@@ -167,3 +170,26 @@ def test_a_host_in_two_groups_runs_two_independent_cores() -> None:
     assert c.holders(service(2)) == [0]
     assert c.holders(service(12)) == [3]
     assert c.core(3).ok
+
+
+def test_settling_counts_from_when_the_host_starts_listening() -> None:
+    core = Core(make_config(1), epoch=1, rng=random.Random(1), now=10.0)
+    core.handle_timer(10.0)
+    core.start_listening(10.2)  # the control channel opened 0.2 s after the core
+    assert core.get_timer() is not None
+    core.handle_timer(10.0 + TIMEOUT + 0.01)
+    assert not core.settled  # a timeout after creation, but not after listening
+    assert not core.is_leader
+    core.handle_timer(10.2 + TIMEOUT)
+    assert core.settled and core.is_leader
+    core.start_listening(20.0)  # once settled, stays settled
+    assert core.settled
+
+
+def test_start_listening_never_brings_settling_forward() -> None:
+    core = Core(make_config(1), epoch=1, rng=random.Random(1), now=10.0)
+    core.start_listening(9.0)
+    core.handle_timer(10.0 + TIMEOUT - 0.01)
+    assert not core.settled
+    core.handle_timer(10.0 + TIMEOUT)
+    assert core.settled

@@ -154,11 +154,13 @@ class Agent:
                         on_outcome=self._trap_outcome,
                     )
                     sup.keep("snmp", self.traps.run)
+                await asyncio.gather(*(self._start_group(g) for g in self.config.groups))
+                # After the groups: a zone the server does not know yet is
+                # REFUSED, where a warming group's names get no answer at all.
                 for ip, dport in self.config.dns.listen:
                     server = DnsServer((str(ip), dport), self.zones)
                     await server.start()
                     self.dns_servers.append(server)
-                await asyncio.gather(*(self._start_group(g) for g in self.config.groups))
                 log.info(
                     "rais %s up: host %s, epoch %d, groups %s, api %s:%d",
                     __version__,
@@ -342,8 +344,7 @@ class Agent:
 
     def zones(self) -> list[ZoneData]:
         """The zones of every group with DNS (what the embedded server answers)."""
-        zones = [z for gd in self.dns.values() if (z := gd.zone_data()) is not None]
-        return merge_zones(zones, self.config.dns.ns)
+        return merge_zones([gd.zone_data() for gd in self.dns.values()], self.config.dns.ns)
 
     def _dns_event(self, group: str, kind: str, reason: str) -> None:
         now = asyncio.get_running_loop().time()

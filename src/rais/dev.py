@@ -137,11 +137,17 @@ class DevCluster:
         asyncio.get_running_loop().call_later(lifetime + 0.5, expire)
 
     def zones(self) -> list[ZoneData]:
-        """Every member computes the same answer: ask the first live one."""
-        for h in self.hosts:
-            if h.agent is not None and h.task is not None and not h.task.done():
-                return h.agent.zones()
-        return []
+        """Every member computes the same answer: ask the first live one that
+        is not warming up (just started), else the first live one."""
+        views = [
+            h.agent.zones()
+            for h in self.hosts
+            if h.agent is not None and h.task is not None and not h.task.done()
+        ]
+        for zones in views:
+            if not any(z.warming for z in zones):
+                return zones
+        return views[0] if views else []
 
     def dns_answer(self) -> str:
         for h in self.hosts:

@@ -134,7 +134,7 @@ class GroupRunner:
             log.warning("group %s: %s", self.config.name, exc)
         await self.reconcile()
         await self.drivers.transport.start(self._on_datagram, self._on_transport_lost)
-        self._drive(self._pump)
+        self._drive(self._start_listening)
 
     async def reconcile(self) -> None:
         """Remove service addresses a crashed previous run left configured: the
@@ -177,6 +177,10 @@ class GroupRunner:
         """Wait for the actions in flight."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _start_listening(self) -> None:
+        self.core.start_listening(self.loop.time())
+        self._pump()
 
     def _leave(self) -> None:
         self.core.leave(self.loop.time())

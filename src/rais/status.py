@@ -140,6 +140,8 @@ def render(status: dict[str, Any]) -> str:
         dns = g.get("dns")
         if dns:
             shown = ", ".join(dns["addresses"]) or "(none)"
+            if dns.get("warming"):
+                shown = "(warming up: no answer yet)"
             shed = f"  (shed for load: {', '.join(dns['shed'])})" if dns.get("shed") else ""
             lines.append(f"  dns {dns['name']} -> {shown}{shed}  serial {dns['serial']}")
         dropped = sum(g["dropped"].values())

@@ -66,6 +66,9 @@ class Core:
         self.leaving = False
         self.left = False
         self.settled = False
+        """Has heard the group for one full ``timeout`` since it started
+        listening: only then may it lead, and only then does its DNS thread
+        answer or publish (rais.dns.group)."""
         self.load = 0
         self.capacity = 0
         self.started = now
@@ -118,6 +121,14 @@ class Core:
         return dict(self.inbox.drops)
 
     # ---------------------------------------------------------------- inputs
+
+    def start_listening(self, now: float) -> None:
+        """The control channel is open from ``now`` on. Nothing was heard before
+        it, so the host settles (may lead; its DNS answers count) one full
+        ``timeout`` after ``now`` at the earliest, not after its creation."""
+        if not self.settled and now + self.config.timeout > self.settle_at:
+            self.settle_at = now + self.config.timeout
+            self._timer_stale = True
 
     def datagram_received(self, now: float, data: bytes, via: int) -> None:
         """A datagram arrived on control address ``via``: authenticate and process it."""

@@ -8,6 +8,16 @@ hysteresis and, when the set changed, bumps the serial and hands the set to
 the publishers this host runs: a publisher with ``publisher = "leader"``
 publishes only while this host leads the group; ``"self"`` always (for a
 designated observer, e.g. on the DNS server's host).
+
+Warm-up (issue 10): until the core is *settled* (it has heard the group for
+one full ``timeout`` since it started listening; the same predicate that
+lets a host lead) nothing is computed: no answer, no history for the
+hysteresis, no publish, and the embedded server leaves the group's names
+unanswered (:attr:`ZoneData.warming`). The first answer is computed from a
+complete view with no history (only the high mark applies). A host only leads
+once settled, so a leader's first publish is always such an answer; a
+follower that takes over has computed answers all along and keeps that
+history, so the hysteresis never drops a host it saw advertised.
 """
 
 from __future__ import annotations
@@ -120,8 +130,16 @@ class GroupDns:
             for _, run in self.runs():
                 tg.create_task(run())
 
+    @property
+    def warming(self) -> bool:
+        """No answer yet: the host has not heard the group for one timeout."""
+        return self.answer is None
+
     def refresh(self, core: Core) -> bool:
-        """Recompute the answer from the core's state; True if it changed."""
+        """Recompute the answer from the core's state; True if it changed.
+        Does nothing while the core is not settled (warm-up)."""
+        if not core.settled:
+            return False
         hosts = views(core)
         previous = self.answer.advertised if self.answer is not None else None
         answer = advertise(hosts, self.policy, previous)
@@ -143,11 +161,19 @@ class GroupDns:
                     pub.publish(answer.addresses)
         return changed
 
-    def zone_data(self) -> ZoneData | None:
-        """What the embedded server answers for this group (None before the first
-        refresh)."""
+    def zone_data(self) -> ZoneData:
+        """What the embedded server answers for this group (while warming up:
+        nothing below the group's name)."""
         if self.answer is None:
-            return None
+            return ZoneData(
+                self.origin,
+                self.serial,
+                (dns.name.from_text("localhost."),),
+                {},
+                ttl=self.config.ttl,
+                negative_ttl=self.config.negative_ttl,
+                warming=(self.name,),
+            )
         names: dict[dns.name.Name, tuple[IP, ...]] = {self.name: self.answer.addresses}
         if self.config.host_names:
             for host_id, addrs in self.hosts.items():
@@ -177,6 +203,7 @@ class GroupDns:
             }
         return {
             "name": self.config.name,
+            "warming": self.warming,
             "serial": self.serial,
             "addresses": [str(x) for x in a.addresses] if a else [],
             "shed": sorted(str(x) for x in a.shed) if a else [],
@@ -189,7 +216,9 @@ def _kind(pub: UpdatePublisher | ZoneFilePublisher) -> str:
 
 
 def merge_zones(zones: list[ZoneData], ns: tuple[str, ...]) -> list[ZoneData]:
-    """One ZoneData per origin: groups sharing a zone share its answers."""
+    """One ZoneData per origin: groups sharing a zone share its answers. A zone
+    whose every group is warming up is warming as a whole (apex included: this
+    host knows nothing worth serving in it yet)."""
     by: dict[dns.name.Name, list[ZoneData]] = {}
     for z in zones:
         by.setdefault(z.origin, []).append(z)
@@ -197,8 +226,12 @@ def merge_zones(zones: list[ZoneData], ns: tuple[str, ...]) -> list[ZoneData]:
     ns_names = tuple(dns.name.from_text(n) for n in ns)
     for origin, parts in by.items():
         names: dict[dns.name.Name, tuple[IP, ...]] = {}
+        warming: list[dns.name.Name] = []
         for z in parts:
             names.update(z.names)
+            warming.extend(z.warming)
+        if all(z.warming for z in parts):
+            warming.append(origin)
         out.append(
             ZoneData(
                 origin,
@@ -207,6 +240,7 @@ def merge_zones(zones: list[ZoneData], ns: tuple[str, ...]) -> list[ZoneData]:
                 names,
                 ttl=min(z.ttl for z in parts),
                 negative_ttl=min(z.negative_ttl for z in parts),
+                warming=tuple(warming),
             )
         )
     return out

@@ -31,6 +31,13 @@ reflects the latest :func:`rais.dns.zone.advertise` result. Behaviour:
 * An answer that does not fit is cut at RRset granularity (an RRset is never
   split) with TC set, so a 100-address group goes out with an empty answer
   section and TC over UDP; the client retries over TCP, where up to 64 KiB goes.
+* Warm-up (issue 10): a name listed in a zone's ``warming`` (a group whose host
+  has not yet heard the group for one full timeout) gets no answer at all, for
+  itself and every name below it, any type; silence over UDP, the connection
+  closed over TCP. A resolver retries and gets the full answer once the group
+  is warm; SERVFAIL or REFUSED would be cached by it (unbound: about 5 s) and
+  NODATA/NXDOMAIN for the negative TTL. The other names of the zone answer
+  normally. Counted in ``DnsCounters.warming``.
 * FORMERR for messages that have a 12-byte header but do not parse (or do not
   carry exactly one question); silence for anything shorter and for
   responses (QR set); over TCP these also close the connection.
@@ -86,6 +93,8 @@ class ZoneData:
     ns: tuple[dns.name.Name, ...]
     names: Mapping[dns.name.Name, tuple[IP, ...]]
     rname: dns.name.Name | None = field(default=None, kw_only=True)
+    warming: tuple[dns.name.Name, ...] = field(default=(), kw_only=True)
+    """Names (with everything below them) left unanswered: still warming up."""
 
     def __post_init__(self) -> None:
         if not self.origin.is_absolute():
@@ -97,18 +106,20 @@ class ZoneData:
                 raise ValueError(f"{what} out of range: {value}")
         if not self.ns or not all(n.is_absolute() for n in self.ns):
             raise ValueError("ns must list at least one absolute name")
-        for name in self.names:
+        for name in (*self.names, *self.warming):
             if not name.is_absolute() or not name.is_subdomain(self.origin):
                 raise ValueError(f"{name} is not an absolute name inside {self.origin}")
+        object.__setattr__(self, "warming", tuple(self.warming))
         frozen = MappingProxyType({n: tuple(a) for n, a in self.names.items()})
         object.__setattr__(self, "names", frozen)
         object.__setattr__(self, "ns", tuple(self.ns))
 
     @cached_property
     def nodes(self) -> frozenset[dns.name.Name]:
-        """Every existing name: the apex, the listed names, their empty non-terminals."""
+        """Every existing name: the apex, the listed and warming names, their
+        empty non-terminals."""
         found = {self.origin}
-        for name in self.names:
+        for name in (*self.names, *self.warming):
             while name not in found:
                 found.add(name)
                 name = name.parent()
@@ -176,6 +187,15 @@ class ZoneData:
         return True, []
 
 
+def is_warming(zone: ZoneData, qname: dns.name.Name) -> bool:
+    """Whether ``qname`` is a warming name of ``zone`` or below one (and not
+    below a listed name nested deeper, which belongs to a group that is warm)."""
+    depth = max((len(w) for w in zone.warming if qname.is_subdomain(w)), default=-1)
+    if depth < 0:
+        return False
+    return not any(len(n) > depth and qname.is_subdomain(n) for n in zone.names)
+
+
 def closest_zone(zones: Sequence[ZoneData], qname: dns.name.Name) -> ZoneData | None:
     """The served zone with the longest origin enclosing ``qname``."""
     best: ZoneData | None = None
@@ -187,10 +207,19 @@ def closest_zone(zones: Sequence[ZoneData], qname: dns.name.Name) -> ZoneData | 
     return best
 
 
+def warming(query: dns.message.Message, zones: Sequence[ZoneData]) -> bool:
+    """Whether ``query`` asks (class IN) about a name that is still warming up."""
+    if len(query.question) != 1 or query.question[0].rdclass != IN:
+        return False
+    zone = closest_zone(zones, query.question[0].name)
+    return zone is not None and is_warming(zone, query.question[0].name)
+
+
 def resolve(
     query: dns.message.Message, response: dns.message.Message, zones: Sequence[ZoneData]
 ) -> None:
-    """Fill ``response`` (rcode, flags, sections) for a parsed QUERY."""
+    """Fill ``response`` (rcode, flags, sections) for a parsed QUERY (names
+    still warming up are the caller's business: see :func:`warming`)."""
     if len(query.question) != 1:
         response.set_rcode(dns.rcode.FORMERR)
         return
@@ -216,12 +245,14 @@ def resolve(
 class DnsCounters:
     """``queries``: messages received; ``answers``: responses sent, by rcode
     name; ``truncated``: responses sent with TC; ``dropped``: messages left
-    unanswered (too short for a header, or responses)."""
+    unanswered (too short for a header, or responses); ``warming``: queries
+    left unanswered because their name is still warming up."""
 
     queries: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     truncated: int = 0
     dropped: int = 0
+    warming: int = 0
 
 
 class DnsServer:
@@ -319,6 +350,9 @@ class DnsServer:
                 log.exception("DNS zones callback failed")
                 response.set_rcode(dns.rcode.SERVFAIL)
             else:
+                if warming(query, zones):
+                    self.counters.warming += 1
+                    return None
                 resolve(query, response, zones)
         return self._render(response, limit)
 
