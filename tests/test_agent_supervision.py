@@ -358,3 +358,59 @@ async def test_reloads_run_one_at_a_time(tmp_path: Path) -> None:
         assert part(host, "reload")["state"] == "running"
     finally:
         await stop_all(c)
+
+
+class BrokenRefresh(GroupDns):
+    """The real GroupDns whose ``refresh`` raises while ``broken`` is set."""
+
+    broken = False
+
+    def refresh(self, core: Any) -> bool:
+        if BrokenRefresh.broken:
+            BrokenRefresh.broken = False
+            raise ArithmeticError("zone computation bug")
+        return super().refresh(core)
+
+
+async def test_a_dns_thread_that_raises_leaves_the_names_unanswered_until_restarted(
+    tmp_path: Path,
+) -> None:
+    import dns.asyncquery
+    import dns.exception
+    import dns.message
+    import dns.rdatatype
+
+    from rais.dns.config import DnsServerConfig
+
+    c = Cluster(tmp_path, 2, spares=0, dns=GroupDnsConfig("www.rais.test.", "rais.test."))
+    h1 = c.hosts[0]
+    listen = DnsServerConfig(listen=((ipaddress.ip_address("127.0.0.1"), 0),))
+    h1.config = replace(h1.config, dns=listen)
+    BrokenRefresh.broken = False
+    for h in c.hosts:
+        await c.start(h, group_dns=BrokenRefresh)
+    assert h1.agent is not None
+    port = h1.agent.dns_servers[0].port
+
+    async def answer() -> set[str] | None:
+        q = dns.message.make_query("www.rais.test.", dns.rdatatype.A)
+        try:
+            r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=0.2)
+        except dns.exception.Timeout:
+            return None
+        return {rd.address for rrset in r.answer for rd in rrset}
+
+    both = {"198.51.100.1", WWW2}
+    try:
+        for _ in range(100):
+            if await answer() == both:
+                break
+        assert await answer() == both
+        BrokenRefresh.broken = True
+        await c.until(lambda: part(h1, "dns")["state"] == "restarting")
+        assert await answer() is None  # no answer from a thread that stopped following
+        await c.until(lambda: part(h1, "dns")["state"] == "running", limit=2.0)
+        await c.until(lambda: EventKind.PART_RESTARTED in kinds(h1))
+        assert await answer() == both
+    finally:
+        await stop_all(c)

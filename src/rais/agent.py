@@ -330,7 +330,8 @@ class Agent:
 
     async def _dns_forever(self) -> None:
         """The DNS thread: recompute each group's answer every 100 ms (asleep
-        while no group has DNS)."""
+        while no group has DNS). While it is down (restarting after a failure)
+        the embedded server leaves the groups' names unanswered, as in warm-up."""
         while True:
             if not self.dns:
                 self._dns_wake.clear()
@@ -344,7 +345,10 @@ class Agent:
 
     def zones(self) -> list[ZoneData]:
         """The zones of every group with DNS (what the embedded server answers)."""
-        return merge_zones([gd.zone_data() for gd in self.dns.values()], self.config.dns.ns)
+        thread = self.supervisor.parts.get("dns") if self.supervisor is not None else None
+        stale = thread is None or thread.state != "running"  # the DNS thread is down
+        zones = [gd.zone_data(stale=stale) for gd in self.dns.values()]
+        return merge_zones(zones, self.config.dns.ns)
 
     def _dns_event(self, group: str, kind: str, reason: str) -> None:
         now = asyncio.get_running_loop().time()

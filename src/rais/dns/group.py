@@ -161,10 +161,11 @@ class GroupDns:
                     pub.publish(answer.addresses)
         return changed
 
-    def zone_data(self) -> ZoneData:
-        """What the embedded server answers for this group (while warming up:
-        nothing below the group's name)."""
-        if self.answer is None:
+    def zone_data(self, *, stale: bool = False) -> ZoneData:
+        """What the embedded server answers for this group (while warming up,
+        or with ``stale`` while the DNS thread is down and the answer no longer
+        follows the group: nothing below the group's name)."""
+        if self.answer is None or stale:
             return ZoneData(
                 self.origin,
                 self.serial,
