@@ -195,12 +195,12 @@ async def test_quiesce_keeps_the_address_and_failed_test_releases_it(cluster: Cl
     await cluster.until(cluster.settled)
     h1, h2, spare = cluster.hosts
     assert h2.agent is not None and h1.agent is not None
-    assert h2.agent.quiesce(None) == ["www"]
+    assert h2.agent.api.quiesce(None) == ["www"]
     await asyncio.sleep(3 * HB)
     assert h2.held == {"198.51.100.2"}
     host2 = next(h for h in h1.agent.status()["groups"][0]["hosts"] if h["id"] == "192.0.2.2")
     assert host2["quiesced"]
-    h2.agent.unquiesce(None)
+    h2.agent.api.unquiesce(None)
     h2.agent.groups["www"].test_result(False, "unit test")
     await cluster.until(lambda: spare.held == {"198.51.100.2"} and not h2.held)
     kinds = [e.kind for e in h2.agent.events]
@@ -358,7 +358,7 @@ async def test_move_and_failback_through_the_api(cluster: Cluster) -> None:
     await cluster.until(cluster.settled)
     h1, h2, spare = cluster.hosts
     assert h2.agent is not None
-    app = make_app(h2.agent)  # asked on host 2, the leader is host 1
+    app = make_app(h2.agent.api)  # asked on host 2, the leader is host 1
     async with TestClient(TestServer(app)) as client:
         resp = await client.post("/v1/move?address=198.51.100.1&host=192.0.2.3")
         assert resp.status == 200, await resp.text()
@@ -433,7 +433,7 @@ async def test_metrics_of_a_running_agent(cluster: Cluster) -> None:
     await cluster.until(cluster.settled)
     h1 = cluster.hosts[0]
     assert h1.agent is not None
-    app = make_app(h1.agent)
+    app = make_app(h1.agent.api)
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/metrics")
         assert resp.status == 200 and resp.content_type == "text/plain"
@@ -459,7 +459,7 @@ async def test_rais_events_and_follow(cluster: Cluster) -> None:
     await cluster.until(cluster.settled)
     h1 = cluster.hosts[0]
     assert h1.agent is not None
-    runner = await serve(make_app(h1.agent, source=h1.agent), "127.0.0.1", 0)
+    runner = await serve(make_app(h1.agent.api, source=h1.agent.api), "127.0.0.1", 0)
     port = runner.addresses[0][1]
     try:
         argv = [sys.executable, "-m", "rais", "events", "--api", f"127.0.0.1:{port}"]
@@ -475,7 +475,7 @@ async def test_rais_events_and_follow(cluster: Cluster) -> None:
             assert follow.stdout is not None
             first = await asyncio.wait_for(follow.stdout.readline(), 5)
             assert first.decode().rstrip("\n") == lines[0]  # the history first
-            h1.agent.quiesce(None)
+            h1.agent.api.quiesce(None)
             seen: list[str] = []
             while not any(" www 192.0.2.1 quiesced" in ln for ln in seen):
                 seen.append((await asyncio.wait_for(follow.stdout.readline(), 5)).decode())

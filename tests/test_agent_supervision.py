@@ -22,6 +22,7 @@ from rais.dns.config import GroupDnsConfig, ZoneFileConfig
 from rais.dns.group import GroupDns
 from rais.drivers.fake_addresses import FakeAddresses
 from rais.drivers.fake_transport import FakeTransport
+from rais.events import AgentEventKind
 from rais.group import Drivers
 from rais.probes.fake import FakeProbeHub
 from rais.probes.spec import LoadSpec, TestSpec
@@ -31,7 +32,7 @@ from rais.snmp.sender import TrapSender
 WWW2 = "198.51.100.2"
 
 
-def kinds(host: Host) -> list[EventKind]:
+def kinds(host: Host) -> list[EventKind | AgentEventKind]:
     assert host.agent is not None
     return [e.kind for e in host.agent.events]
 
@@ -89,7 +90,7 @@ async def test_probes_that_raise_are_restarted_and_their_group_is_not_ok_meanwhi
     try:
         await c.until(lambda: h2.held == {WWW2})
         hubs[2].go.set()  # the probe loop of host 2 raises
-        await c.until(lambda: EventKind.PART_FAILED in kinds(h2))
+        await c.until(lambda: AgentEventKind.PART_FAILED in kinds(h2))
         assert part(h2, "probes")["state"] == "restarting"
         assert "probe loop broke" in part(h2, "probes")["last_error"]
         # while its probes are down the group counts as not OK: the address moves
@@ -97,7 +98,7 @@ async def test_probes_that_raise_are_restarted_and_their_group_is_not_ok_meanwhi
         assert h2.agent is not None
         assert h2.agent.status()["groups"][0]["ok"] is False
         # restarted with backoff (0.5 s); the hub starts over, its next result counts
-        await c.until(lambda: EventKind.PART_RESTARTED in kinds(h2), limit=2.0)
+        await c.until(lambda: AgentEventKind.PART_RESTARTED in kinds(h2), limit=2.0)
         assert part(h2, "probes")["state"] == "running"
         assert part(h2, "probes")["restarts"] == 1
         assert hubs[2].started == 2
@@ -140,7 +141,7 @@ async def test_a_dns_publisher_that_raises_is_restarted(tmp_path: Path) -> None:
         await c.start(h, group_dns=FlakyGroupDns)
     h1 = c.hosts[0]
     try:
-        await c.until(lambda: EventKind.PART_FAILED in kinds(h1))
+        await c.until(lambda: AgentEventKind.PART_FAILED in kinds(h1))
         failed = part(h1, "dns zonefile www")
         assert failed["group"] == "www" and not failed["essential"]
         await c.until(lambda: part(h1, "dns zonefile www")["restarts"] == 1, limit=2.0)
@@ -150,7 +151,7 @@ async def test_a_dns_publisher_that_raises_is_restarted(tmp_path: Path) -> None:
             limit=3.0,
         )
         assert h1.agent is not None
-        ev = next(e for e in h1.agent.events if e.kind == EventKind.PART_FAILED)
+        ev = next(e for e in h1.agent.events if e.kind == AgentEventKind.PART_FAILED)
         assert ev.group == "www" and "publisher broke" in ev.reason
     finally:
         await stop_all(c)
@@ -175,7 +176,7 @@ async def test_the_snmp_sender_that_raises_is_restarted(tmp_path: Path) -> None:
     for h in c.hosts:
         await c.start(h, trap_sender=FlakyTraps)
     try:
-        await c.until(lambda: EventKind.PART_FAILED in kinds(h1))
+        await c.until(lambda: AgentEventKind.PART_FAILED in kinds(h1))
         assert part(h1, "snmp")["last_error"] == "OSError: snmp socket broke"
         await c.until(lambda: part(h1, "snmp")["state"] == "running", limit=2.0)
         assert FlakyTraps.runs == 2
@@ -219,7 +220,7 @@ async def test_a_refresher_that_cannot_refresh_ends_the_agent_with_a_graceful_le
         assert h2.task is not None
         code = await asyncio.wait_for(h2.task, 3.0)
         assert code == 1
-        assert EventKind.AGENT_FAILED in kinds(h2)
+        assert AgentEventKind.AGENT_FAILED in kinds(h2)
         assert not h2.held  # released on the way out
         assert h2.agent is not None
         assert h2.agent.status()["parts"] == []  # every part stopped
@@ -258,7 +259,7 @@ async def test_a_core_driver_that_raises_ends_the_agent_and_removes_its_addresse
         assert await asyncio.wait_for(h2.task, 2.0) == 1
         assert not h2.held  # its core is broken: it removed its addresses itself
         assert h2.agent is not None
-        failed = [e for e in h2.agent.events if e.kind == EventKind.AGENT_FAILED]
+        failed = [e for e in h2.agent.events if e.kind == AgentEventKind.AGENT_FAILED]
         assert failed and "core www" in failed[0].reason and "load combine bug" in failed[0].reason
         # the others hear nothing more: the spare takes over after the timeout
         await c.until(lambda: spare.held == {WWW2}, limit=1.0)
@@ -292,7 +293,7 @@ async def test_a_lost_transport_ends_the_agent(tmp_path: Path) -> None:
         assert await asyncio.wait_for(h2.task, 2.0) == 1
         assert not h2.held
         assert h2.agent is not None
-        failed = [e for e in h2.agent.events if e.kind == EventKind.AGENT_FAILED]
+        failed = [e for e in h2.agent.events if e.kind == AgentEventKind.AGENT_FAILED]
         assert failed and "transport www" in failed[0].reason
         await c.until(lambda: spare.held == {WWW2}, limit=1.0)
     finally:
@@ -410,7 +411,7 @@ async def test_a_dns_thread_that_raises_leaves_the_names_unanswered_until_restar
         await c.until(lambda: part(h1, "dns")["state"] == "restarting")
         assert await answer() is None  # no answer from a thread that stopped following
         await c.until(lambda: part(h1, "dns")["state"] == "running", limit=2.0)
-        await c.until(lambda: EventKind.PART_RESTARTED in kinds(h1))
+        await c.until(lambda: AgentEventKind.PART_RESTARTED in kinds(h1))
         assert await answer() == both
     finally:
         await stop_all(c)

@@ -260,7 +260,7 @@ async def test_an_agent_started_into_a_group_answers_nothing_short(tmp_path: Pat
         await c.start(h)
     try:
         await c.until(c.settled)
-        await c.until(lambda: len(c.hosts[0].agent.dns["www"].status()["addresses"]) == 2)  # type: ignore[union-attr]
+        await c.until(lambda: len(c.hosts[0].agent.dns.groups["www"].status()["addresses"]) == 2)  # type: ignore[union-attr]
         full = {"198.51.100.1", "198.51.100.2"}
         for _ in range(3):
             await c.start(obs)

@@ -17,6 +17,7 @@ from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, EventKind
 from rais.core.utilization import utilization
+from rais.events import AgentEventKind
 from rais.metrics import ADDRESS_STATES, DROP_REASONS, LATENESS_BUCKETS, Metrics
 from rais.status import group_status
 
@@ -273,7 +274,7 @@ def test_counters_increase_with_events() -> None:
     assert s("rais_events_total", group="www", kind="released") == 0  # created at 0
     assert s("rais_events_total", group="db", kind="dns-published") == 1
     kinds = {lb["kind"] for lb in s.labels if "kind" in lb}
-    assert kinds == {k.value for k in EventKind}
+    assert kinds == {k.value for k in EventKind} | {k.value for k in AgentEventKind}
     assert s("rais_control_datagrams_sent_total", group="www") == 2
     assert s("rais_control_sent_bytes_total", group="www") == 1500
     assert s("rais_control_datagrams_received_total", group="www") == 1
@@ -361,7 +362,7 @@ def test_no_address_or_host_id_in_any_label() -> None:
     status = agent_status(www(), db())
     m = Metrics(lambda: status)
     for g in ("www", "db"):
-        for kind in EventKind:
+        for kind in [*EventKind, *AgentEventKind]:
             m.event(kind, g)
         m.datagram_sent(g, 1)
         m.datagram_received(g, 1)

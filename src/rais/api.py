@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -172,6 +173,13 @@ async def _move(request: web.Request) -> web.Response:
 
 async def _failback(request: web.Request) -> web.Response:
     return await _request(request, False)
+
+
+def read_token(path: str | None) -> str | None:
+    """The bearer token in ``path`` (None: no file, or an empty one)."""
+    if path is None:
+        return None
+    return Path(path).read_text().strip() or None
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -140,7 +140,7 @@ class DevCluster:
         """Every member computes the same answer: ask the first live one that
         is not warming up (just started), else the first live one."""
         views = [
-            h.agent.zones()
+            h.agent.dns.zones()
             for h in self.hosts
             if h.agent is not None and h.task is not None and not h.task.done()
         ]
@@ -152,7 +152,7 @@ class DevCluster:
     def dns_answer(self) -> str:
         for h in self.hosts:
             if h.agent is not None and h.task is not None and not h.task.done():
-                gd = h.agent.dns.get("www")
+                gd = h.agent.dns.groups.get("www")
                 if gd is not None and gd.answer is not None:
                     return " ".join(str(a) for a in gd.answer.addresses) or "(none)"
         return "-"
@@ -263,8 +263,8 @@ async def _repl(cluster: DevCluster) -> None:
             for r in host.agent.groups.values():
                 r.load_sample(int(args[1]), 1000)
         elif cmd == "quiesce" and host.agent is not None:
-            host.agent.quiesce(None)
+            host.agent.api.quiesce(None)
         elif cmd == "unquiesce" and host.agent is not None:
-            host.agent.unquiesce(None)
+            host.agent.api.unquiesce(None)
         else:
             print(HELP)

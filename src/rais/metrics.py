@@ -47,7 +47,8 @@ of ``source()`` per scrape):
 Counted as things happen (the agent calls the methods):
 
 ``rais_events_total{group,kind}``            events, by kind (the values of
-                                             ``rais.core.effects.EventKind``:
+                                             ``rais.core.effects.EventKind``
+                                             and ``rais.events.AgentEventKind``:
                                              acquisitions are kind="acquired",
                                              failed ones kind="acquire-failed",
                                              releases kind="released", ...)
@@ -88,6 +89,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from rais.core.effects import EventKind
 from rais.core.utilization import utilization
+from rais.events import AgentEventKind
 
 ADDRESS_STATES = ("online", "acquiring", "releasing", "unassigned", "duplicate")
 DROP_REASONS = (
@@ -103,7 +105,7 @@ DROP_REASONS = (
     "stale-part",
     "stale",
 )
-EVENT_KINDS = tuple(k.value for k in EventKind)
+EVENT_KINDS = tuple(k.value for k in EventKind) + tuple(k.value for k in AgentEventKind)
 PUBLISHERS = ("update", "zonefile")
 LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -338,10 +340,12 @@ class Metrics:
             self.dns_failures.labels(group, publisher)
 
     def event(self, kind: str, group: str) -> None:
-        """One event happened (``kind``: an ``EventKind`` value; ValueError otherwise)."""
-        value = EventKind(kind).value
+        """One event happened (``kind``: an ``EventKind`` or ``AgentEventKind``
+        value; ValueError otherwise)."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"{kind!r} is not an event kind")
         self._seen(group)
-        self.events.labels(group, value).inc()
+        self.events.labels(group, str(kind)).inc()
 
     def _children(self, group: str) -> tuple[Any, ...]:
         """The per-group children of the hot-path metrics (labels() takes a lock
@@ -391,6 +395,13 @@ class Metrics:
     def trap_dropped(self, n: int = 1) -> None:
         """``n`` SNMP notifications were dropped without being sent."""
         self.traps_dropped.inc(n)
+
+    def trap_outcome(self, outcome: str) -> None:
+        """What ``TrapSender`` tells of each notification: "sent", "failed" or "dropped"."""
+        if outcome == "dropped":
+            self.trap_dropped()
+        else:
+            self.trap_sent(outcome == "sent")
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type (one ``source()`` call)."""

@@ -9,7 +9,8 @@ from rais.core.addr import Addr
 
 
 class EventKind(StrEnum):
-    """Everything the core reports as having happened (the patent's six traps first)."""
+    """Everything the core reports as having happened (the patent's six traps first).
+    The agent's own kinds (its DNS, its supervision) are not here: no core emits them."""
 
     ACQUIRED = "acquired"
     ACQUIRE_FAILED = "acquire-failed"
@@ -27,13 +28,6 @@ class EventKind(StrEnum):
     ORPHAN_EXPIRED = "orphan-expired"
     MOVE_REQUESTED = "move-requested"
     FAILBACK_REQUESTED = "failback-requested"
-    DNS_PUBLISHED = "dns-published"
-    DNS_FAILED = "dns-failed"
-    # The agent's supervision (rais.supervise), not the core: like the DNS
-    # kinds above, they share this enum so that every event has one type.
-    PART_FAILED = "part-failed"
-    PART_RESTARTED = "part-restarted"
-    AGENT_FAILED = "agent-failed"
 
 
 @dataclass(frozen=True, slots=True)

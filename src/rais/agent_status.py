@@ -1,0 +1,68 @@
+"""The agent's status (``GET /v1/status``, ``rais status``, the dashboard, the
+metrics): this host, its supervised parts, and every group it runs with that
+group's tests and DNS. Each group's own part is ``rais.status.group_status``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from rais import __version__
+from rais.dns.group import GroupDns
+from rais.group import GroupRunner
+from rais.status import group_status
+
+TestStates = Callable[[], Mapping[str, Any]]
+"""The current state of every test object, by name (``Probes.test_states``)."""
+
+
+def agent_status(
+    now: float,
+    *,
+    host: str,
+    epoch: int,
+    parts: list[dict[str, Any]],
+    runners: Iterable[GroupRunner],
+    dns: Mapping[str, GroupDns],
+    test_states: TestStates,
+) -> dict[str, Any]:
+    """The whole status; ``now`` is the loop's clock, ``parts`` the supervisor's."""
+    return {
+        "version": __version__,
+        "host": host,
+        "epoch": epoch,
+        "parts": parts,
+        "groups": [
+            group_status(
+                r.core,
+                now,
+                dict(r.counters) | _transport_counters(r),
+                scale=r.config.load_scale,
+                tests=_tests(r.config.tests, now, test_states()),
+            )
+            | ({"dns": dns[r.config.name].status()} if r.config.name in dns else {})
+            for r in runners
+        ],
+    }
+
+
+def _tests(names: tuple[str, ...], now: float, states: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name in names:
+        st = states.get(name)
+        out.append(
+            {
+                "name": name,
+                "ok": None if st is None else st.ok,
+                "reason": "" if st is None else st.reason,
+                "since_s": None if st is None or st.ok is None else round(now - st.since, 3),
+            }
+        )
+    return out
+
+
+def _transport_counters(runner: GroupRunner) -> dict[str, int]:
+    counters = getattr(runner.drivers.transport, "counters", None)
+    if not counters:
+        return {}
+    return {f"transport_{k}": int(v) for k, v in dict(counters).items()}

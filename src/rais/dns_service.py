@@ -1,0 +1,100 @@
+"""The agent's DNS: one ``GroupDns`` per group with a ``[group.dns]`` table, the
+DNS thread (every 100 ms each recomputes its group's answer), the zones the
+embedded servers answer and the servers themselves.
+
+While the DNS thread is not running (restarting after a failure, or not yet
+started) every zone is stale: the embedded server leaves the groups' names
+unanswered, as in warm-up (docs/operations.md, "Supervision").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+from rais.config import IP, GroupConfig
+from rais.dns.group import GroupDns, merge_zones
+from rais.dns.server import DnsServer, ZoneData
+from rais.events import AgentEventKind
+from rais.group import GroupRunner
+from rais.supervise import Part
+
+TICK = 0.1
+"""Seconds between two recomputations of every group's answer."""
+
+
+class DnsService:
+    def __init__(
+        self,
+        runners: Mapping[str, GroupRunner],
+        *,
+        ns: tuple[str, ...],
+        emit: Callable[[AgentEventKind, str, str], None],
+        published: Callable[[str, str, bool], None],
+        make_group_dns: Callable[..., GroupDns] = GroupDns,
+    ) -> None:
+        """``runners``: the agent's groups by name (read at every tick);
+        ``ns``: the NS names of every zone; ``emit(kind, group, reason)``: the
+        DNS events; ``published(group, publisher, ok)``: every publish attempt,
+        for metrics; ``make_group_dns`` makes a group's DNS (tests give fakes)."""
+        self.runners = runners
+        self.ns = ns
+        self.emit = emit
+        self.published = published
+        self.make_group_dns = make_group_dns
+        self.groups: dict[str, GroupDns] = {}
+        """The registry: the DNS of every group that has one, by group name."""
+        self.servers: list[DnsServer] = []
+        self.thread: Part | None = None
+        """The supervised DNS thread, once it runs (the agent sets it)."""
+        self._wake = asyncio.Event()
+
+    def add(self, group: GroupConfig) -> GroupDns | None:
+        """Give ``group`` its DNS (None: it has no ``[group.dns]``)."""
+        if group.dns is None:
+            return None
+        name = group.name
+        gd = self.make_group_dns(
+            group.dns,
+            group=name,
+            scale=group.load_scale,
+            on_event=lambda kind, reason: self.emit(AgentEventKind(kind), name, reason),
+            on_publish=lambda which, ok: self.published(name, which, ok),
+        )
+        self.groups[name] = gd
+        self._wake.set()
+        return gd
+
+    def remove(self, name: str) -> None:
+        self.groups.pop(name, None)
+
+    async def run(self) -> None:
+        """The DNS thread: recompute each group's answer every 100 ms (asleep
+        while no group has DNS)."""
+        while True:
+            if not self.groups:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            for name, gd in list(self.groups.items()):
+                runner = self.runners.get(name)
+                if runner is not None:
+                    gd.refresh(runner.core)
+            await asyncio.sleep(TICK)
+
+    def zones(self) -> list[ZoneData]:
+        """The zones of every group with DNS (what the embedded server answers)."""
+        stale = self.thread is None or self.thread.state != "running"
+        zones = [gd.zone_data(stale=stale) for gd in self.groups.values()]
+        return merge_zones(zones, self.ns)
+
+    async def serve(self, listen: tuple[tuple[IP, int], ...]) -> None:
+        """Start an embedded server on every ``(address, port)``."""
+        for ip, port in listen:
+            server = DnsServer((str(ip), port), self.zones)
+            await server.start()
+            self.servers.append(server)
+
+    async def close(self) -> None:
+        for server in self.servers:
+            await server.close()

@@ -1,0 +1,113 @@
+"""What the admin API and the dashboard call on a running agent
+(``rais.api.Controlled`` and ``rais.web.Source``): status, quiesce, move,
+failback, metrics, and the event history rendered to JSON at this edge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rais.config import IP
+from rais.events import Entry, EventBus, record
+from rais.group import GroupRunner
+from rais.metrics import Metrics
+
+QUEUE_SIZE = 1000
+"""Events a subscriber's queue holds (a slow reader loses the newer ones)."""
+
+
+class AgentFacade:
+    def __init__(
+        self,
+        groups: Mapping[str, GroupRunner],
+        *,
+        status: Callable[[], dict[str, Any]],
+        bus: EventBus,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``groups``: the agent's groups by name; ``clock``: the wall clock
+        that stamps operator requests."""
+        self.groups = groups
+        self._status = status
+        self.bus = bus
+        self.metrics = metrics
+        self.clock = clock
+        self._subscriptions: dict[asyncio.Queue[dict[str, Any]], Callable[[], None]] = {}
+
+    def status(self) -> dict[str, Any]:
+        """Exactly ``GET /v1/status``'s JSON."""
+        return self._status()
+
+    # ------------------------------------------------------------ events
+
+    def events_since(self, seq: int) -> list[dict[str, Any]]:
+        return [record(entry) for entry in self.bus.since(seq)]
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        """A queue that gets every new event (bounded: a slow reader loses some)."""
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_SIZE)
+
+        def deliver(entry: Entry) -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(record(entry))
+
+        self._subscriptions[q] = self.bus.subscribe(deliver)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        end = self._subscriptions.pop(q, None)
+        if end is not None:
+            end()
+
+    # ------------------------------------------------------------ metrics
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        """The Prometheus exposition (GET /metrics): body and content type."""
+        return self.metrics.render()
+
+    # ------------------------------------------------------------ requests
+
+    def _pick(self, group: str | None) -> list[GroupRunner]:
+        if group is None:
+            return list(self.groups.values())
+        return [self.groups[group]]
+
+    def quiesce(self, group: str | None) -> list[str]:
+        runners = self._pick(group)
+        for r in runners:
+            r.quiesce()
+        return [r.config.name for r in runners]
+
+    def unquiesce(self, group: str | None) -> list[str]:
+        runners = self._pick(group)
+        for r in runners:
+            r.unquiesce()
+        return [r.config.name for r in runners]
+
+    def _owner(self, address: IP, group: str | None) -> GroupRunner:
+        """The group that has ``address`` as a service address (KeyError: no
+        such group; LookupError: none)."""
+        for r in self._pick(group):
+            if r.serves_group_address(address):
+                return r
+        where = f"group {group}" if group else "any group of this host"
+        raise LookupError(f"{address} is not a service address of {where}")
+
+    def move(self, address: IP, host: IP, group: str | None) -> str:
+        """Operator: pin ``address`` to ``host`` (LookupError / ValueError: refused)."""
+        runner = self._owner(address, group)
+        why = runner.move(address, host, int(self.clock() * 1000))
+        if why:
+            raise ValueError(why)
+        return runner.config.name
+
+    def failback(self, address: IP, group: str | None) -> str:
+        runner = self._owner(address, group)
+        why = runner.failback(address, int(self.clock() * 1000))
+        if why:
+            raise ValueError(why)
+        return runner.config.name

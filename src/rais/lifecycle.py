@@ -1,0 +1,171 @@
+"""The service groups this host runs: joining one starts its runner and its
+supervised parts (the address refresher it cannot run without, its DNS
+publishers), subscribes it to its tests and registers its DNS; leaving undoes
+all that after a graceful leave. And what a reload changes (``reloaded``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from rais.config import IP, AgentConfig, GroupConfig, HostConfig
+from rais.dns_service import DnsService
+from rais.events import AnyEvent
+from rais.group import Drivers, GroupRunner
+from rais.metrics import Metrics
+from rais.probes.spec import LoadSpec, TestSpec
+from rais.state import HeldFile
+from rais.supervise import Supervisor
+
+log = logging.getLogger("rais.agent")
+
+DriverFactory = Callable[[GroupConfig, tuple[IP, ...]], Drivers]
+
+
+class Probes(Protocol):
+    """The test and load objects of this host (rais.probes.hub.ProbeHub)."""
+
+    async def run(self) -> None: ...
+
+    def subscribe(
+        self, names: Sequence[str], callback: Callable[[bool, str], None]
+    ) -> Callable[[], None]: ...
+
+    def load(self, names: Sequence[str], how: Literal["max", "sum"]) -> tuple[int, int] | None: ...
+
+    def test_states(self) -> Mapping[str, Any]: ...
+
+    def reconfigure(self, tests: Mapping[str, TestSpec], loads: Mapping[str, LoadSpec]) -> None: ...
+
+    def stopped(self, reason: str) -> None:
+        """Every test counts as failing (the probes' task failed) until they run again."""
+
+
+class Groups:
+    def __init__(
+        self,
+        runners: dict[str, GroupRunner],
+        *,
+        host: HostConfig,
+        keys: tuple[bytes, ...],
+        make_drivers: DriverFactory,
+        probes: Probes,
+        publish: Callable[[AnyEvent], None],
+        metrics: Metrics,
+        dns: DnsService,
+        supervisor: Callable[[], Supervisor | None],
+        rng: random.Random,
+        leave_grace: float,
+    ) -> None:
+        """``runners``: the running groups by name (filled and emptied here);
+        ``host`` and ``keys`` never change while the agent runs; ``publish``:
+        the event bus; ``supervisor()``: the running agent's supervisor; each
+        group's random generator is seeded from ``rng``."""
+        self.runners = runners
+        self.host = host
+        self.keys = keys
+        self.make_drivers = make_drivers
+        self.probes = probes
+        self.publish = publish
+        self.metrics = metrics
+        self.dns = dns
+        self._supervisor = supervisor
+        self.rng = rng
+        self.leave_grace = leave_grace
+        self._unsubscribe: dict[str, Callable[[], None]] = {}
+
+    async def join(self, group: GroupConfig, epoch: int) -> None:
+        control = self.host.control
+        runner = GroupRunner(
+            group,
+            control=control,
+            keys=self.keys,
+            epoch=epoch,
+            drivers=self.make_drivers(group, control),
+            held=HeldFile(Path(self.host.state_dir) / f"held-{group.name}"),
+            on_event=self.publish,
+            rng=random.Random(self.rng.getrandbits(64)),
+            load_source=self._load_source(group),
+            metrics=self.metrics,
+            on_fatal=self._fatal,
+        )
+        await runner.start()
+        self.runners[group.name] = runner
+        sup = self.supervisor()
+        sup.need(f"refresher {group.name}", runner.refresh_forever, group=group.name)
+        if group.tests:
+            self._unsubscribe[group.name] = self.probes.subscribe(group.tests, runner.test_result)
+        gd = self.dns.add(group)
+        for kind, run in gd.runs() if gd is not None else ():
+            sup.keep(f"dns {kind} {group.name}", run, group=group.name)
+        log.info("group %s: joined", group.name)
+
+    async def leave(self, name: str) -> None:
+        runner = self.runners.pop(name, None)
+        if runner is None:
+            return
+        unsubscribe = self._unsubscribe.pop(name, None)
+        if unsubscribe is not None:
+            unsubscribe()
+        sup = self.supervisor()
+        for part in [p for p in sup.parts.values() if p.group == name]:
+            sup.stop(part.name)
+        self.dns.remove(name)
+        await runner.leave(self.leave_grace)
+        runner.stop()
+        log.info("group %s: left", name)
+
+    async def join_all(self, groups: Sequence[GroupConfig], epoch: int) -> None:
+        await asyncio.gather(*(self.join(group, epoch) for group in groups))
+
+    async def leave_all(self) -> None:
+        await asyncio.gather(*(self.leave(name) for name in list(self.runners)))
+
+    async def change(
+        self, old: Sequence[GroupConfig], new: Sequence[GroupConfig], epoch: int
+    ) -> None:
+        """Leave the groups removed or changed, then join the new or changed ones."""
+        before = {g.name: g for g in old}
+        after = {g.name: g for g in new}
+        for name, group in before.items():
+            if after.get(name) != group:
+                await self.leave(name)
+        for name, group in after.items():
+            if before.get(name) != group:
+                await self.join(group, epoch)
+
+    def supervisor(self) -> Supervisor:
+        sup = self._supervisor()
+        if sup is None:
+            raise RuntimeError("the agent is not running")
+        return sup
+
+    def _fatal(self, part: str, reason: str) -> None:
+        self.supervisor().fatal(part, reason)
+
+    def _load_source(self, group: GroupConfig) -> Callable[[], tuple[int, int] | None] | None:
+        if not group.loads:
+            return None
+        names, how = group.loads, group.load_combine
+        return lambda: self.probes.load(names, how)
+
+
+def reloaded(running: AgentConfig, new: AgentConfig) -> AgentConfig:
+    """The config after a reload: ``new``'s groups, tests and loads; the rest
+    (host, auth, DNS server, SNMP) stays as running (logged if it changed)."""
+    if (
+        new.host != running.host
+        or new.auth.keys != running.auth.keys
+        or new.dns != running.dns
+        or new.snmp != running.snmp
+    ):
+        log.error(
+            "reload: [host], [auth], [dns] and [snmp] changes need a restart; "
+            "groups, tests and loads reloaded only"
+        )
+    return replace(running, groups=new.groups, tests=new.tests, loads=new.loads)
