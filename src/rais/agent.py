@@ -340,7 +340,7 @@ class Agent:
             for name, gd in list(self.dns.items()):
                 runner = self.groups.get(name)
                 if runner is not None:
-                    gd.refresh(runner.core)
+                    gd.refresh(runner.core.view(asyncio.get_running_loop().time()))
             await asyncio.sleep(0.1)
 
     def zones(self) -> list[ZoneData]:
@@ -403,8 +403,7 @@ class Agent:
             "parts": self.supervisor.status() if self.supervisor is not None else [],
             "groups": [
                 group_status(
-                    r.core,
-                    now,
+                    r.core.view(now),
                     dict(r.counters) | _transport_counters(r),
                     scale=r.config.load_scale,
                     tests=self._tests(r.config.tests, now),
