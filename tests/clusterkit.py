@@ -34,6 +34,7 @@ from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Effect, Event, EventKind, Release, Send
 from rais.core.messages import Command, HostEntry, Message
+from rais.core.view import CoreView
 
 TICKS_PER_SECOND = 1000
 TICK = 1.0 / TICKS_PER_SECOND
@@ -248,6 +249,10 @@ class Cluster:
 
     def core(self, i: int) -> Core:
         return self.nodes[i].core
+
+    def view(self, i: int) -> CoreView:
+        """Host ``i``'s core as code outside the core sees it, now."""
+        return self.nodes[i].core.view(self.now)
 
     def live(self) -> list[Node]:
         return [n for n in self.nodes if n.alive]

@@ -366,11 +366,11 @@ class BrokenRefresh(GroupDns):
 
     broken = False
 
-    def refresh(self, core: Any) -> bool:
+    def refresh(self, cv: Any) -> bool:
         if BrokenRefresh.broken:
             BrokenRefresh.broken = False
             raise ArithmeticError("zone computation bug")
-        return super().refresh(core)
+        return super().refresh(cv)
 
 
 async def test_a_dns_thread_that_raises_leaves_the_names_unanswered_until_restarted(

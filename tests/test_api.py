@@ -78,7 +78,7 @@ def test_status_of_a_lone_core_and_its_table() -> None:
     core = Core(cfg, epoch=1, rng=random.Random(1), now=0.0)
     core.handle_timer(0.0)
     core.effects()
-    status = group_status(core, 0.0, {"acquired": 0})
+    status = group_status(core.view(0.0), {"acquired": 0})
     assert status["host"] == "192.0.2.1" and status["name"] == "www"
     assert status["hosts"][0]["preferred"] == "198.51.100.1/24"
     assert not status["hosts"][0]["spare"]
@@ -91,7 +91,7 @@ def test_status_of_a_lone_core_and_its_table() -> None:
         {"name": "web", "ok": False, "reason": "HTTP 503", "since_s": 1.0},
         {"name": "maint", "ok": True, "reason": "missing", "since_s": 9.0},
     ]
-    status = group_status(core, 0.0, {}, scale=100, tests=tests)
+    status = group_status(core.view(0.0), {}, scale=100, tests=tests)
     assert status["hosts"][0]["utilization"] == 15 and status["load_scale"] == 100
     text = render({"groups": [status]})
     assert "test web" in text and "FAILING  (HTTP 503)" in text

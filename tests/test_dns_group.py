@@ -47,15 +47,15 @@ def test_advertised_follow_the_group() -> None:
         on_event=lambda k, r: events.append((k, r)),
         clock=lambda: 1_800_000_000,
     )
-    assert gd.refresh(c.core(2))  # the spare's view
+    assert gd.refresh(c.view(2))  # the spare's view
     s1, s2 = (str(ipaddress.ip_address(service(n))) for n in (1, 2))
     assert addrs(gd) == [s1, s2]
-    assert not gd.refresh(c.core(2))  # nothing changed: no new serial
+    assert not gd.refresh(c.view(2))  # nothing changed: no new serial
     assert events == [("dns-published", f"{NAME} {s1}, {s2}; serial 1800000000")]
     c.kill(1)
     c.run_until(2.0)
     assert c.holders(service(2)) == [2]
-    assert gd.refresh(c.core(2))
+    assert gd.refresh(c.view(2))
     assert addrs(gd) == [s1]  # the orphan on the spare is not advertised
     assert gd.serial == 1_800_000_001
     zone = gd.zone_data()
@@ -82,7 +82,7 @@ def test_load_shedding_with_hysteresis_from_load_samples() -> None:
 
         c.poke(i, sample)
         c.run_until(c.now + 0.5)  # the next infos carry it
-        gd.refresh(c.core(2))
+        gd.refresh(c.view(2))
 
     load(0, 100)
     assert addrs(gd) == [s1, s2]
@@ -104,7 +104,7 @@ def test_leader_publisher_only_on_the_leader(tmp_path: Path) -> None:
             NAME, "rais.test.", zonefile=ZoneFileConfig(str(tmp_path / f"z{i}" / "www.zone"))
         )
         gd = GroupDns(cfg, group="www", scale=1000, on_event=lambda k, r: None)
-        gd.refresh(c.core(i))
+        gd.refresh(c.view(i))
         made.append(gd)
     desired = [gd.publishers[0][1].desired for gd in made]
     assert desired[0] is not None and desired[1] is None and desired[2] is None
@@ -115,7 +115,7 @@ def test_leader_publisher_only_on_the_leader(tmp_path: Path) -> None:
         zonefile=ZoneFileConfig(str(tmp_path / "obs" / "www.zone"), publisher="self"),
     )
     gd = GroupDns(cfg, group="www", scale=1000, on_event=lambda k, r: None)
-    gd.refresh(c.core(2))
+    gd.refresh(c.view(2))
     assert gd.publishers[0][1].desired is not None
     assert gd.status()["publishers"]["zonefile"]["active"]
 
@@ -129,8 +129,8 @@ def test_merge_zones_shares_an_origin() -> None:
         scale=1000,
         on_event=lambda k, r: None,
     )
-    a.refresh(c.core(0))
-    b.refresh(c.core(0))
+    a.refresh(c.view(0))
+    b.refresh(c.view(0))
     za, zb = a.zone_data(), b.zone_data()
     assert za is not None and zb is not None
     (merged,) = merge_zones([za, zb], ("ns1.rais.test.",))

@@ -165,7 +165,7 @@ def test_an_observer_that_restarts_answers_nothing_until_it_has_heard_the_group(
     c.run_until(back + phase)
     seen: list[tuple[float, tuple[IP, ...] | None]] = []
     while c.now < back + 1.0:
-        gd.refresh(c.core(2))
+        gd.refresh(c.view(2))
         seen.append((c.now - back, served(gd)))
         if served(gd) is None:
             assert published(gd) is None and gd.status()["warming"]
@@ -192,12 +192,12 @@ def test_a_restarted_lowest_host_leads_without_shrinking_the_set(tmp_path: Path)
     c.run_until(1.0)
     follower = group_dns(tmp_path / "h2", "leader", high=800, low=600)
     for _ in range(10):
-        follower.refresh(c.core(1))
+        follower.refresh(c.view(1))
         c.step(0.1)
     c.kill(0)
     killed = c.now
     took = c.run_until_true(lambda: c.core(1).is_leader, 1.0) - killed
-    follower.refresh(c.core(1))
+    follower.refresh(c.view(1))
     assert took <= TIMEOUT + 0.01
     assert published(follower) == {A2, A3}  # the takeover: only the dead host went
     c.step(1.0)
@@ -206,8 +206,8 @@ def test_a_restarted_lowest_host_leads_without_shrinking_the_set(tmp_path: Path)
     restarted = group_dns(tmp_path / "h1", "leader", high=800, low=600)
     history: list[set[IP] | None] = []
     while c.now < back + 2.0:
-        restarted.refresh(c.core(0))
-        follower.refresh(c.core(1))
+        restarted.refresh(c.view(0))
+        follower.refresh(c.view(1))
         if not history or history[-1] != published(restarted):
             history.append(published(restarted))
         c.step(0.05)
@@ -221,13 +221,13 @@ def test_a_follower_that_takes_over_drops_the_dead_leader_at_once(tmp_path: Path
     c = Cluster([make_config(1), make_config(2), make_config(3, spare=True)])
     c.run_until(1.0)
     gd = group_dns(tmp_path, "leader")
-    gd.refresh(c.core(1))
+    gd.refresh(c.view(1))
     assert published(gd) is None  # a follower's leader publisher is idle
     c.kill(0)
     killed = c.now
     while published(gd) is None:
         c.step(0.1)
-        gd.refresh(c.core(1))
+        gd.refresh(c.view(1))
     assert published(gd) == {A2}
     assert c.now - killed <= TIMEOUT + 0.1 + 1e-9
 
@@ -236,10 +236,10 @@ def test_refresh_never_reads_an_unsettled_core(tmp_path: Path) -> None:
     c = Cluster([make_config(1)])
     core: Core = c.core(0)
     gd = group_dns(tmp_path)
-    assert not gd.refresh(core)
+    assert not gd.refresh(core.view(c.now))
     assert gd.answer is None and gd.zone_data().warming == (N(WWW),)
     c.run_until(TIMEOUT + 0.01)
-    assert gd.refresh(core) and published(gd) == {A1}
+    assert gd.refresh(core.view(c.now)) and published(gd) == {A1}
 
 
 # ------------------------------------------------------------ the agent

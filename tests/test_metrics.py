@@ -221,7 +221,7 @@ def test_a_real_core_status() -> None:
 
     def scrape() -> Scrape:
         status.clear()
-        status.update(agent_status(group_status(core, now, {"acquired": 0})))
+        status.update(agent_status(group_status(core.view(now), {"acquired": 0})))
         return Scrape(m)
 
     s = scrape()  # before the first heartbeat: nothing held, no leader yet

@@ -251,7 +251,7 @@ def test_a_500_0_load_is_full_everywhere(scale: int) -> None:
     core = _core(scale)
     core.load_sample(0.0, *sample)
 
-    status = group_status(core, 0.0, {}, scale=scale)
+    status = group_status(core.view(0.0), {}, scale=scale)
     me = status["hosts"][0]
     assert (me["load"], me["capacity"], me["utilization"]) == (500, 0, scale)
     assert f"{scale} (500/0)" in render({"groups": [status]})
@@ -269,7 +269,7 @@ def test_a_500_0_load_is_full_everywhere(scale: int) -> None:
 
 def test_no_load_object_is_idle_everywhere() -> None:
     core = _core(1000)  # never sampled: 0/0
-    status = group_status(core, 0.0, {}, scale=1000)
+    status = group_status(core.view(0.0), {}, scale=1000)
     assert status["hosts"][0]["utilization"] == 0
     assert _ratio(status) == 0.0
     assert combine([(0, 0), (100, 1000)], "max") == (100, 1000)

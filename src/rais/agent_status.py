@@ -34,8 +34,7 @@ def agent_status(
         "parts": parts,
         "groups": [
             group_status(
-                r.core,
-                now,
+                r.core.view(now),
                 dict(r.counters) | _transport_counters(r),
                 scale=r.config.load_scale,
                 tests=_tests(r.config.tests, now, test_states()),

@@ -79,7 +79,7 @@ class DnsService:
             for name, gd in list(self.groups.items()):
                 runner = self.runners.get(name)
                 if runner is not None:
-                    gd.refresh(runner.core)
+                    gd.refresh(runner.core.view(asyncio.get_running_loop().time()))
             await asyncio.sleep(TICK)
 
     def zones(self) -> list[ZoneData]:

@@ -275,7 +275,7 @@ class GroupRunner:
 
     def serves_group_address(self, ip: IP) -> bool:
         """Whether ``ip`` is a service address of this group (as this host knows)."""
-        return to_addr(ip) in self.core.table.rows
+        return self.core.is_service_address(to_addr(ip))
 
     def move(self, ip: IP, host: IP, stamp_ms: int) -> str | None:
         """Operator: pin ``ip`` to ``host``; returns why it was refused, or None."""
@@ -414,7 +414,7 @@ class GroupRunner:
                 continue
             now = self.loop.time()
             for ip, prefixlen in self.held.current():
-                if self.core.served.states.get(to_addr(ip)) != AddrState.ONLINE:
+                if self.core.holding(to_addr(ip)) != AddrState.ONLINE:
                     # Being acquired (its script may run long, behind which the
                     # refresh waits in the address's queue) or released.
                     self._fresh[ip] = now
@@ -428,7 +428,7 @@ class GroupRunner:
                 self._chain(to_addr(ip), self._refresh(ip, prefixlen))
 
     async def _refresh(self, ip: IP, prefixlen: int) -> None:
-        state = self.core.served.states.get(to_addr(ip))
+        state = self.core.holding(to_addr(ip))
         if self._stopped or state is None or state == AddrState.RELEASING:
             return  # being released (or gone): let the lifetime run out
         if (ip, prefixlen) not in self.held.current():
@@ -446,7 +446,7 @@ class GroupRunner:
         for i in range(max(1, cfg.garp_count)):
             if i:
                 await asyncio.sleep(cfg.garp_interval)
-            if self._stopped or to_addr(ip) not in self.core.served.states:
+            if self._stopped or self.core.holding(to_addr(ip)) is None:
                 return
             try:
                 await self.drivers.announcer.announce(cfg.interface, ip)

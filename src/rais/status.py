@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from rais.core.addr import fmt
-from rais.core.core import Core
 from rais.core.messages import HostEntry
 from rais.core.utilization import utilization
+from rais.core.view import CoreView
 
 
 def _host(
@@ -35,19 +35,23 @@ def _host(
 
 
 def group_status(
-    core: Core,
-    now: float,
+    view: CoreView,
     counters: dict[str, int],
     *,
     scale: int = 1000,
     tests: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``tests``: this host's tests of the group (name, ok, reason, since_s)."""
-    own = core.entry()
-    hosts = [_host(own, live=True, last_heard_s=0.0, scale=scale)]
-    for rec in core.members.records.values():
-        age = round(now - rec.last_heard, 3)
-        hosts.append(_host(rec.entry, live=rec.live, last_heard_s=age, scale=scale))
+    """One group's status from the core's read model (``Core.view(now)``);
+    ``tests``: this host's tests of the group (name, ok, reason, since_s)."""
+    hosts = [
+        _host(
+            m.entry,
+            live=m.live,
+            last_heard_s=0.0 if m.this_host else round(m.age, 3),
+            scale=scale,
+        )
+        for m in view.members
+    ]
     hosts.sort(key=lambda h: (not h["live"], h["id"]))
     holders: dict[str, list[tuple[str, str]]] = {}
     for h in hosts:
@@ -55,7 +59,7 @@ def group_status(
             for s in h["served"]:
                 holders.setdefault(s["address"], []).append((h["id"], s["state"]))
     addresses: list[dict[str, Any]] = []
-    for row in core.table.rows.values():
+    for row in view.rows:
         address = fmt(row.address)
         held = holders.pop(address, [])
         addresses.append(
@@ -66,9 +70,7 @@ def group_status(
                 "state": held[0][1]
                 if len(held) == 1
                 else ("unassigned" if not held else "duplicate"),
-                "orphan_s": (
-                    None if row.deadline is None else round(max(0.0, row.deadline - now), 3)
-                ),
+                "orphan_s": None if row.orphan_s is None else round(row.orphan_s, 3),
             }
         )
     for address, held in holders.items():
@@ -83,19 +85,19 @@ def group_status(
         )
     addresses.sort(key=lambda a: a["address"])
     return {
-        "name": core.config.group,
-        "host": fmt(core.id),
-        "leader": fmt(core.leader) if core.leader is not None else None,
-        "is_leader": core.is_leader,
-        "settled": core.settled,
-        "ok": core.ok,
-        "quiesced": core.quiesced,
+        "name": view.group,
+        "host": fmt(view.host),
+        "leader": fmt(view.leader) if view.leader is not None else None,
+        "is_leader": view.is_leader,
+        "settled": view.settled,
+        "ok": view.ok,
+        "quiesced": view.quiesced,
         "load_scale": scale,
         "tests": tests or [],
         "hosts": hosts,
         "addresses": addresses,
-        "expired": sorted(fmt(a) for a in core.table.expired),
-        "dropped": core.drops(),
+        "expired": sorted(fmt(a) for a in view.expired),
+        "dropped": dict(view.drops),
         "counters": dict(counters),
     }
 

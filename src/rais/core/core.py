@@ -34,6 +34,7 @@ from rais.core.messages import (
 from rais.core.outbox import Outbox
 from rais.core.requests import Requests, winning
 from rais.core.served import Served
+from rais.core.view import CoreView, MemberView, RowView
 
 
 class Core:
@@ -119,6 +120,50 @@ class Core:
     def drops(self) -> dict[str, int]:
         """Datagrams dropped, by reason."""
         return dict(self.inbox.drops)
+
+    def view(self, now: float) -> CoreView:
+        """The read model (rais.core.view): one frozen snapshot of this core."""
+        own = self.entry()
+        members = [MemberView(own, True, 0.0, this_host=True)]
+        for rec in self.members.records.values():
+            members.append(MemberView(rec.entry, rec.live, now - rec.last_heard))
+        rows = tuple(
+            RowView(
+                r.address,
+                r.prefixlen,
+                r.preferred,
+                None if r.deadline is None else max(0.0, r.deadline - now),
+            )
+            for r in self.table.rows.values()
+        )
+        return CoreView(
+            group=self.config.group,
+            host=self.id,
+            now=now,
+            leader=self._leader,
+            settled=self.settled,
+            ok=self.ok,
+            quiesced=self.quiesced,
+            left=self.left,
+            entry=own,
+            members=tuple(members),
+            rows=rows,
+            expired=tuple(self.table.expired),
+            drops=self.drops(),
+        )
+
+    def holding(self, address: Addr) -> AddrState | None:
+        """The state in which this host serves ``address`` (None: it does not)."""
+        return self.served.states.get(address)
+
+    def is_service_address(self, address: Addr) -> bool:
+        """Whether ``address`` is a (valid) service address of the group, as
+        this host knows it."""
+        return address in self.table.rows
+
+    def has_work(self) -> bool:
+        """Effects are waiting to be drained, or the timer must be asked again."""
+        return bool(self.out.items) or self._timer_stale
 
     # ---------------------------------------------------------------- inputs
 

@@ -31,7 +31,7 @@ from typing import Any
 import dns.name
 
 from rais.config_parse import IP
-from rais.core.core import Core
+from rais.core.view import CoreView
 from rais.dns.config import GroupDnsConfig, Publisher
 from rais.dns.server import ZoneData
 from rais.dns.update import UpdatePublisher
@@ -135,16 +135,16 @@ class GroupDns:
         """No answer yet: the host has not heard the group for one timeout."""
         return self.answer is None
 
-    def refresh(self, core: Core) -> bool:
-        """Recompute the answer from the core's state; True if it changed.
+    def refresh(self, cv: CoreView) -> bool:
+        """Recompute the answer from the core's read model; True if it changed.
         Does nothing while the core is not settled (warm-up)."""
-        if not core.settled:
+        if not cv.settled:
             return False
-        hosts = views(core)
+        hosts = views(cv)
         previous = self.answer.advertised if self.answer is not None else None
         answer = advertise(hosts, self.policy, previous)
         self.hosts = {h.id: (h.preferred,) for h in hosts if h.eligible and h.preferred is not None}
-        was_leading, self.leading = self.leading, core.is_leader
+        was_leading, self.leading = self.leading, cv.is_leader
         changed = self.answer is None or answer.addresses != self.answer.addresses
         self.answer = answer
         if changed:

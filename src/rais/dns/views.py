@@ -1,13 +1,13 @@
 """A group's members as the DNS thread sees them: host views built from the
-core's shared state (its own entry and the live hosts' entries)."""
+core's read model (its own entry and the other hosts' entries)."""
 
 from __future__ import annotations
 
 import ipaddress
 
 from rais.core.addr import fmt
-from rais.core.core import Core
 from rais.core.messages import AddrState, HostEntry
+from rais.core.view import CoreView
 from rais.dns.zone import HostView
 
 
@@ -33,8 +33,6 @@ def view(entry: HostEntry, live: bool) -> HostView:
     )
 
 
-def views(core: Core) -> list[HostView]:
-    out = [view(core.entry(), True)]
-    for rec in core.members.records.values():
-        out.append(view(rec.entry, rec.live and not rec.entry.leaving))
-    return out
+def views(cv: CoreView) -> list[HostView]:
+    """Every host of the group as the DNS thread judges it."""
+    return [view(m.entry, m.this_host or (m.live and not m.entry.leaving)) for m in cv.members]

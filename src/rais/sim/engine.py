@@ -170,8 +170,9 @@ class Simulation:
         core = h.core
         if core is None:
             return
-        if core.out.items:
-            for eff in core.effects():
+        effects = core.effects()
+        if effects:
+            for eff in effects:
                 if isinstance(eff, Send):
                     self._send(h, now, eff)
                 elif isinstance(eff, Acquire):
@@ -330,7 +331,7 @@ class Simulation:
             n += 1
             h.last_rx = data
             core.receive(now, dgram, 0)
-            if core.out.items or core._timer_stale:
+            if core.has_work():
                 self._after(h, now)
         self.result.deliveries += n
 

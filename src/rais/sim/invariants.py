@@ -184,7 +184,7 @@ class Checker:
             h = self.sim.hosts[index]
             if not (h.up and h.ok and not h.quiesced) or h.preferred is None:
                 self.introducing.discard(index)
-            elif h.core is not None and h.preferred in h.core.table.rows:
+            elif h.core is not None and h.core.is_service_address(h.preferred):
                 self.introducing.discard(index)
                 self.introduced.add(h.preferred)
 
@@ -270,7 +270,7 @@ class Checker:
         if problem is not None:
             self.violate("I1/I4", now, problem)
         else:
-            dns_problem = self._dns_answers()
+            dns_problem = self._dns_answers(now)
             if dns_problem is not None:
                 self.violate("I6", now, dns_problem)
             if not self.converged:
@@ -278,7 +278,7 @@ class Checker:
                 self.convergences.append(now - self.fault_at)
             self.judged = True
 
-    def _dns_answers(self) -> str | None:
+    def _dns_answers(self, now: float) -> str | None:
         sim = self.sim
         expected = sorted_addrs(
             ipaddress.ip_address(h.preferred)
@@ -292,7 +292,7 @@ class Checker:
         )
         for h in sim.hosts:
             if h.up and h.core is not None:
-                got = advertise(views(h.core), _DNS_POLICY).addresses
+                got = advertise(views(h.core.view(now)), _DNS_POLICY).addresses
                 if got != expected:
                     shown = ", ".join(map(str, got))
                     want = ", ".join(map(str, expected))
@@ -305,7 +305,7 @@ class Checker:
             return True
         if address not in self.introduced:
             return False  # its preferred host has never been fit to bring it in
-        owner_knows = h.up and h.core is not None and address in h.core.table.rows
+        owner_knows = h.up and h.core is not None and h.core.is_service_address(address)
         if not owner_knows and address in self.knowers:
             known = self.knowers[address]
             if known is None:
@@ -329,9 +329,9 @@ class Checker:
         winning request over the live hosts' entries is a MOVE to an eligible host."""
         sim = self.sim
         up = [h for h in sim.hosts if h.up and h.core is not None]
-        if not any(h.core is not None and h.core.requests.mine for h in up):
-            return {}
         entries = [h.core.entry() for h in up if h.core is not None]
+        if not any(e.requests for e in entries):
+            return {}
         out = {}
         for address, req in winning(entries).items():
             if req.op != ReqOp.MOVE or req.target is None:

@@ -1,0 +1,89 @@
+"""The core's read model: what code outside ``rais.core`` may know of a core.
+
+``Core.view(now)`` returns one frozen snapshot: this host's own entry, the
+leader, every host it has heard (with liveness and the age of its last info),
+every row of the service-address table (with its holders as this host knows
+them and the orphan countdown left) and the datagrams dropped. The status,
+the metrics, the DNS thread, the page and the simulator's checker read only
+this (tests/test_core_purity.py enforces it). The driver's own questions
+(does this host hold an address, in which state; is an address one of the
+group's) are ``Core.holding`` and ``Core.is_service_address``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rais.core.addr import Addr
+from rais.core.messages import AddrState, HostEntry
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One host as this host knows it (this host included, first)."""
+
+    entry: HostEntry
+    """Its latest host information entry (figure 2C)."""
+    live: bool
+    """Heard within the timeout and not gone (this host: always)."""
+    age: float
+    """Seconds since its last info was taken (this host: 0)."""
+    this_host: bool = False
+
+    @property
+    def id(self) -> Addr:
+        return self.entry.id
+
+
+@dataclass(frozen=True, slots=True)
+class RowView:
+    """One valid service address (a row of the table, figure 2D)."""
+
+    address: Addr
+    prefixlen: int
+    preferred: Addr
+    orphan_s: float | None
+    """Seconds left of its orphan countdown (None: not an orphan)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoreView:
+    """One core at one instant (``Core.view(now)``)."""
+
+    group: str
+    host: Addr
+    now: float
+    leader: Addr | None
+    settled: bool
+    """Has heard the group for one full timeout since it started listening."""
+    ok: bool
+    quiesced: bool
+    """Quiesced by the operator (the entry's flag also covers leaving)."""
+    left: bool
+    entry: HostEntry
+    members: tuple[MemberView, ...]
+    """This host first, then every other host heard, in the order first heard."""
+    rows: tuple[RowView, ...]
+    expired: tuple[Addr, ...]
+    """Service addresses whose orphan countdown ran out."""
+    drops: Mapping[str, int]
+    """Datagrams dropped, by reason."""
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader == self.host
+
+    def live_entries(self) -> list[HostEntry]:
+        """The entries of the live hosts, this host's own first."""
+        return [m.entry for m in self.members if m.live]
+
+    def holders(self) -> dict[Addr, list[tuple[Addr, AddrState]]]:
+        """Every address a live host serves, with (host, state), as this host
+        knows it (its own entry and the live hosts' latest infos)."""
+        out: dict[Addr, list[tuple[Addr, AddrState]]] = {}
+        for m in self.members:
+            if m.live:
+                for address, state in m.entry.served:
+                    out.setdefault(address, []).append((m.entry.id, state))
+        return out
