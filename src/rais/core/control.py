@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from rais.core.addr import Addr
 from rais.core.addrtable import AddressTable
 from rais.core.effects import EventKind
+from rais.core.hosts import eligible
 from rais.core.messages import AddrState, Command, HostEntry, Op, ReqOp, Request
 from rais.core.outbox import Outbox
 from rais.core.utilization import utilization
@@ -51,10 +52,6 @@ _BUSY = (AddrState.ACQUIRING, AddrState.RELEASING)
 class _Pending:
     commands: list[Command]
     deadline: float
-
-
-def eligible(entry: HostEntry) -> bool:
-    return entry.ok and not entry.quiesced and not entry.observer and not entry.leaving
 
 
 def _obeyed(cmd: Command, entry: HostEntry) -> bool:
