@@ -63,23 +63,20 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Pass:
-    """One control pass: the control database of step 608 and what it decided."""
+    """One control pass: the control database of step 608 (``spares``, the spare
+    list; ``others``, the non-spare eligible list; ``claims``, the control
+    service-address table of figure 6B: each address's claimants and their
+    states; ``load``, see ``Controller._loads``) and the commands given so far."""
 
     now: float
     command_timeout: float
     by_id: dict[Addr, HostEntry]
     spares: list[Addr]
-    """The spare list: eligible hosts without a preferred address."""
     others: list[Addr]
-    """The non-spare eligible list: eligible hosts with one."""
     claims: dict[Addr, list[tuple[Addr, AddrState]]]
-    """The control service-address table (figure 6B): each address's claimants
-    and their states, in the order the hosts were given."""
     load: dict[Addr, list[int]]
-    """Per eligible host, see ``Controller._loads``."""
     requests: dict[Addr, Request]
     new: list[Command] = field(default_factory=list)
-    """The commands given in this pass, in order."""
 
 
 def _obeyed(cmd: Command, entry: HostEntry) -> bool:
