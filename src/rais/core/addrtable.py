@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rais.core.addr import Addr
+from rais.core.hosts import fit
 from rais.core.messages import NOT_ORPHANED, AddrState, HostEntry, TableEntry
 
 
@@ -35,11 +36,6 @@ class AddrRow:
 def _serves_own(entry: HostEntry) -> bool:
     pref = entry.preferred
     return any(a == pref and s == AddrState.ONLINE for a, s in entry.served)
-
-
-def fit(entry: HostEntry) -> bool:
-    """A host fit to serve its own address: OK, not quiesced, not leaving."""
-    return entry.ok and not entry.quiesced and not entry.leaving
 
 
 class AddressTable:

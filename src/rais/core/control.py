@@ -9,23 +9,30 @@ service-address table:
   non-spare eligible list. Eligible = live, OK, not quiesced, not an
   observer, not leaving.
 
-Per address, in table order:
+The rules, numbered as in docs/protocol.md, each one function of ``Controller``:
 
-* a claimant of an address that is not in the table (invalid: unknown or
-  expired) is told to release it;
-* an address with a claimant still acquiring or releasing is left alone;
-* an unserved address goes to its preferred host if that host is eligible,
-  else to a spare, else to a non-spare eligible host (the least loaded, see
-  ``_pick``; the patent's random pick with placement "random"), else a
-  "cannot assign" event is raised (once, until the situation changes);
-* an address served, but not by its eligible preferred host, is given back
-  (failback, once the preferred host has been eligible for failback_delay;
-  never automatically with failback "manual"), release before acquire: every
-  holder is told to release and the preferred host is told to acquire only
-  once the address is unserved;
-* an address with several claimants keeps the preferred host (if it claims
-  and is not quiesced), else a random claiming spare, else a random
-  claimant; the others are told to release.
+1. ``_release_invalid``: a claimant of an address that is not in the table
+   (invalid: unknown or expired) is told to release it.
+
+Then per address of the table, in table order, unless a command for it is
+pending (``_decide``, step 610):
+
+2. an address with a claimant still acquiring or releasing is left alone;
+3. ``_assign_unserved``: an unserved address goes to its preferred host if
+   that host is eligible, else to a spare, else to a non-spare eligible host
+   (the least loaded, see ``_pick``; the patent's random pick with placement
+   "random"), else a "cannot assign" event is raised (once, until the
+   situation changes);
+   ``_move`` (beyond the patent): an address an operator moved goes to the
+   target host and stays there, release before acquire (core/requests.py);
+4. ``_fail_back``: an address served, but not by its eligible preferred host,
+   is given back (failback, once the preferred host has been eligible for
+   failback_delay; never automatically with failback "manual"), release
+   before acquire: every holder is told to release and the preferred host is
+   told to acquire only once the address is unserved;
+5. ``_resolve_duplicates``: an address with several claimants keeps the
+   preferred host (if it claims and is not quiesced), else a random claiming
+   spare, else a random claimant; the others are told to release.
 
 Commands stay *pending* until the target's own info shows them obeyed, the
 target is gone, or ``command_timeout`` passes; an address with a pending
@@ -35,11 +42,12 @@ command is not decided again, so a random pick is never second-guessed.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rais.core.addr import Addr
-from rais.core.addrtable import AddressTable
+from rais.core.addrtable import AddressTable, AddrRow
 from rais.core.effects import EventKind
+from rais.core.hosts import eligible
 from rais.core.messages import AddrState, Command, HostEntry, Op, ReqOp, Request
 from rais.core.outbox import Outbox
 from rais.core.utilization import utilization
@@ -53,8 +61,22 @@ class _Pending:
     deadline: float
 
 
-def eligible(entry: HostEntry) -> bool:
-    return entry.ok and not entry.quiesced and not entry.observer and not entry.leaving
+@dataclass(slots=True)
+class _Pass:
+    """One control pass: the control database of step 608 (``spares``, the spare
+    list; ``others``, the non-spare eligible list; ``claims``, the control
+    service-address table of figure 6B: each address's claimants and their
+    states; ``load``, see ``Controller._loads``) and the commands given so far."""
+
+    now: float
+    command_timeout: float
+    by_id: dict[Addr, HostEntry]
+    spares: list[Addr]
+    others: list[Addr]
+    claims: dict[Addr, list[tuple[Addr, AddrState]]]
+    load: dict[Addr, list[int]]
+    requests: dict[Addr, Request]
+    new: list[Command] = field(default_factory=list)
 
 
 def _obeyed(cmd: Command, entry: HostEntry) -> bool:
@@ -208,9 +230,26 @@ class Controller:
         command_timeout: float,
         requests: dict[Addr, Request] | None = None,
     ) -> list[Command]:
-        """One control pass; returns the new commands (also recorded as pending).
+        """One control pass (figure 6A, steps 608 and 610): the rules of the module
+        doc, in its order; returns the new commands (also recorded as pending).
         ``requests``: the operator request in force per address (core/requests.py)."""
-        requests = requests or {}
+        p = self._build(now, hosts, command_timeout, requests or {})
+        rows = table.rows
+        self._release_invalid(p, rows)
+        for address, row in rows.items():
+            if address not in self._pending:
+                self._decide(p, address, row)
+        return p.new
+
+    def _build(
+        self,
+        now: float,
+        hosts: list[HostEntry],
+        command_timeout: float,
+        requests: dict[Addr, Request],
+    ) -> _Pass:
+        """Step 608: the control database (the pseudocode's outer loop over the
+        hosts, its inner loop over the addresses each serves)."""
         by_id = {h.id: h for h in hosts}
         spares: list[Addr] = []
         others: list[Addr] = []
@@ -220,9 +259,15 @@ class Controller:
                 (spares if h.preferred is None else others).append(h.id)
             for address, state in h.served:
                 claims.setdefault(address, []).append((h.id, state))
-        new: list[Command] = []
-        rows = table.rows
-        load = self._loads(hosts)
+        p = _Pass(now, command_timeout, by_id, spares, others, claims, self._loads(hosts), requests)
+        self._track_eligible(now, hosts, by_id)
+        return p
+
+    def _track_eligible(
+        self, now: float, hosts: list[HostEntry], by_id: dict[Addr, HostEntry]
+    ) -> None:
+        """Since when each host has been eligible without a break, for failback_delay
+        (rule 4); the delayed failbacks of this pass set ``_wake`` afresh."""
         fit_since = self._fit_since
         for h in hosts:
             if eligible(h):
@@ -233,87 +278,136 @@ class Controller:
             del fit_since[gone]
         self._wake = None
 
-        def command(op: Op, target: Addr, address: Addr, prefixlen: int) -> None:
-            cmd = Command(op, target, address, prefixlen)
-            new.append(cmd)
-            if op == Op.ACQUIRE and target in load:
-                load[target][0] += 1
-            p = self._pending.get(address)
-            if p is None:
-                self._pending[address] = _Pending([cmd], now + command_timeout)
-            else:
-                p.commands.append(cmd)
+    def _command(self, p: _Pass, op: Op, target: Addr, address: Addr, prefixlen: int) -> None:
+        """Give a command in this pass; it stays pending until obeyed."""
+        cmd = Command(op, target, address, prefixlen)
+        p.new.append(cmd)
+        if op == Op.ACQUIRE and target in p.load:
+            p.load[target][0] += 1
+        pending = self._pending.get(address)
+        if pending is None:
+            self._pending[address] = _Pending([cmd], p.now + p.command_timeout)
+        else:
+            pending.commands.append(cmd)
 
-        for address, claimants in claims.items():
+    def _release_invalid(self, p: _Pass, rows: dict[Addr, AddrRow]) -> None:
+        """Rule 1, the invalid (step 608, the inner loop's "if service_address not
+        expired ... else send release message"): a claimant of an address that is
+        not in the table (unknown or expired) is told to release it."""
+        for address, claimants in p.claims.items():
             if address in rows or address in self._pending:
                 continue
             for host, state in claimants:
                 if state != AddrState.RELEASING:
-                    command(Op.RELEASE, host, address, 0)
+                    self._command(p, Op.RELEASE, host, address, 0)
 
-        for address, row in rows.items():
-            if address in self._pending:
-                continue
-            claimants = claims.get(address, [])
-            pref = by_id.get(row.preferred)
-            pref_ok = (
-                pref is not None
-                and pref.preferred == address
-                and eligible(pref)
-                and self._may_take(now, row.preferred, address)
-            )
-            req = requests.get(address)
-            pin = self._pin(now, req, by_id, address)
-            if not claimants:
-                choice: Addr | None = pin or (row.preferred if pref_ok else None)
-                if choice is None:
-                    for pool in (spares, others):
-                        takers = [h for h in pool if self._may_take(now, h, address)]
-                        if takers:
-                            choice = self._pick(takers, load)
-                            break
-                if choice is None:
-                    if address not in self._cannot:
-                        self._cannot.add(address)
-                        self.out.event(EventKind.CANNOT_ASSIGN, address, "no eligible host")
-                    continue
-                self._cannot.discard(address)
-                command(Op.ACQUIRE, choice, address, row.prefixlen)
-                continue
-            self._cannot.discard(address)
-            if any(state in _BUSY for _, state in claimants):
-                continue
-            holders = [host for host, _ in claimants]
-            if pin is not None:
-                # A move: release before acquire, then keep it on the target.
-                for host in holders:
-                    if host != pin or pin not in holders:
-                        command(Op.RELEASE, host, address, row.prefixlen)
-                continue
-            forced = req is not None and req.op == ReqOp.FAILBACK
-            if (
-                pref_ok
-                and row.preferred not in holders
-                and (forced or self._failback_due(now, row.preferred))
-            ):
-                for host in holders:
-                    command(Op.RELEASE, host, address, row.prefixlen)
-                continue
-            if len(holders) > 1:
-                keep = self._keep(row.preferred, holders, by_id)
-                for host in holders:
-                    if host != keep:
-                        command(Op.RELEASE, host, address, row.prefixlen)
-        return new
+    def _decide(self, p: _Pass, address: Addr, row: AddrRow) -> None:
+        """Step 610 for one address of the table with no command pending: unserved
+        (rule 3); busy, left alone (rule 2: "if state including acquiring or
+        releasing, continue"); moved; failed back (rule 4); duplicated (rule 5)."""
+        claimants = p.claims.get(address, [])
+        if not claimants:
+            self._assign_unserved(p, address, row)
+            return
+        self._cannot.discard(address)
+        if any(state in _BUSY for _, state in claimants):
+            return
+        holders = [host for host, _ in claimants]
+        if self._move(p, address, row, holders) or self._fail_back(p, address, row, holders):
+            return
+        self._resolve_duplicates(p, address, row, holders)
 
-    def _pin(
-        self, now: float, req: Request | None, by_id: dict[Addr, HostEntry], address: Addr
-    ) -> Addr | None:
+    def _assign_unserved(self, p: _Pass, address: Addr, row: AddrRow) -> None:
+        """Rule 3, the unserved (step 610, "managing unserved states"): to the host
+        a move pins it to, else to its preferred host if that can take it, else a
+        spare, else a non-spare eligible host (``_pick``), else a "cannot assign"
+        event, raised once until the situation changes."""
+        choice = self._pin(p, address) or (
+            row.preferred if self._preferred_can_take(p, address, row) else None
+        )
+        if choice is None:
+            for pool in (p.spares, p.others):
+                takers = [h for h in pool if self._may_take(p.now, h, address)]
+                if takers:
+                    choice = self._pick(takers, p.load)
+                    break
+        if choice is None:
+            if address not in self._cannot:
+                self._cannot.add(address)
+                self.out.event(EventKind.CANNOT_ASSIGN, address, "no eligible host")
+            return
+        self._cannot.discard(address)
+        self._command(p, Op.ACQUIRE, choice, address, row.prefixlen)
+
+    def _move(self, p: _Pass, address: Addr, row: AddrRow, holders: list[Addr]) -> bool:
+        """An operator's move (beyond the patent, core/requests.py), release before
+        acquire like a failback: every holder but the target is told to release;
+        rule 3 gives it to the target once it is unserved, and it stays there. True
+        if the address is pinned (no other rule applies)."""
+        pin = self._pin(p, address)
+        if pin is None:
+            return False
+        for host in holders:
+            if host != pin:
+                self._command(p, Op.RELEASE, host, address, row.prefixlen)
+        return True
+
+    def _fail_back(self, p: _Pass, address: Addr, row: AddrRow, holders: list[Addr]) -> bool:
+        """Rule 4, failback (step 610, "add preferred id_address to entry": the
+        preferred host injected as a claimant): if the preferred host can take the
+        address but does not claim it and failback is due (or an operator asked
+        for it), every holder is told to release; rule 3 gives it to the preferred
+        host once it is unserved, so the injected claimant is never told to
+        release. True if it fails back."""
+        req = p.requests.get(address)
+        forced = req is not None and req.op == ReqOp.FAILBACK
+        if not (
+            self._preferred_can_take(p, address, row)
+            and row.preferred not in holders
+            and (forced or self._failback_due(p.now, row.preferred))
+        ):
+            return False
+        for host in holders:
+            self._command(p, Op.RELEASE, host, address, row.prefixlen)
+        return True
+
+    def _resolve_duplicates(
+        self, p: _Pass, address: Addr, row: AddrRow, holders: list[Addr]
+    ) -> None:
+        """Rule 5, duplicates (step 610, the pseudocode's duplicate check): of
+        several claimants keep the preferred host if it claims the address and is
+        not quiesced, else a random claiming spare, else a random claimant; the
+        others are told to release."""
+        if len(holders) < 2:
+            return
+        pref = p.by_id.get(row.preferred)
+        if row.preferred in holders and pref is not None and not pref.quiesced:
+            keep = row.preferred
+        else:
+            spares = [h for h in holders if p.by_id[h].preferred is None]
+            keep = self.rng.choice(spares if spares else holders)
+        for host in holders:
+            if host != keep:
+                self._command(p, Op.RELEASE, host, address, row.prefixlen)
+
+    def _preferred_can_take(self, p: _Pass, address: Addr, row: AddrRow) -> bool:
+        """The address's preferred host is live, prefers it, is eligible and is not
+        backing off an acquire of it."""
+        pref = p.by_id.get(row.preferred)
+        return (
+            pref is not None
+            and pref.preferred == address
+            and eligible(pref)
+            and self._may_take(p.now, row.preferred, address)
+        )
+
+    def _pin(self, p: _Pass, address: Addr) -> Addr | None:
         """The host a move request pins ``address`` to, if it can take it now."""
+        req = p.requests.get(address)
         if req is None or req.op != ReqOp.MOVE or req.target is None:
             return None
-        target = by_id.get(req.target)
-        if target is None or not eligible(target) or not self._may_take(now, target.id, address):
+        target = p.by_id.get(req.target)
+        if target is None or not eligible(target) or not self._may_take(p.now, target.id, address):
             return None
         return target.id
 
@@ -350,10 +444,3 @@ class Controller:
             return True
         self._wake = due if self._wake is None else min(self._wake, due)
         return False
-
-    def _keep(self, preferred: Addr, holders: list[Addr], by_id: dict[Addr, HostEntry]) -> Addr:
-        pref = by_id.get(preferred)
-        if preferred in holders and pref is not None and not pref.quiesced:
-            return preferred
-        spares = [h for h in holders if by_id[h].preferred is None]
-        return self.rng.choice(spares if spares else holders)

@@ -19,8 +19,9 @@ from rais.core.config import CoreConfig
 from rais.core.control import Controller
 from rais.core.effects import Effect, EventKind, Send
 from rais.core.emit import PeerPages, orphan_rows
+from rais.core.hosts import can_lead, eligible
 from rais.core.inbox import Inbox
-from rais.core.membership import Membership, can_lead
+from rais.core.membership import Membership
 from rais.core.messages import (
     AddrState,
     Command,
@@ -441,7 +442,7 @@ class Core:
     def _obey(self, now: float, cmd: Command) -> None:
         """Figures 4B and 4C: an acquire or release from this host's leader."""
         if cmd.op == Op.ACQUIRE:
-            if not self.ok or self.quiesced or self.leaving or self.config.observer:
+            if not eligible(self.entry()):
                 return
             changed = self.served.acquire(cmd.address, cmd.prefixlen)
         else:

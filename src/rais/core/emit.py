@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rais.core.addr import Addr
-from rais.core.addrtable import fit
+from rais.core.hosts import fit
 from rais.core.membership import HostRecord
 from rais.core.messages import HostEntry, PeerAge, TableEntry
 

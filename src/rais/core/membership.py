@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from rais.core.addr import Addr, id_key
+from rais.core.hosts import can_lead
 from rais.core.messages import HostEntry
 
 
@@ -53,10 +54,6 @@ def same_state(a: HostEntry, b: HostEntry) -> bool:
         and a.observer == b.observer
         and a.preferred == b.preferred
     )
-
-
-def can_lead(entry: HostEntry) -> bool:
-    return entry.settled and not entry.observer and not entry.leaving
 
 
 class Membership:

@@ -66,6 +66,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from rais.core.hosts import eligible as host_eligible
 from rais.core.utilization import utilization
 
 IP: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -111,16 +112,16 @@ class HostView:
             raise ValueError(f"host {self.id}: load and capacity must be >= 0")
 
     @property
+    def leaving(self) -> bool:
+        """Out of the group, as rais.core.hosts reads the flag: not live
+        (rais.dns.views counts a host that left as not live)."""
+        return not self.live
+
+    @property
     def eligible(self) -> bool:
-        """Whether the preferred address may be advertised at all."""
-        return (
-            self.live
-            and self.ok
-            and not self.quiesced
-            and not self.observer
-            and self.preferred is not None
-            and self.serving_preferred
-        )
+        """Whether the preferred address may be advertised at all: the host is
+        eligible (rais.core.hosts) and serves its preferred address."""
+        return host_eligible(self) and self.preferred is not None and self.serving_preferred
 
     def held(self) -> frozenset[IP]:
         """Every address the host currently serves."""

@@ -61,6 +61,13 @@ class SimHost:
     timer_tick: int = -1
     last_rx: bytes = b""
 
+    @property
+    def leaving(self) -> bool:
+        """Out of the group, as rais.core.hosts reads the flag. The checker judges
+        the hosts' real state, not their entries: it has no leaving state, a host
+        that has left is down (one still releasing counts as up, as before)."""
+        return not self.up
+
 
 class Simulation:
     def __init__(

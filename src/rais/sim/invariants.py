@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rais.core.addr import Addr, fmt
+from rais.core.hosts import eligible, fit
 from rais.core.messages import ReqOp
 from rais.core.requests import winning
 from rais.dns.views import views
@@ -94,7 +95,7 @@ class Checker:
     def unfit(self, now: float, index: int) -> None:
         """Host ``index`` is about to crash, leave, fail its test or be quiesced."""
         h = self.sim.hosts[index]
-        if h.preferred is None or not h.up or not h.ok or h.quiesced:
+        if h.preferred is None or not fit(h):
             return
         since = self.fit_from.get(index, 0.0)
         self._brief(h.preferred, since, self._last_good(h.preferred, since), now)
@@ -176,13 +177,13 @@ class Checker:
         """Note every host that is now fit to bring its address in; it does so
         once its core has put the address in its table (at its next info)."""
         for h in self.sim.hosts:
-            if h.preferred is not None and h.up and h.ok and not h.quiesced:
+            if h.preferred is not None and fit(h):
                 self.introducing.add(h.index)
 
     def _introduced(self) -> None:
         for index in list(self.introducing):
             h = self.sim.hosts[index]
-            if not (h.up and h.ok and not h.quiesced) or h.preferred is None:
+            if not fit(h) or h.preferred is None:
                 self.introducing.discard(index)
             elif h.core is not None and h.core.is_service_address(h.preferred):
                 self.introducing.discard(index)
@@ -284,10 +285,7 @@ class Checker:
             ipaddress.ip_address(h.preferred)
             for h in sim.hosts
             if h.preferred is not None
-            and h.up
-            and h.ok
-            and not h.quiesced
-            and not h.observer
+            and eligible(h)
             and h.index in self.holders.get(h.preferred, ())
         )
         for h in sim.hosts:
@@ -301,7 +299,7 @@ class Checker:
 
     def _valid(self, now: float, address: Addr, owner: int) -> bool | None:
         h = self.sim.hosts[owner]
-        if h.up and ((h.ok and not h.quiesced) or owner in self.holders.get(address, ())):
+        if fit(h) or (h.up and owner in self.holders.get(address, ())):
             return True
         if address not in self.introduced:
             return False  # its preferred host has never been fit to bring it in
@@ -337,14 +335,14 @@ class Checker:
             if req.op != ReqOp.MOVE or req.target is None:
                 continue
             t = sim.hosts[sim.index_of[req.target]]
-            if t.up and t.ok and not t.quiesced and not t.observer:
+            if eligible(t):
                 out[address] = t.index
         return out
 
     def _settled_state(self, now: float, *, strict: bool) -> str | None:
         """None if I1 (and, when strict, I4) hold now; else what is wrong."""
         sim = self.sim
-        eligible = [h for h in sim.hosts if h.up and h.ok and not h.quiesced and not h.observer]
+        anyone_eligible = any(eligible(h) for h in sim.hosts)
         pins = self._pins()
         for h in sim.hosts:
             address = h.preferred
@@ -359,7 +357,7 @@ class Checker:
                     return f"expired orphan {fmt(address)} still held by {sorted(holders)}"
                 continue
             live_ok = [i for i in holders if sim.hosts[i].up and sim.hosts[i].ok]
-            if not eligible and not live_ok:
+            if not anyone_eligible and not live_ok:
                 if strict and any(x.up for x in sim.hosts):
                     since = self.last_unheld.get(address, 0.0)
                     said = self.cannot_at.get(address, -1.0)
@@ -376,7 +374,7 @@ class Checker:
                     where = sorted(holders)
                     return f"{fmt(address)} not on host {target}, where it was moved: {where}"
                 continue
-            if strict and h.up and h.ok and not h.quiesced and holders != {h.index}:
+            if strict and fit(h) and holders != {h.index}:
                 return f"{fmt(address)} not back on its preferred host {h.index}: {sorted(holders)}"
         return None
 
