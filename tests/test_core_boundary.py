@@ -18,10 +18,20 @@ OUTSIDE = sorted(p for p in SRC.rglob("*.py") if "core" not in p.relative_to(SRC
 PARTS = {"table", "members", "served", "out", "inbox", "control", "requests", "_pages"}
 """A Core's sub-objects: its state, not its interface."""
 
-PUBLIC_MODULES = {"addr", "config", "core", "effects", "messages", "utilization", "view", "wire"}
+PUBLIC_MODULES = {
+    "addr",
+    "config",
+    "core",
+    "effects",
+    "hosts",
+    "messages",
+    "utilization",
+    "view",
+    "wire",
+}
 """Modules of rais.core that others may import: the Core, its config, its
 inputs and outputs (messages, effects, the wire codec), the read model and the
-shared leaves."""
+shared leaves (addresses, the host predicates, utilization)."""
 
 SHARED_RULES = {("requests", "winning")}
 """Pure rules outside those modules that others may use as they are (the
