@@ -14,7 +14,7 @@ from clusterkit import (
     service,
 )
 
-from rais.core.addr import id_key, lowest, pack
+from rais.core.addr import id_key, pack
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, EventKind
@@ -92,9 +92,8 @@ def _v6_config(text: str, service_text: str) -> CoreConfig:
 
 
 def test_ipv4_ids_sort_before_ipv6_ids() -> None:
-    assert lowest([pack("::1"), pack("255.255.255.255"), pack("2001:db8::1")]) == pack(
-        "255.255.255.255"
-    )
+    ids = [pack("::1"), pack("255.255.255.255"), pack("2001:db8::1")]
+    assert min(ids, key=id_key) == pack("255.255.255.255")
     c = Cluster(
         [
             _v6_config("2001:db8::1", "2001:db8:1::1"),

@@ -18,11 +18,6 @@ def id_key(addr: Addr) -> tuple[int, bytes]:
     return (len(addr), addr)
 
 
-def lowest(ids: list[Addr]) -> Addr | None:
-    """The lowest host id in ``ids`` (None if empty)."""
-    return min(ids, key=id_key) if ids else None
-
-
 def pack(text: str) -> Addr:
     """Packed form of an address written as text (``192.0.2.1`` or ``2001:db8::1``)."""
     return ipaddress.ip_address(text).packed

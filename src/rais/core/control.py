@@ -334,7 +334,7 @@ class Controller:
         if choice is None:
             if address not in self._cannot:
                 self._cannot.add(address)
-                self.out.event(EventKind.CANNOT_ASSIGN, address, "no eligible host")
+                self.out.event(p.now, EventKind.CANNOT_ASSIGN, address, "no eligible host")
             return
         self._cannot.discard(address)
         self._command(p, Op.ACQUIRE, choice, address, row.prefixlen)

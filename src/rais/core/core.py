@@ -11,6 +11,7 @@ drained with ``effects()``; ``get_timer()`` says when to call
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from rais.core import wire
 from rais.core.addr import Addr, fmt
@@ -48,7 +49,6 @@ class Core:
         self.seq = 0
         self.group_tag = wire.group_tag(config.group)
         self.out = Outbox(config.group, self.id)
-        self.out.now = now
         self.inbox = Inbox(self.id)
         self.members = Membership(self.id, config.timeout)
         self.table = AddressTable(config.orphan_timeout)
@@ -77,8 +77,6 @@ class Core:
         self.settle_at = now + config.timeout
         self.next_heartbeat = now
         self.next_announce: float | None = None
-        self.sent_datagrams = 0
-        self.sent_bytes = 0
         self._vias = tuple(range(len(config.control)))
         self._pages = PeerPages(config.peers_per_message)
         self._send_info = True
@@ -168,13 +166,26 @@ class Core:
 
     # ---------------------------------------------------------------- inputs
 
+    def _input(self, now: float, body: Callable[[float], bool], *, wake: bool = True) -> None:
+        """The one path of every input (after h11's ``_process_event``): the
+        timer is due for a recomputation (``wake``), nothing is taken once the
+        host has left, ``body(now)`` applies the input and says whether anything
+        changed, and if so the control pass and the info follow (``_finish``).
+        A plain heartbeat (``wake=False``) only pushes an expiry later, so it
+        leaves the cached timer alone: an early wake-up is harmless."""
+        if wake:
+            self._timer_stale = True
+        if self.left:
+            return
+        if body(now):
+            self._timer_stale = True
+            self._finish(now)
+
     def start_listening(self, now: float) -> None:
         """The control channel is open from ``now`` on. Nothing was heard before
         it, so the host settles (may lead; its DNS answers count) one full
         ``timeout`` after ``now`` at the earliest, not after its creation."""
-        if not self.settled and now + self.config.timeout > self.settle_at:
-            self.settle_at = now + self.config.timeout
-            self._timer_stale = True
+        self._input(now, self._listen)
 
     def datagram_received(self, now: float, data: bytes, via: int) -> None:
         """A datagram arrived on control address ``via``: authenticate and process it."""
@@ -187,53 +198,10 @@ class Core:
 
     def receive(self, now: float, dgram: Datagram, via: int) -> None:
         """An authenticated, decoded datagram arrived (the simulator decodes once per send)."""
-        if self.left:
-            return
-        msg = self.inbox.accept(dgram)
-        if msg is None:
-            return
-        if msg.entry.id != dgram.sender:
-            self.inbox.drops["malformed"] += 1
-            return
-        self.out.now = now
-        if self._on_message(now, msg) or self._need_pass or self._send_info:
-            # Only these can bring the timer forward; a plain heartbeat only
-            # pushes an expiry later, and an early wake-up is harmless.
-            self._timer_stale = True
-            self._finish(now)
+        self._input(now, lambda now: self._on_datagram(now, dgram), wake=False)
 
     def handle_timer(self, now: float) -> None:
-        self._timer_stale = True
-        if self.left:
-            return
-        self.out.now = now
-        if not self.settled and now >= self.settle_at:
-            self.settled = True
-            self._self_changed(now)
-            self._elect()
-        gone = self.members.expire(now)
-        for host in gone:
-            self._host_gone(now, host, EventKind.HOST_LOST, "timeout")
-        if gone:
-            self._elect(gone=gone)
-        deadline = self.table.next_deadline()
-        if deadline is not None and deadline <= now:
-            for row in self.table.expire(now):
-                if self.is_leader:
-                    self.out.event(EventKind.ORPHAN_EXPIRED, row.address, "orphan timeout")
-            self._need_pass = True
-        if self.is_leader and self.control.expire(now):
-            self._need_pass = True
-        if self.next_announce is not None and now >= self.next_announce:
-            self.served.announce_all()
-            self.next_announce = now + self.config.announce_interval
-        if now >= self.next_heartbeat:
-            self._send_info = True
-            self._need_pass = True
-            self.next_heartbeat += self.config.heartbeat
-            if self.next_heartbeat <= now:
-                self.next_heartbeat = now + self.config.heartbeat
-        self._finish(now)
+        self._input(now, self._on_timer)
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must be called next (None: never). It may be early,
@@ -262,49 +230,23 @@ class Core:
 
     def test_result(self, now: float, ok: bool, reason: str = "") -> None:
         """The combined result of this group's tests (fig. 3, steps 305-320)."""
-        self._timer_stale = True
-        if self.left or ok == self.ok:
-            return
-        self.out.now = now
-        self.ok = ok
-        if ok:
-            self.out.event(EventKind.TEST_RECOVERED, None, reason)
-        else:
-            self.out.event(EventKind.TEST_FAILED, None, reason)
-            self.served.release_all()
-        self._self_changed(now)
-        self._finish(now)
+        self._input(now, lambda now: self._tested(now, ok, reason))
 
     def load_sample(self, now: float, load: int, capacity: int) -> None:
-        """Load and capacity for the next info (unsigned 32-bit, figure 2C)."""
+        """Load and capacity for the next info (unsigned 32-bit, figure 2C); not
+        an input of the state machine: it changes nothing until that info."""
         self.load = max(0, min(load, 0xFFFFFFFF))
         self.capacity = max(0, min(capacity, 0xFFFFFFFF))
 
     def action_done(self, now: float, address: Addr, ok: bool, reason: str = "") -> None:
         """The acquire or release action on ``address`` finished."""
-        self._timer_stale = True
-        if self.left:
-            return
-        self.out.now = now
-        was = self.served.states.get(address)
-        if self.served.done(address, ok, reason):
-            if was == AddrState.ACQUIRING:
-                if ok:
-                    self.control.acquired(self.id, address)
-                else:
-                    self.control.acquire_failed(now, self.id, address)
-            if self.served.online() and self.next_announce is None:
-                self.next_announce = now + self.config.announce_interval
-            self._self_changed(now)
-            if self.leaving and not self.served.states:
-                self._say_goodbye(now)
-        self._finish(now)
+        self._input(now, lambda now: self._done(now, address, ok, reason))
 
     def quiesce(self, now: float) -> None:
-        self._set_quiesced(now, True)
+        self._input(now, lambda now: self._set_quiesced(now, True))
 
     def unquiesce(self, now: float) -> None:
-        self._set_quiesced(now, False)
+        self._input(now, lambda now: self._set_quiesced(now, False))
 
     def move(self, now: float, address: Addr, target: Addr, stamp: int) -> str | None:
         """Operator: pin ``address`` to host ``target`` (``rais move``); ``stamp`` is
@@ -315,8 +257,61 @@ class Core:
         """Operator: give ``address`` back to its preferred host now (``rais failback``)."""
         return self._request(now, Request(ReqOp.FAILBACK, address, None, stamp))
 
+    def leave(self, now: float) -> None:
+        """Graceful leave: release everything, then tell the group (done when ``left``)."""
+        self._input(now, self._leave)
+
+    def effects(self) -> list[Effect]:
+        """Drain the effects produced so far, in order."""
+        return self.out.drain()
+
+    # ----------------------------------------------------- input bodies
+
+    def _tested(self, now: float, ok: bool, reason: str) -> bool:
+        if ok == self.ok:
+            return False
+        self.ok = ok
+        if ok:
+            self.out.event(now, EventKind.TEST_RECOVERED, None, reason)
+        else:
+            self.out.event(now, EventKind.TEST_FAILED, None, reason)
+            self.served.release_all()
+        self._self_changed(now)
+        return True
+
+    def _done(self, now: float, address: Addr, ok: bool, reason: str) -> bool:
+        was = self.served.states.get(address)
+        if self.served.done(now, address, ok, reason):
+            if was == AddrState.ACQUIRING:
+                if ok:
+                    self.control.acquired(self.id, address)
+                else:
+                    self.control.acquire_failed(now, self.id, address)
+            if self.served.online() and self.next_announce is None:
+                self.next_announce = now + self.config.announce_interval
+            self._self_changed(now)
+            if self.leaving and not self.served.states:
+                self._say_goodbye(now)
+        return True
+
+    def _set_quiesced(self, now: float, value: bool) -> bool:
+        if self.quiesced == value:
+            return False
+        self.quiesced = value
+        self.out.event(now, EventKind.QUIESCED if value else EventKind.UNQUIESCED)
+        self._self_changed(now)
+        return True
+
     def _request(self, now: float, req: Request) -> str | None:
-        self._timer_stale = True
+        why = self._refusal(req)
+        if why is not None:
+            self._timer_stale = True
+            return why
+        self._input(now, lambda now: self._requested(now, req))
+        return None
+
+    def _refusal(self, req: Request) -> str | None:
+        """Why an operator request cannot be taken here (None: it can)."""
         if self.left or self.leaving:
             return "this host is leaving the group"
         if req.address not in self.table.rows:
@@ -325,44 +320,72 @@ class Core:
             rec = self.members.records.get(req.target)
             if rec is None or not rec.live:
                 return f"host {fmt(req.target)} is not a live member of group {self.config.group}"
-        self.out.now = now
-        self.requests.add(now, req)
-        if req.op == ReqOp.MOVE:
-            self.out.event(EventKind.MOVE_REQUESTED, req.address, f"to {fmt(req.target)}")
-        else:
-            self.out.event(EventKind.FAILBACK_REQUESTED, req.address, "operator")
-        self._self_changed(now)
-        self._finish(now)
         return None
 
-    def leave(self, now: float) -> None:
-        """Graceful leave: release everything, then tell the group (done when ``left``)."""
-        self._timer_stale = True
-        if self.leaving or self.left:
-            return
-        self.out.now = now
+    def _requested(self, now: float, req: Request) -> bool:
+        self.requests.add(now, req)
+        if req.op == ReqOp.MOVE:
+            self.out.event(now, EventKind.MOVE_REQUESTED, req.address, f"to {fmt(req.target)}")
+        else:
+            self.out.event(now, EventKind.FAILBACK_REQUESTED, req.address, "operator")
+        self._self_changed(now)
+        return True
+
+    def _leave(self, now: float) -> bool:
+        if self.leaving:
+            return False
         self.leaving = True
         self.served.release_all()
         self._self_changed(now)
         if not self.served.states:
             self._say_goodbye(now)
-        self._finish(now)
-
-    def effects(self) -> list[Effect]:
-        """Drain the effects produced so far, in order."""
-        return self.out.drain()
+        return True
 
     # -------------------------------------------------------------- internals
 
-    def _set_quiesced(self, now: float, value: bool) -> None:
-        self._timer_stale = True
-        if self.left or self.quiesced == value:
-            return
-        self.out.now = now
-        self.quiesced = value
-        self.out.event(EventKind.QUIESCED if value else EventKind.UNQUIESCED)
-        self._self_changed(now)
-        self._finish(now)
+    def _listen(self, now: float) -> bool:
+        if not self.settled and now + self.config.timeout > self.settle_at:
+            self.settle_at = now + self.config.timeout
+        return False
+
+    def _on_datagram(self, now: float, dgram: Datagram) -> bool:
+        msg = self.inbox.accept(dgram)
+        if msg is None:
+            return False
+        if msg.entry.id != dgram.sender:
+            self.inbox.drops["malformed"] += 1
+            return False
+        # Only these can bring the timer forward (see ``_input``).
+        return self._on_message(now, msg) or self._need_pass or self._send_info
+
+    def _on_timer(self, now: float) -> bool:
+        if not self.settled and now >= self.settle_at:
+            self.settled = True
+            self._self_changed(now)
+            self._elect(now)
+        gone = self.members.expire(now)
+        for host in gone:
+            self._host_gone(now, host, EventKind.HOST_LOST, "timeout")
+        if gone:
+            self._elect(now, gone=gone)
+        deadline = self.table.next_deadline()
+        if deadline is not None and deadline <= now:
+            for row in self.table.expire(now):
+                if self.is_leader:
+                    self.out.event(now, EventKind.ORPHAN_EXPIRED, row.address, "orphan timeout")
+            self._need_pass = True
+        if self.is_leader and self.control.expire(now):
+            self._need_pass = True
+        if self.next_announce is not None and now >= self.next_announce:
+            self.served.announce_all()
+            self.next_announce = now + self.config.announce_interval
+        if now >= self.next_heartbeat:
+            self._send_info = True
+            self._need_pass = True
+            self.next_heartbeat += self.config.heartbeat
+            if self.next_heartbeat <= now:
+                self.next_heartbeat = now + self.config.heartbeat
+        return True
 
     def _self_changed(self, now: float) -> None:
         entry = self.entry()
@@ -380,7 +403,7 @@ class Core:
         if heard.joined:
             if heard.previous is None:
                 self._pages.ids.append(entry.id)
-            self.out.event(EventKind.HOST_JOINED, None, f"host {fmt(entry.id)}")
+            self.out.event(now, EventKind.HOST_JOINED, None, f"host {fmt(entry.id)}")
             self.control.membership_changed()
         if heard.left:
             self._host_gone(now, entry.id, EventKind.HOST_LEFT, "left")
@@ -389,9 +412,9 @@ class Core:
                 self.table.observe(now, entry)
             prev = heard.previous
             if heard.left:
-                self._elect(gone=[entry.id])
+                self._elect(now, gone=[entry.id])
             elif heard.joined or prev is None or can_lead(prev) != can_lead(entry):
-                self._elect(entry=entry)
+                self._elect(now, entry=entry)
             if prev is not None and prev.served != entry.served:
                 self.served.reannounce_resolved(prev, entry)
                 self.control.note_outcomes(now, prev, entry)
@@ -414,14 +437,16 @@ class Core:
 
     def _host_gone(self, now: float, host: Addr, kind: EventKind, reason: str) -> None:
         rec = self.members.records[host]
-        self.out.event(kind, None, f"host {fmt(host)}: {reason}")
+        self.out.event(now, kind, None, f"host {fmt(host)}: {reason}")
         self.table.preferred_gone(now, rec.entry, rec.last_heard)
         self.control.host_gone(host)
         self.control.membership_changed()
         self.inbox.forget(host)
         self._need_pass = True
 
-    def _elect(self, *, entry: HostEntry | None = None, gone: list[Addr] | None = None) -> None:
+    def _elect(
+        self, now: float, *, entry: HostEntry | None = None, gone: list[Addr] | None = None
+    ) -> None:
         """Recompute the leader: in full with no arguments, else after ``entry`` was
         heard or the ``gone`` hosts were lost (patent step 602)."""
         old = self._leader
@@ -429,11 +454,11 @@ class Core:
         if entry is None and gone is None:
             new = self.members.elect(own)
         else:
-            new = self.members.update_leader(own, entry=entry, gone=gone)
+            new = self.members.update_leader(own, old, entry=entry, gone=gone)
         if new != old:
             self._leader = new
             self._leader_rows = frozenset()
-            self.out.event(EventKind.LEADER_CHANGED, None, f"leader {fmt(new)}")
+            self.out.event(now, EventKind.LEADER_CHANGED, None, f"leader {fmt(new)}")
             self.control.reset()
             if new == self.id:
                 self._need_pass = True
@@ -514,8 +539,6 @@ class Core:
         )
         self.seq = (self.seq + len(datagrams)) & 0xFFFFFFFF
         for data in datagrams:
-            self.sent_datagrams += 1
-            self.sent_bytes += len(data)
             self.out.items.append(Send(data, self._vias))
 
     def _say_goodbye(self, now: float) -> None:

@@ -59,7 +59,7 @@ def same_state(a: HostEntry, b: HostEntry) -> bool:
 class Membership:
     """The host information database of one host (figure 2B, 'other host information')."""
 
-    __slots__ = ("_by_age", "_leader", "records", "self_id", "timeout")
+    __slots__ = ("_by_age", "records", "self_id", "timeout")
 
     def __init__(self, self_id: Addr, timeout: float) -> None:
         self.self_id = self_id
@@ -67,7 +67,6 @@ class Membership:
         self.records: dict[Addr, HostRecord] = {}
         # Live hosts, oldest last_heard first: the head is the next to expire.
         self._by_age: OrderedDict[Addr, None] = OrderedDict()
-        self._leader: Addr | None = None
 
     def heard(self, now: float, entry: HostEntry) -> Heard:
         """Record an info from ``entry.id``."""
@@ -129,21 +128,24 @@ class Membership:
         return rec is not None and rec.live
 
     def elect(self, own: HostEntry) -> Addr | None:
-        """Recompute the leader from this host's view; returns it."""
+        """The leader from this host's view, by a full scan."""
         best: Addr | None = own.id if can_lead(own) else None
         for host in self._by_age:
             if (best is None or id_key(host) < id_key(best)) and can_lead(self.records[host].entry):
                 best = host
-        self._leader = best
         return best
 
     def update_leader(
-        self, own: HostEntry, *, entry: HostEntry | None = None, gone: list[Addr] | None = None
+        self,
+        own: HostEntry,
+        leader: Addr | None,
+        *,
+        entry: HostEntry | None = None,
+        gone: list[Addr] | None = None,
     ) -> Addr | None:
-        """The leader after a change, without a full scan where one is not needed:
-        ``entry`` is a host just heard whose ability to lead may have changed,
-        ``gone`` are hosts no longer live."""
-        leader = self._leader
+        """The leader after a change from ``leader`` (the core keeps it), without
+        a full scan where one is not needed: ``entry`` is a host just heard
+        whose ability to lead may have changed, ``gone`` are hosts no longer live."""
         if leader is not None and (
             (gone is not None and leader in gone)
             or (entry is not None and entry.id == leader and not can_lead(entry))
@@ -155,11 +157,7 @@ class Membership:
                 cand is not None
                 and can_lead(cand)
                 and (cand.id == own.id or self.is_live(cand.id))
-                and (self._leader is None or id_key(cand.id) < id_key(self._leader))
+                and (leader is None or id_key(cand.id) < id_key(leader))
             ):
-                self._leader = cand.id
-        return self._leader
-
-    @property
-    def leader(self) -> Addr | None:
-        return self._leader
+                leader = cand.id
+        return leader

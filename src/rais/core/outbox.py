@@ -7,18 +7,20 @@ from rais.core.effects import Acquire, Announce, Effect, Event, EventKind, Relea
 
 
 class Outbox:
-    """Collects effects in order; ``now`` is set by the core at each input."""
+    """Collects effects in order; events carry the ``now`` of the input that
+    caused them, passed explicitly."""
 
-    __slots__ = ("group", "host", "items", "now")
+    __slots__ = ("group", "host", "items")
 
     def __init__(self, group: str, host: Addr) -> None:
         self.group = group
         self.host = host
         self.items: list[Effect] = []
-        self.now = 0.0
 
-    def event(self, kind: EventKind, address: Addr | None = None, reason: str = "") -> None:
-        self.items.append(Event(self.now, kind, self.group, self.host, address, reason))
+    def event(
+        self, now: float, kind: EventKind, address: Addr | None = None, reason: str = ""
+    ) -> None:
+        self.items.append(Event(now, kind, self.group, self.host, address, reason))
 
     def acquire(self, address: Addr, prefixlen: int) -> None:
         self.items.append(Acquire(address, prefixlen))

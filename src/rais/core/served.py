@@ -58,13 +58,13 @@ class Served:
             changed = self.release(address) or changed
         return changed
 
-    def done(self, address: Addr, ok: bool, reason: str) -> bool:
+    def done(self, now: float, address: Addr, ok: bool, reason: str) -> bool:
         """An action on ``address`` completed. Returns True if the state changed."""
         state = self.states.get(address)
         if state == AddrState.ACQUIRING:
             if ok:
                 self.states[address] = AddrState.ONLINE
-                self.out.event(EventKind.ACQUIRED, address, reason)
+                self.out.event(now, EventKind.ACQUIRED, address, reason)
                 if address in self._release_after:
                     self._release_after.discard(address)
                     self.release(address)
@@ -74,12 +74,12 @@ class Served:
                 # The driver has already removed the address (figure 5B, step 542).
                 del self.states[address]
                 self._release_after.discard(address)
-                self.out.event(EventKind.ACQUIRE_FAILED, address, reason)
+                self.out.event(now, EventKind.ACQUIRE_FAILED, address, reason)
             return True
         if state == AddrState.RELEASING:
             del self.states[address]
             kind = EventKind.RELEASED if ok else EventKind.RELEASE_FAILED
-            self.out.event(kind, address, reason)
+            self.out.event(now, kind, address, reason)
             return True
         return False
 
