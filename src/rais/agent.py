@@ -471,10 +471,8 @@ class Agent:
 
 
 def _transport_counters(runner: GroupRunner) -> dict[str, int]:
-    counters = getattr(runner.drivers.transport, "counters", None)
-    if not counters:
-        return {}
-    return {f"transport_{k}": int(v) for k, v in dict(counters).items()}
+    counters = runner.drivers.transport.counters
+    return {f"transport_{k}": int(v) for k, v in counters.items()}
 
 
 def _read_token(path: str | None) -> str | None:

@@ -17,13 +17,12 @@ from typing import Any, Literal
 
 from rais.config_parse import Invalid, Section, family, show_endpoint
 from rais.dns.config import DnsServerConfig, GroupDnsConfig, parse_group, parse_server
+from rais.ip import IP as IP  # re-exported: drivers and tests used to take it from here
+from rais.ip import Interface
 from rais.probes.parse import parse_loads, parse_tests
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.snmp.config import SnmpConfig
 from rais.snmp.parse import parse_snmp
-
-Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ConfigError(Exception):
