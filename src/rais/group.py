@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rais.config import GroupConfig
+from rais.config_keys import core_settings
 from rais.core.addr import Addr
 from rais.core.config import CoreConfig
 from rais.core.core import Core
@@ -83,23 +84,10 @@ class GroupRunner:
         self.held = held
         self.on_event = on_event
         self.loop = loop or asyncio.get_running_loop()
-        pref = config.preferred
         self.core_config = CoreConfig(
-            group=config.name,
             control=tuple(to_addr(c) for c in control),
             keys=keys,
-            heartbeat=config.heartbeat,
-            timeout=config.timeout,
-            preferred=to_addr(pref.ip) if pref is not None else None,
-            prefixlen=pref.network.prefixlen if pref is not None else 0,
-            observer=config.observer,
-            orphan_timeout=config.orphan_timeout,
-            announce_interval=config.announce_interval,
-            placement=config.placement,
-            failback=config.failback,
-            failback_delay=config.failback_delay,
-            load_scale=config.load_scale,
-            start_ok=not config.tests,
+            **core_settings(config),  # the mapping is declared on GroupConfig's fields
         )
         self.load_source = load_source
         self.metrics = metrics
