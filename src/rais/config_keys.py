@@ -44,7 +44,7 @@ class Key:
 
 def key(
     *,
-    toml: str | None | bool = True,
+    toml: str | bool | None = True,
     read: Reader | None = None,
     core: str | tuple[tuple[str, Convert], ...] = (),
 ) -> Mapping[str, Key]:
