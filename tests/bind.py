@@ -49,7 +49,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+from rais.ip import IP as IP  # re-exported for the e2e tests
+
 HOST = "127.0.0.1"
 DYNAMIC_ZONE = "rais.test."
 STATIC_ZONE = "static.test."

@@ -50,7 +50,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+from rais.ip import IP as IP  # re-exported for the e2e tests
+
 T = TypeVar("T")
 
 PREFIX = "rais-e2e"

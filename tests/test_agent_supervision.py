@@ -16,7 +16,7 @@ from typing import Any
 from test_agent import Cluster, Host, _free_port
 
 from rais.agent import Agent
-from rais.config import IP, GroupConfig
+from rais.config import GroupConfig
 from rais.core.effects import EventKind
 from rais.dns.config import GroupDnsConfig, ZoneFileConfig
 from rais.dns.group import GroupDns
@@ -24,6 +24,7 @@ from rais.drivers.fake_addresses import FakeAddresses
 from rais.drivers.fake_transport import FakeTransport
 from rais.events import AgentEventKind
 from rais.group import Drivers
+from rais.ip import IP
 from rais.probes.fake import FakeProbeHub
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.snmp import SnmpConfig, TrapReceiver

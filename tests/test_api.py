@@ -7,10 +7,11 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from rais.api import IP, make_app
+from rais.api import make_app
 from rais.core.addr import pack
 from rais.core.config import CoreConfig
 from rais.core.core import Core
+from rais.ip import IP
 from rais.status import group_status, render
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rdatatype
+import dns.zone
+import pytest
 from clusterkit import Cluster, make_config, service
 from test_agent import Cluster as AgentCluster
 
@@ -20,6 +24,7 @@ from rais.core.core import Core
 from rais.dns.config import DnsServerConfig, GroupDnsConfig, ZoneFileConfig
 from rais.dns.group import GroupDns, merge_zones
 from rais.dns.views import host_label
+from rais.dns.zonefile import ZoneFilePublisher
 
 NAME = "www.rais.test."
 
@@ -177,3 +182,39 @@ async def test_agent_serves_the_group_name(tmp_path: Path) -> None:
         for h in c.hosts:
             if h.task is not None and not h.task.done():
                 await c.stop(h)
+
+
+def test_the_zone_file_holds_the_zone_the_embedded_server_answers(tmp_path: Path) -> None:
+    """One renderer: the zone file written from the DNS thread carries the
+    records of the embedded server's zone (SOA timers, NS, TTLs, the name
+    and its per-host names), the serial apart, and BIND's checker loads it."""
+    c = cluster()
+    zf = ZoneFileConfig(str(tmp_path / "www.zone"), publisher="self")
+    cfg = GroupDnsConfig(NAME, "rais.test.", ttl=7, negative_ttl=3, zonefile=zf)
+    gd = GroupDns(cfg, group="www", scale=1000, on_event=lambda k, r: None)
+    gd.refresh(c.view(2))
+    pub = gd.publishers[0][1]
+    assert isinstance(pub, ZoneFilePublisher) and pub.desired is not None
+    served = merge_zones([gd.zone_data()], zf.ns)[0]
+    text = pub.render(pub.desired, served.serial)
+    assert text.startswith("; zone rais.test.: written by rais")
+    parsed = dns.zone.from_text(text, relativize=False, check_origin=True)
+    written = {(n, rds.rdtype): rds for n, node in parsed.nodes.items() for rds in node.rdatasets}
+    expected = {(r.name, r.rdtype): r for r in served.records()}
+    assert written.keys() == expected.keys()
+    for key, rrset in expected.items():
+        assert written[key] == rrset and written[key].ttl == rrset.ttl, key
+    for n in (1, 2):  # the per-host names are written too (the spare has none)
+        host = dns.name.from_text(f"{host_label(f'192.0.2.{n}')}.{NAME}")
+        a = written[(host, dns.rdatatype.A)]
+        assert [r.to_text() for r in a] == [str(ipaddress.ip_address(service(n)))]
+    assert len([n for n, _ in written if n.labels[0].startswith(b"host-")]) == 2
+    checkzone = shutil.which("named-checkzone")
+    if checkzone is None:
+        pytest.skip("named-checkzone (bind9-utils) is not installed")
+    path = tmp_path / "check.zone"
+    path.write_text(text)
+    done = subprocess.run(
+        [checkzone, "rais.test", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

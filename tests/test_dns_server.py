@@ -27,7 +27,7 @@ import pytest
 
 from rais.dns.render import zone_text
 from rais.dns.server import DnsServer, ZoneData
-from rais.dns.zone import IP
+from rais.ip import IP
 
 N = dns.name.from_text
 LOCAL = "127.0.0.1"

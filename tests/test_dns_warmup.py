@@ -23,7 +23,8 @@ from rais.core.core import Core
 from rais.dns.config import DnsServerConfig, GroupDnsConfig, ZoneFileConfig
 from rais.dns.group import GroupDns, merge_zones
 from rais.dns.server import DnsServer, ZoneData
-from rais.dns.zone import IP
+from rais.dns.zonefile import ZoneFilePublisher
+from rais.ip import IP
 
 N = dns.name.from_text
 ORIGIN = N("rais.test.")
@@ -139,8 +140,9 @@ def group_dns(tmp: Path, publisher: str = "self", **kw: int) -> GroupDns:
 
 
 def published(gd: GroupDns) -> set[IP] | None:
-    desired = gd.publishers[0][1].desired
-    return None if desired is None else set(desired)
+    pub = gd.publishers[0][1]
+    assert isinstance(pub, ZoneFilePublisher)
+    return None if pub.desired is None else set(pub.desired.addresses)
 
 
 def served(gd: GroupDns) -> tuple[IP, ...] | None:

@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rais.dns.zone import (
-    IP,
     HostView,
     ZoneAnswer,
     ZonePolicy,
@@ -21,6 +20,7 @@ from rais.dns.zone import (
     serial_gt,
     serial_next,
 )
+from rais.ip import IP, ip_key
 
 V4 = [ipaddress.IPv4Address(f"192.0.2.{i}") for i in range(1, 9)]
 V6 = [ipaddress.IPv6Address(f"2001:db8::{i}") for i in range(1, 5)]
@@ -287,7 +287,7 @@ def test_minimum_kept_and_only_eligible_advertised(
 ) -> None:
     answer = advertise(hosts, policy, previous)
     ok = eligible(hosts)
-    assert list(answer.addresses) == sorted(answer.advertised, key=lambda a: (a.version, int(a)))
+    assert list(answer.addresses) == sorted(answer.advertised, key=ip_key)
     assert len(answer.addresses) == len(answer.advertised)
     assert not answer.shed & answer.advertised
     if len(ok) >= policy.min_addresses:

@@ -310,3 +310,22 @@ def test_failed_start_cleans_up() -> None:
     with pytest.raises(RuntimeError, match="named exited with 1"):
         server.start()
     assert not server.directory.exists()
+
+
+async def test_per_host_names_are_written_and_a_change_of_them_rewrites(tmp_path: Path) -> None:
+    path = tmp_path / "z"
+    host = dns.name.from_text("host-192-0-2-1.www.static.test.")
+    p = make(path, clock=T0)
+    async with running(p):
+        p.publish([V4[0], V4[1]], {host: [V4[0]]})
+        assert await eventually(lambda: p.settled)
+        p.publish([V4[0], V4[1]], {})  # the same addresses, the host name gone
+        assert await eventually(lambda: p.settled)
+        first = dns.zone.from_text(p.render(p.zone_content(V4[:2], {host: [V4[0]]}), 1))
+    zone = dns.zone.from_file(str(path), origin=ORIGIN, relativize=False)
+    assert zone.get_rdataset(host, dns.rdatatype.A) is None
+    assert read_serial(path, ORIGIN) == T0 + 1  # rewritten
+    a = first.get_rdataset(host, dns.rdatatype.A)
+    assert a is not None and [r.to_text() for r in a] == ["198.51.100.1"] and a.ttl == 30
+    with pytest.raises(ValueError, match="not a name below"):
+        p.publish([], {dns.name.from_text("other.static.test."): [V4[0]]})

@@ -42,7 +42,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from rais.config import IP
 from rais.drivers.base import Transport
 from rais.drivers.fake_transport import FakeNetwork, FakeTransport
 from rais.drivers.transport import (
@@ -52,6 +51,7 @@ from rais.drivers.transport import (
     UdpTransport,
     interface_indexes,
 )
+from rais.ip import IP
 
 TIMEOUT = 1.0
 

@@ -61,7 +61,4 @@ def _tests(names: tuple[str, ...], now: float, states: Mapping[str, Any]) -> lis
 
 
 def _transport_counters(runner: GroupRunner) -> dict[str, int]:
-    counters = getattr(runner.drivers.transport, "counters", None)
-    if not counters:
-        return {}
-    return {f"transport_{k}": int(v) for k, v in dict(counters).items()}
+    return {f"transport_{k}": int(v) for k, v in runner.drivers.transport.counters.items()}

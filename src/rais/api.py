@@ -17,9 +17,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from rais.ip import IP
 from rais.web import Source, add_routes, is_public, same_origin_middleware
-
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Controlled(Protocol):

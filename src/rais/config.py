@@ -15,15 +15,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from rais.config_keys import (
+    choice,
+    duration,
+    integer,
+    key,
+    opt_path,
+    read_plain,
+    string,
+    strings,
+    toml_keys,
+)
 from rais.config_parse import Invalid, Section, family, show_endpoint
 from rais.dns.config import DnsServerConfig, GroupDnsConfig, parse_group, parse_server
+from rais.ip import IP as IP  # re-exported: drivers and tests used to take it from here
+from rais.ip import Interface
 from rais.probes.parse import parse_loads, parse_tests
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.snmp.config import SnmpConfig
 from rais.snmp.parse import parse_snmp
-
-Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ConfigError(Exception):
@@ -38,65 +48,103 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HostConfig:
-    control: tuple[IP, ...]
+    """``[host]`` (its keys are read by hand: ``_host``)."""
+
+    control: tuple[IP, ...] = field(metadata=key())
     """Control addresses, one per control network; the first is the host id."""
-    api: tuple[str, int] = ("127.0.0.1", 7400)
-    api_token_file: str | None = None
-    state_dir: str = "/var/lib/rais"
+    api: tuple[str, int] = field(default=("127.0.0.1", 7400), metadata=key())
+    api_token_file: str | None = field(default=None, metadata=key())
+    state_dir: str = field(default="/var/lib/rais", metadata=key())
     """Where the boot epoch counter is kept (created if missing)."""
-    log_format: Literal["text", "json"] = "text"
+    log_format: Literal["text", "json"] = field(default="text", metadata=key())
 
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    key_file: str
-    previous_key_file: str | None = None
+    """``[auth]`` (read by hand: ``_auth``)."""
+
+    key_file: str = field(metadata=key())
+    previous_key_file: str | None = field(default=None, metadata=key())
     """A second key accepted during a key rotation (never used to sign)."""
-    keys: tuple[bytes, ...] = ()
+    keys: tuple[bytes, ...] = field(default=(), metadata=key(toml=None))
     """The key file contents (first signs), read at load time."""
+
+
+def _packed(preferred: Interface | None) -> bytes | None:
+    return preferred.ip.packed if preferred is not None else None
+
+
+def _prefixlen(preferred: Interface | None) -> int:
+    return preferred.network.prefixlen if preferred is not None else 0
+
+
+def _start_ok(tests: tuple[str, ...]) -> bool:
+    return not tests
 
 
 @dataclass(frozen=True, slots=True)
 class GroupConfig:
-    name: str
-    address: IP
+    """``[[group]]``: every key is declared here, on its field (see
+    ``rais.config_keys``); the keys without a reader are read by ``_group``
+    (they are checked against each other and against the other groups)."""
+
+    name: str = field(metadata=key(core="group"))
+    address: IP = field(metadata=key())
     """Multicast group address (or, with peers, only the port matters)."""
-    port: int
-    interface: str
+    port: int = field(metadata=key(toml=None))
+    """The port of ``address``."""
+    interface: str = field(metadata=key(read=string))
     """The service interface the service addresses go on."""
-    preferred: Interface | None = None
+    preferred: Interface | None = field(
+        default=None, metadata=key(core=(("preferred", _packed), ("prefixlen", _prefixlen)))
+    )
     """This host's preferred service address with prefix; None for a hot spare."""
-    heartbeat: float = 0.1
-    timeout: float = 0.3
-    orphan_timeout: float = 86400.0
-    peers: tuple[IP, ...] = ()
+    heartbeat: float = field(default=0.1, metadata=key(core="heartbeat"))
+    timeout: float = field(default=0.3, metadata=key(core="timeout"))
+    orphan_timeout: float = field(default=86400.0, metadata=key(core="orphan_timeout"))
+    peers: tuple[IP, ...] = field(default=(), metadata=key())
     """Unicast control addresses of the other hosts, for networks without multicast."""
-    ttl: int = 1
-    observer: bool = False
-    acquire_script: str | None = None
-    release_script: str | None = None
-    script_timeout: float = 10.0
-    garp_count: int = 3
+    ttl: int = field(default=1, metadata=key(read=integer(1, 255)))
+    observer: bool = field(default=False, metadata=key(core="observer"))
+    acquire_script: str | None = field(default=None, metadata=key(read=opt_path))
+    release_script: str | None = field(default=None, metadata=key(read=opt_path))
+    script_timeout: float = field(default=10.0, metadata=key(read=duration()))
+    garp_count: int = field(default=3, metadata=key(read=integer(0)))
     """Gratuitous ARP / unsolicited NA bursts sent after each acquire."""
-    garp_interval: float = 0.2
+    garp_interval: float = field(default=0.2, metadata=key(read=duration()))
     """Spacing of those bursts."""
-    announce_interval: float = 10.0
+    announce_interval: float = field(
+        default=10.0, metadata=key(read=duration(), core="announce_interval")
+    )
     """Re-announce held addresses this often (patent step 380)."""
-    tests: tuple[str, ...] = ()
+    tests: tuple[str, ...] = field(
+        default=(), metadata=key(read=strings, core=(("start_ok", _start_ok),))
+    )
     """Names of the ``[test.NAME]`` objects this host must pass to serve the group."""
-    loads: tuple[str, ...] = ()
+    loads: tuple[str, ...] = field(default=(), metadata=key(read=strings))
     """Names of the ``[load.NAME]`` objects whose load goes into the info messages."""
-    load_combine: Literal["max", "sum"] = "max"
+    load_combine: Literal["max", "sum"] = field(
+        default="max", metadata=key(read=choice("max", "sum"))
+    )
     """Several loads: the one with the highest utilization, or the sums."""
-    load_scale: int = 1000
+    load_scale: int = field(
+        default=1000, metadata=key(read=integer(1, 1_000_000), core="load_scale")
+    )
     """Utilization = load x load_scale / capacity (the patent: 100 to 1000), by
     the one rule of rais.core.utilization; placement, DNS and status all use it."""
-    placement: Literal["least-loaded", "random"] = "least-loaded"
-    failback: Literal["immediate", "manual"] = "immediate"
-    failback_delay: float = 0.0
+    placement: Literal["least-loaded", "random"] = field(
+        default="least-loaded",
+        metadata=key(read=choice("least-loaded", "random"), core="placement"),
+    )
+    failback: Literal["immediate", "manual"] = field(
+        default="immediate", metadata=key(read=choice("immediate", "manual"), core="failback")
+    )
+    failback_delay: float = field(
+        default=0.0, metadata=key(read=duration(zero=True), core="failback_delay")
+    )
     """With failback "immediate": how long a returning preferred host must be
     healthy before it gets its address back."""
-    dns: GroupDnsConfig | None = None
+    dns: GroupDnsConfig | None = field(default=None, metadata=key())
     """``[group.dns]``: the DNS name that advertises the group's addresses."""
 
 
@@ -113,34 +161,9 @@ class AgentConfig:
 
 
 _TOP = ("host", "auth", "group", "test", "load", "dns", "snmp")
-_HOST = ("control", "api", "api_token_file", "state_dir", "log_format")
-_AUTH = ("key_file", "previous_key_file")
-_GROUP = (
-    "name",
-    "address",
-    "interface",
-    "preferred",
-    "heartbeat",
-    "timeout",
-    "orphan_timeout",
-    "peers",
-    "ttl",
-    "observer",
-    "acquire_script",
-    "release_script",
-    "script_timeout",
-    "garp_count",
-    "garp_interval",
-    "announce_interval",
-    "tests",
-    "loads",
-    "load_combine",
-    "load_scale",
-    "placement",
-    "failback",
-    "failback_delay",
-    "dns",
-)
+_HOST = toml_keys(HostConfig)
+_AUTH = toml_keys(AuthConfig)
+_GROUP = toml_keys(GroupConfig)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """Group names: they appear in dotted keys, file names and logs."""
 
@@ -307,33 +330,16 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
         raise g.fail(
             "orphan_timeout", f"must be above timeout ({timeout.shown}), got {orphan.shown}"
         )
-    combine = g.choice("load_combine", ("max", "sum"))
-    placement = g.choice("placement", ("least-loaded", "random"))
-    failback = g.choice("failback", ("immediate", "manual"))
     return GroupConfig(
         name=name,
         address=ip,
         port=port,
-        interface=g.string("interface"),
         preferred=preferred,
         heartbeat=heartbeat.seconds,
         timeout=timeout.seconds,
         orphan_timeout=orphan.seconds,
         peers=peers,
-        ttl=g.integer("ttl", _default("ttl"), 1, 255),
         observer=observer,
-        acquire_script=g.opt_path("acquire_script"),
-        release_script=g.opt_path("release_script"),
-        script_timeout=g.duration("script_timeout", _default("script_timeout")).seconds,
-        garp_count=g.integer("garp_count", _default("garp_count"), 0),
-        garp_interval=g.duration("garp_interval", _default("garp_interval")).seconds,
-        announce_interval=g.duration("announce_interval", _default("announce_interval")).seconds,
-        tests=tuple(g.strings("tests")),
-        loads=tuple(g.strings("loads")),
-        load_combine="sum" if combine == "sum" else "max",
-        load_scale=g.integer("load_scale", _default("load_scale"), 1, 1_000_000),
-        placement="random" if placement == "random" else "least-loaded",
-        failback="manual" if failback == "manual" else "immediate",
-        failback_delay=g.duration("failback_delay", _default("failback_delay"), zero=True).seconds,
+        **read_plain(g, GroupConfig),
         dns=parse_group(g.table("dns"), g.key("dns"), g.base) if g.has("dns") else None,
     )

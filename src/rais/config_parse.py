@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rais.durations import parse_duration
-
-Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+from rais.ip import IP, Interface
 
 
 class Invalid(Exception):

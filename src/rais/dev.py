@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rais.agent import Agent
-from rais.config import IP, AgentConfig, AuthConfig, GroupConfig, HostConfig
+from rais.config import AgentConfig, AuthConfig, GroupConfig, HostConfig
 from rais.dns.config import GroupDnsConfig
 from rais.dns.server import DnsServer, ZoneData
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
 from rais.drivers.scripts import ScriptRunner
 from rais.group import Drivers
+from rais.ip import IP, ip_key
 from rais.status import render
 
 HELP = """commands:
@@ -167,7 +168,7 @@ class DevCluster:
             leader = (groups[0]["leader"] or "-") if groups else "-"
         held = []
         for h in self.hosts:
-            for ip, _ in sorted(h.addresses.snapshot("demo0"), key=lambda a: int(a[0])):
+            for ip, _ in sorted(h.addresses.snapshot("demo0"), key=lambda a: ip_key(a[0])):
                 held.append(f"{ip}@host{h.index}")
         down = [f"host{h.index}" for h in self.hosts if h not in up]
         line = f"[live] leader {leader} | {' '.join(held) or 'no addresses held'}"

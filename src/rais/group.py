@@ -18,14 +18,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from rais.config import IP, GroupConfig
+from rais.config import GroupConfig
+from rais.config_keys import core_settings
 from rais.core.addr import Addr
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, Release, Send
 from rais.core.messages import AddrState
-from rais.drivers.base import Addresses, Announcer, Transport
-from rais.drivers.scripts import ScriptRunner
+from rais.drivers.base import Addresses, Announcer, Scripts, Transport
+from rais.ip import IP, ip_key
 from rais.metrics import Metrics
 from rais.state import HeldFile
 
@@ -53,7 +54,7 @@ class Drivers:
     transport: Transport
     addresses: Addresses
     announcer: Announcer
-    scripts: ScriptRunner
+    scripts: Scripts
 
 
 class GroupRunner:
@@ -83,23 +84,10 @@ class GroupRunner:
         self.held = held
         self.on_event = on_event
         self.loop = loop or asyncio.get_running_loop()
-        pref = config.preferred
         self.core_config = CoreConfig(
-            group=config.name,
             control=tuple(to_addr(c) for c in control),
             keys=keys,
-            heartbeat=config.heartbeat,
-            timeout=config.timeout,
-            preferred=to_addr(pref.ip) if pref is not None else None,
-            prefixlen=pref.network.prefixlen if pref is not None else 0,
-            observer=config.observer,
-            orphan_timeout=config.orphan_timeout,
-            announce_interval=config.announce_interval,
-            placement=config.placement,
-            failback=config.failback,
-            failback_delay=config.failback_delay,
-            load_scale=config.load_scale,
-            start_ok=not config.tests,
+            **core_settings(config),  # the mapping is declared on GroupConfig's fields
         )
         self.load_source = load_source
         self.metrics = metrics
@@ -151,7 +139,7 @@ class GroupRunner:
             log.error("group %s: cannot list %s: %s", self.config.name, self.config.interface, exc)
             return
         present_ips = {ip for ip, _ in present}
-        for ip, prefixlen in sorted(wanted, key=lambda w: (w[0].version, int(w[0]))):
+        for ip, prefixlen in sorted(wanted, key=lambda w: ip_key(w[0])):
             if ip in present_ips:
                 log.warning("group %s: removing leftover %s", self.config.name, ip)
                 await self._release_address(ip, prefixlen, script=True)
@@ -190,7 +178,7 @@ class GroupRunner:
         """Remove every address this host holds for the group, without the core."""
         self._stopped = True
         await self.drain()
-        for ip, prefixlen in sorted(self.held.current(), key=lambda h: (h[0].version, int(h[0]))):
+        for ip, prefixlen in sorted(self.held.current(), key=lambda h: ip_key(h[0])):
             log.warning("group %s: removing %s (the group is broken)", self.config.name, ip)
             await self._release_address(ip, prefixlen, script=True)
 

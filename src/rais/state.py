@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from rais.config import IP
+from rais.ip import IP, ip_key
 
 
 def _write(path: Path, text: str) -> None:
@@ -58,7 +58,7 @@ class HeldFile:
 
     def current(self) -> list[tuple[IP, int]]:
         """What this run holds now (added and not yet removed)."""
-        return sorted(self._held, key=lambda h: (h[0].version, int(h[0])))
+        return sorted(self._held, key=lambda h: ip_key(h[0]))
 
     def add(self, ip: IP, prefixlen: int) -> None:
         if (ip, prefixlen) not in self._held:

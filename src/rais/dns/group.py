@@ -30,7 +30,6 @@ from typing import Any
 
 import dns.name
 
-from rais.config_parse import IP
 from rais.core.view import CoreView
 from rais.dns.config import GroupDnsConfig, Publisher
 from rais.dns.server import ZoneData
@@ -38,6 +37,7 @@ from rais.dns.update import UpdatePublisher
 from rais.dns.views import host_label, views
 from rais.dns.zone import ZoneAnswer, ZonePolicy, advertise, serial_next
 from rais.dns.zonefile import ZoneFilePublisher
+from rais.ip import IP
 
 EventHook = Callable[[str, str], None]
 """(kind, reason): "dns-published" or "dns-failed"."""
@@ -106,6 +106,7 @@ class GroupDns:
                         config.ttl,
                         z.reload,
                         ns=z.ns,
+                        minimum=config.negative_ttl,
                         on_result=self._result("zonefile"),
                     ),
                 )
@@ -143,6 +144,7 @@ class GroupDns:
         hosts = views(cv)
         previous = self.answer.advertised if self.answer is not None else None
         answer = advertise(hosts, self.policy, previous)
+        was_hosts = self.hosts
         self.hosts = {h.id: (h.preferred,) for h in hosts if h.eligible and h.preferred is not None}
         was_leading, self.leading = self.leading, cv.is_leader
         changed = self.answer is None or answer.addresses != self.answer.addresses
@@ -155,11 +157,26 @@ class GroupDns:
                 "dns-published",
                 f"{self.config.name} {shown}{shed if answer.shed else ''}; serial {self.serial}",
             )
-        if changed or self.leading != was_leading:
-            for who, pub in self.publishers:
-                if who == "self" or self.leading:
-                    pub.publish(answer.addresses)
+        due = changed or self.leading != was_leading
+        names = self.hosts != was_hosts and self.config.host_names
+        for who, pub in self.publishers:
+            if not (who == "self" or self.leading):
+                continue
+            if isinstance(pub, ZoneFilePublisher):
+                if due or names:  # the zone the embedded server answers from
+                    pub.publish(answer.addresses, self._host_names())
+            elif due:
+                pub.publish(answer.addresses)
         return changed
+
+    def _host_names(self) -> dict[dns.name.Name, tuple[IP, ...]]:
+        """The per-host names with their addresses (none without ``host_names``)."""
+        if not self.config.host_names:
+            return {}
+        return {
+            dns.name.Name((host_label(host_id).encode(),)).concatenate(self.name): addrs
+            for host_id, addrs in self.hosts.items()
+        }
 
     def zone_data(self, *, stale: bool = False) -> ZoneData:
         """What the embedded server answers for this group (while warming up,
@@ -175,11 +192,7 @@ class GroupDns:
                 negative_ttl=self.config.negative_ttl,
                 warming=(self.name,),
             )
-        names: dict[dns.name.Name, tuple[IP, ...]] = {self.name: self.answer.addresses}
-        if self.config.host_names:
-            for host_id, addrs in self.hosts.items():
-                label = dns.name.Name((host_label(host_id).encode(),))
-                names[label.concatenate(self.name)] = addrs
+        names = {self.name: self.answer.addresses, **self._host_names()}
         return ZoneData(
             self.origin,
             self.serial,

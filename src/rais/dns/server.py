@@ -67,7 +67,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from rais.dns.zone import IP
+from rais.ip import IP
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,12 @@ _TTL_MAX = 2**31 - 1
 @dataclass(frozen=True)
 class ZoneData:
     """One zone: ``names`` maps absolute names (the group name, per-host names,
-    maybe the apex) to their addresses, both families mixed. ``ns[0]`` is the
-    SOA MNAME; ``rname`` (the SOA mailbox) defaults to ``hostmaster.<origin>``.
-    ``ttl``, ``negative_ttl`` and ``rname`` are keyword-only."""
+    maybe the apex) to their addresses, both families mixed. ``mname`` (the SOA
+    MNAME) defaults to ``ns[0]``, ``rname`` (the SOA mailbox) to
+    ``hostmaster.<origin>``; ``refresh``, ``retry`` and ``expire`` are the SOA
+    timers, ``negative_ttl`` its MINIMUM. The keyword-only fields have the
+    defaults the embedded server uses; the zone file is rendered from the same
+    data (:mod:`rais.dns.render`)."""
 
     origin: dns.name.Name
     serial: int
@@ -93,6 +96,10 @@ class ZoneData:
     ns: tuple[dns.name.Name, ...]
     names: Mapping[dns.name.Name, tuple[IP, ...]]
     rname: dns.name.Name | None = field(default=None, kw_only=True)
+    mname: dns.name.Name | None = field(default=None, kw_only=True)
+    refresh: int = field(default=SOA_REFRESH, kw_only=True)
+    retry: int = field(default=SOA_RETRY, kw_only=True)
+    expire: int = field(default=SOA_EXPIRE, kw_only=True)
     warming: tuple[dns.name.Name, ...] = field(default=(), kw_only=True)
     """Names (with everything below them) left unanswered: still warming up."""
 
@@ -101,11 +108,13 @@ class ZoneData:
             raise ValueError(f"zone origin must be absolute: {self.origin}")
         if not 0 <= self.serial < 2**32:
             raise ValueError(f"serial out of range: {self.serial}")
-        for what, value in (("ttl", self.ttl), ("negative_ttl", self.negative_ttl)):
-            if not 0 <= value <= _TTL_MAX:
-                raise ValueError(f"{what} out of range: {value}")
+        for what in ("ttl", "negative_ttl", "refresh", "retry", "expire"):
+            if not 0 <= getattr(self, what) <= _TTL_MAX:
+                raise ValueError(f"{what} out of range: {getattr(self, what)}")
         if not self.ns or not all(n.is_absolute() for n in self.ns):
             raise ValueError("ns must list at least one absolute name")
+        if self.mname is not None and not self.mname.is_absolute():
+            raise ValueError(f"mname must be absolute: {self.mname}")
         for name in (*self.names, *self.warming):
             if not name.is_absolute() or not name.is_subdomain(self.origin):
                 raise ValueError(f"{name} is not an absolute name inside {self.origin}")
@@ -128,9 +137,10 @@ class ZoneData:
     def soa(self, negative: bool = False) -> dns.rrset.RRset:
         """The SOA RRset (for a negative answer, TTL ``min(ttl, negative_ttl)``)."""
         rname = self.rname or dns.name.Name(("hostmaster",)).concatenate(self.origin)
-        timers = f"{self.serial} {SOA_REFRESH} {SOA_RETRY} {SOA_EXPIRE} {self.negative_ttl}"
+        mname = self.mname or self.ns[0]
+        timers = f"{self.serial} {self.refresh} {self.retry} {self.expire} {self.negative_ttl}"
         ttl = min(self.ttl, self.negative_ttl) if negative else self.ttl
-        return dns.rrset.from_text(self.origin, ttl, IN, "SOA", f"{self.ns[0]} {rname} {timers}")
+        return dns.rrset.from_text(self.origin, ttl, IN, "SOA", f"{mname} {rname} {timers}")
 
     def ns_rrset(self, owner: dns.name.Name | None = None) -> dns.rrset.RRset:
         texts = [n.to_text() for n in self.ns]

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import dns.asyncquery
 import dns.exception
@@ -40,13 +41,14 @@ import dns.rcode
 import dns.tsig
 import dns.update
 
-from rais.config_parse import IP
+from rais.ip import IP, ip_key
 
 log = logging.getLogger("rais.dns.update")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 ResultHook = Callable[[bool, str], None]
+T = TypeVar("T")
 
 TSIG_ALGORITHMS = {
     "hmac-sha1": dns.tsig.HMAC_SHA1,
@@ -101,12 +103,14 @@ def describe(addresses: Iterable[IP]) -> str:
 
 
 def sorted_addresses(addresses: Iterable[IP]) -> list[IP]:
-    return sorted(addresses, key=lambda a: (a.version, int(a)))
+    return sorted(addresses, key=ip_key)
 
 
-class CoalescingPublisher:
-    """Latest-wins publishing with one attempt in flight; subclasses implement
-    ``_send(addresses) -> detail`` and raise ``PublishError`` on failure."""
+class CoalescingPublisher(Generic[T]):
+    """Latest-wins publishing of values of type ``T`` with one attempt in
+    flight; subclasses take what they publish with ``_offer(value)`` and
+    implement ``_send(value) -> detail`` (raising ``PublishError`` on failure)
+    and ``_describe(value)`` for the log."""
 
     def __init__(
         self,
@@ -122,8 +126,8 @@ class CoalescingPublisher:
         self._clock = clock
         self._sleep = sleep
         self._on_result = on_result
-        self._desired: frozenset[IP] | None = None
-        self._accepted: frozenset[IP] | None = None
+        self._desired: T | None = None
+        self._accepted: T | None = None
         self._unsent = False
         self._wake = asyncio.Event()
         self._in_flight = 0
@@ -131,13 +135,13 @@ class CoalescingPublisher:
         self.stats = PublishStats()
 
     @property
-    def desired(self) -> frozenset[IP] | None:
-        """The last published set (None before the first publish)."""
+    def desired(self) -> T | None:
+        """The last published value (None before the first publish)."""
         return self._desired
 
     @property
-    def accepted(self) -> frozenset[IP] | None:
-        """The set the server last accepted, None if unknown (none yet, or a
+    def accepted(self) -> T | None:
+        """The value the server last accepted, None if unknown (none yet, or a
         failure since)."""
         return self._accepted
 
@@ -149,9 +153,8 @@ class CoalescingPublisher:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def publish(self, addresses: Iterable[IP]) -> None:
-        """Record ``addresses`` as the set to publish; ``run()`` sends it."""
-        new = frozenset(addresses)
+    def _offer(self, new: T) -> None:
+        """Record ``new`` as the value to publish; ``run()`` sends it."""
         if self._unsent and new != self._desired:
             self.stats.coalesced += 1
         self._desired = new
@@ -186,7 +189,7 @@ class CoalescingPublisher:
             return delay
         if target == self._accepted:
             self.stats.skipped += 1
-            self._log.debug("%s: %s already published", self, describe(target))
+            self._log.debug("%s: %s already published", self, self._describe(target))
             return delay
         if await self._attempt(target):
             return 0.0
@@ -199,7 +202,7 @@ class CoalescingPublisher:
             self._wake.set()
         return delay
 
-    async def _attempt(self, target: frozenset[IP]) -> bool:
+    async def _attempt(self, target: T) -> bool:
         self._in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self._in_flight)
         self.stats.sent += 1
@@ -217,7 +220,7 @@ class CoalescingPublisher:
             self._accepted = target
             self.stats.ok += 1
             self.stats.last_ok = self._clock()
-            self._log.info("%s: published %s (%s)", self, describe(target), detail)
+            self._log.info("%s: published %s (%s)", self, self._describe(target), detail)
             self._report(True, detail)
             return True
         finally:
@@ -225,7 +228,7 @@ class CoalescingPublisher:
         self._accepted = None
         self.stats.failed[reason] += 1
         self.stats.last_error = e_text = f"{reason}: {detail}"
-        self._log.warning("%s: publishing %s failed: %s", self, describe(target), e_text)
+        self._log.warning("%s: publishing %s failed: %s", self, self._describe(target), e_text)
         self._report(False, e_text)
         return False
 
@@ -237,11 +240,14 @@ class CoalescingPublisher:
         except Exception:
             self._log.exception("%s: on_result hook failed", self)
 
-    async def _send(self, addresses: frozenset[IP]) -> str:
+    async def _send(self, target: T) -> str:
+        raise NotImplementedError
+
+    def _describe(self, target: T) -> str:
         raise NotImplementedError
 
 
-class UpdatePublisher(CoalescingPublisher):
+class UpdatePublisher(CoalescingPublisher[frozenset[IP]]):
     """Keeps the A and AAAA RRsets of ``name`` in ``zone`` on ``server`` equal
     to the published set, by TSIG-signed dynamic UPDATE.
 
@@ -306,6 +312,13 @@ class UpdatePublisher(CoalescingPublisher):
             rdtype = "A" if address.version == 4 else "AAAA"
             msg.add(self.name, self.ttl, rdtype, str(address))
         return msg
+
+    def publish(self, addresses: Iterable[IP]) -> None:
+        """Record ``addresses`` as the set to publish; ``run()`` sends it."""
+        self._offer(frozenset(addresses))
+
+    def _describe(self, target: frozenset[IP]) -> str:
+        return describe(target)
 
     async def _send(self, addresses: frozenset[IP]) -> str:
         msg = self.message(addresses)

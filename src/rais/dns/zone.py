@@ -61,30 +61,17 @@ Serials
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal
 
 from rais.core.hosts import eligible as host_eligible
 from rais.core.utilization import utilization
-
-IP: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
-"""A service address."""
+from rais.ip import IP, ip_key, sorted_ips
 
 SERIAL_BITS = 32
 _MOD = 1 << SERIAL_BITS
 _HALF = 1 << (SERIAL_BITS - 1)
-
-
-def addr_key(addr: IP) -> tuple[int, int]:
-    """Sort key for addresses: IPv4 before IPv6, then numerically."""
-    return (addr.version, int(addr))
-
-
-def sorted_addrs(addrs: Iterable[IP]) -> tuple[IP, ...]:
-    """``addrs`` without duplicates, IPv4 first, then numerically."""
-    return tuple(sorted(set(addrs), key=addr_key))
 
 
 @dataclass(frozen=True)
@@ -173,7 +160,7 @@ class ZoneAnswer:
 
 
 def _answer(addrs: Iterable[IP], shed: Iterable[IP] = ()) -> ZoneAnswer:
-    ordered = sorted_addrs(addrs)
+    ordered = sorted_ips(addrs)
     return ZoneAnswer(addresses=ordered, shed=frozenset(shed), advertised=frozenset(ordered))
 
 
@@ -205,7 +192,7 @@ def advertise(
             return _answer(a for h in hosts if h.live for a in h.held())
         return _answer(weighted)
 
-    ranked = sorted(weighted, key=lambda a: (weighted[a], addr_key(a)))
+    ranked = sorted(weighted, key=lambda a: (weighted[a], ip_key(a)))
     keep = ranked[: policy.min_addresses]
     shed: list[IP] = []
     for addr in ranked[policy.min_addresses :]:

@@ -1,12 +1,16 @@
 """Publishing a group's addresses as a whole zone file, for a DNS server that
 loads its zones from files (BIND, NSD, Knot...).
 
-``publish(addresses)`` records the set and returns; ``run()`` (same pattern
-as ``UpdatePublisher``: one attempt in flight, latest set wins, unchanged set
-skipped, failures logged on ``rais.dns.zonefile``, counted and retried with
-exponential backoff) then:
+``publish(addresses, hosts)`` records the name's addresses (and the per-host
+names, ``host-192-0-2-11.NAME``, with theirs) and returns; ``run()`` (same
+pattern as ``UpdatePublisher``: one attempt in flight, latest content wins,
+unchanged content skipped, failures logged on ``rais.dns.zonefile``, counted
+and retried with exponential backoff) then:
 
-1. writes the zone: SOA, NS and the A/AAAA records of ``name``, to a temporary
+1. writes the zone, rendered by :func:`rais.dns.render.zone_text` from a
+   :class:`~rais.dns.server.ZoneData` (the data the embedded server answers
+   from: the same SOA timers, TTLs and names): SOA, NS and the A/AAAA records
+   of ``name`` and of the per-host names, to a temporary
    file in the same directory (``.NAME.*.tmp``), fsyncs it, gives it the mode
    of the file it replaces (0644 for a new one), ``os.replace``-s it over
    ``path`` and fsyncs the directory, so a reader sees the old or the new
@@ -20,7 +24,9 @@ exponential backoff) then:
    only the reload failed, the retry runs the command again without
    rewriting the file (so a failing reload does not keep bumping the serial).
 
-Names in the file are absolute. ``ns`` defaults to ``localhost.``, an
+Names in the file are relative to its ``$ORIGIN`` line; every record carries
+its TTL (the zone's ``ttl``, as the embedded server answers). ``ns``
+defaults to ``localhost.``, an
 out-of-zone name that needs no glue; give the real name servers in
 production. The SOA MNAME defaults to the first NS, RNAME to
 ``hostmaster`` in the zone.
@@ -37,23 +43,19 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.name
 import dns.rdatatype
 import dns.zone
 
-from rais.config_parse import IP
-from rais.dns.update import (
-    Clock,
-    CoalescingPublisher,
-    PublishError,
-    ResultHook,
-    Sleep,
-    sorted_addresses,
-)
+from rais.dns.render import zone_text
+from rais.dns.server import SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ZoneData
+from rais.dns.update import Clock, CoalescingPublisher, PublishError, ResultHook, Sleep, describe
 from rais.dns.zone import serial_gt, serial_next
+from rais.ip import IP, sorted_ips
 
 log = logging.getLogger("rais.dns.zonefile")
 
@@ -104,9 +106,24 @@ def atomic_write(path: Path, text: str) -> None:
         os.close(dfd)
 
 
-class ZoneFilePublisher(CoalescingPublisher):
+@dataclass(frozen=True, slots=True)
+class ZoneContent:
+    """What a zone file holds below its apex: the name's addresses and the
+    per-host names (absolute, below the name) with theirs."""
+
+    addresses: frozenset[IP]
+    hosts: tuple[tuple[dns.name.Name, tuple[IP, ...]], ...] = ()
+
+    def names(self, name: dns.name.Name) -> dict[dns.name.Name, tuple[IP, ...]]:
+        """The ``ZoneData.names`` of the zone, ``name`` first."""
+        return {name: sorted_ips(self.addresses), **dict(self.hosts)}
+
+
+class ZoneFilePublisher(CoalescingPublisher[ZoneContent]):
     """Keeps the zone file at ``path`` (zone ``origin``) holding the published
-    addresses as the A/AAAA records of ``name`` and has the server reload it."""
+    addresses as the A/AAAA records of ``name`` (and the per-host names given
+    with them) and has the server reload it. The SOA timers default to the
+    embedded server's; ``minimum`` is the SOA MINIMUM (the negative TTL)."""
 
     def __init__(
         self,
@@ -119,11 +136,10 @@ class ZoneFilePublisher(CoalescingPublisher):
         ns: Sequence[str] = ("localhost.",),
         mname: str | None = None,
         rname: str = "hostmaster",
-        zone_ttl: int = 3600,
-        refresh: int = 3600,
-        retry: int = 600,
-        expire: int = 1209600,
-        minimum: int = 60,
+        refresh: int = SOA_REFRESH,
+        retry: int = SOA_RETRY,
+        expire: int = SOA_EXPIRE,
+        minimum: int = 5,
         reload_timeout: float = 10.0,
         backoff: tuple[float, float] = (0.5, 30.0),
         clock: Clock = time.time,
@@ -133,7 +149,6 @@ class ZoneFilePublisher(CoalescingPublisher):
         super().__init__(logger=log, backoff=backoff, clock=clock, sleep=sleep, on_result=on_result)
         for label, value in (
             ("ttl", ttl),
-            ("zone_ttl", zone_ttl),
             ("refresh", refresh),
             ("retry", retry),
             ("expire", expire),
@@ -155,29 +170,60 @@ class ZoneFilePublisher(CoalescingPublisher):
         self.ns = [dns.name.from_text(n, origin=self.origin) for n in ns]
         self.mname = dns.name.from_text(mname, origin=self.origin) if mname else self.ns[0]
         self.rname = dns.name.from_text(rname, origin=self.origin)
-        self.zone_ttl = zone_ttl
         self.timers = (refresh, retry, expire, minimum)
         self.reload_timeout = reload_timeout
         self.serial: int | None = None
-        self._written: frozenset[IP] | None = None
+        self._written: ZoneContent | None = None
 
     def __str__(self) -> str:
         return f"zone file {self.path} ({self.name})"
 
-    def render(self, addresses: Iterable[IP], serial: int) -> str:
-        """The whole zone file for ``addresses`` with SOA serial ``serial``."""
-        o = self.origin.to_text()
-        timers = " ".join(str(t) for t in self.timers)
-        lines = [
-            f"; zone {o}: written by rais, rewritten on every change; do not edit",
-            f"$TTL {self.zone_ttl}",
-            f"{o} {self.zone_ttl} IN SOA {self.mname} {self.rname} {serial} {timers}",
-        ]
-        lines += [f"{o} {self.zone_ttl} IN NS {n}" for n in self.ns]
-        for address in sorted_addresses(addresses):
-            rdtype = "A" if address.version == 4 else "AAAA"
-            lines.append(f"{self.name} {self.ttl} IN {rdtype} {address}")
-        return "\n".join(lines) + "\n"
+    def publish(
+        self,
+        addresses: Iterable[IP],
+        hosts: Mapping[dns.name.Name, Iterable[IP]] | None = None,
+    ) -> None:
+        """Record the name's ``addresses`` and the per-host names ``hosts``
+        (absolute, below ``name``) to be written; ``run()`` writes them."""
+        self._offer(self.zone_content(addresses, hosts))
+
+    def zone_content(
+        self,
+        addresses: Iterable[IP],
+        hosts: Mapping[dns.name.Name, Iterable[IP]] | None = None,
+    ) -> ZoneContent:
+        """What ``publish(addresses, hosts)`` records."""
+        for host in hosts or {}:
+            if not host.is_subdomain(self.name) or host == self.name:
+                raise ValueError(f"{host} is not a name below {self.name}")
+        listed = sorted((h, sorted_ips(a)) for h, a in (hosts or {}).items())
+        return ZoneContent(frozenset(addresses), tuple(listed))
+
+    def _describe(self, target: ZoneContent) -> str:
+        names = f" and {len(target.hosts)} host names" if target.hosts else ""
+        return describe(target.addresses) + names
+
+    def zone(self, content: ZoneContent, serial: int) -> ZoneData:
+        """The zone the file holds for ``content``, with SOA serial ``serial``."""
+        refresh, retry, expire, minimum = self.timers
+        return ZoneData(
+            self.origin,
+            serial,
+            tuple(self.ns),
+            content.names(self.name),
+            ttl=self.ttl,
+            negative_ttl=minimum,
+            rname=self.rname,
+            mname=self.mname,
+            refresh=refresh,
+            retry=retry,
+            expire=expire,
+        )
+
+    def render(self, content: ZoneContent, serial: int) -> str:
+        """The whole zone file for ``content`` with SOA serial ``serial``."""
+        comment = f"zone {self.origin}: written by rais, rewritten on every change; do not edit"
+        return zone_text(self.zone(content, serial), comment=comment)
 
     def _next_serial(self) -> int:
         try:
@@ -190,20 +236,20 @@ class ZoneFilePublisher(CoalescingPublisher):
         now = int(self._clock())
         return now % 2**32 if old is None else serial_next(old, now)
 
-    def _write(self, addresses: frozenset[IP]) -> int:
+    def _write(self, content: ZoneContent) -> int:
         serial = self._next_serial()
-        atomic_write(self.path, self.render(addresses, serial))
+        atomic_write(self.path, self.render(content, serial))
         self.serial = serial
         return serial
 
-    async def _send(self, addresses: frozenset[IP]) -> str:
-        if self._written != addresses:
+    async def _send(self, content: ZoneContent) -> str:
+        if self._written != content:
             self._written = None
             try:
-                serial = await asyncio.to_thread(self._write, addresses)
+                serial = await asyncio.to_thread(self._write, content)
             except OSError as e:
                 raise PublishError("write", f"{type(e).__name__}: {e}") from e
-            self._written = addresses
+            self._written = content
             detail = f"serial {serial}"
         else:
             detail = f"serial {self.serial}, written before"

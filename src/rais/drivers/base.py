@@ -7,10 +7,10 @@ converted at the group runner).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from rais.config import IP
+from rais.ip import IP
 
 OnDatagram = Callable[[bytes, int], None]
 """Called with (datagram, index of the control address it arrived on)."""
@@ -32,6 +32,12 @@ class Transport(Protocol):
         Errors are counted, not raised."""
 
     def close(self) -> None: ...
+
+    @property
+    def counters(self) -> Mapping[str, int]:
+        """What happened so far, by name (sent, received, send_errors, ...);
+        the status and metrics show them as ``transport_NAME``."""
+        ...
 
 
 class Addresses(Protocol):
@@ -68,3 +74,12 @@ class Announcer(Protocol):
     async def announce(self, interface: str, address: IP) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Scripts(Protocol):
+    """Runs the acquire and release scripts."""
+
+    async def run(self, script: str | None, env: dict[str, str]) -> tuple[bool, str]:
+        """Run ``script`` (None: nothing to run, success) with ``env`` added to
+        the environment; report (ok, reason). Never raises."""
+        ...

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from rais.config import IP
 from rais.drivers.announce import AnnounceError
 from rais.drivers.netlink import AddressError
+from rais.ip import IP, ip_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ class FakeAddresses:
     async def present(self, interface: str) -> list[tuple[IP, int]]:
         self.calls.append(AddressCall("present", interface))
         await asyncio.sleep(0)
-        return sorted(self._table(interface), key=lambda e: (e[0].version, int(e[0]), e[1]))
+        return sorted(self._table(interface), key=lambda e: (ip_key(e[0]), e[1]))
 
     def close(self) -> None:
         self.closed = True

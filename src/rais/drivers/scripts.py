@@ -43,11 +43,10 @@ class ScriptRunner:
         return True, ""
 
 
-class FakeScripts(ScriptRunner):
+class FakeScripts:
     """Records calls; scripts named in ``failing`` fail."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.failing: set[str] = set()
 

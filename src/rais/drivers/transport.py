@@ -80,8 +80,8 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from rais.config import IP
 from rais.drivers.base import OnDatagram, OnLost
+from rais.ip import IP, Interface
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ async def interface_indexes(addresses: Iterable[IP]) -> dict[IP, int]:
     wanted = set(addresses)
     if not wanted:
         return {}
-    assigned: list[tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, int]] = []
+    assigned: list[tuple[Interface, int]] = []
     async with AsyncIPRoute() as ipr:
         async for msg in await ipr.addr("dump"):
             text = msg.get("local") or msg.get("address")

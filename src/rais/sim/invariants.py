@@ -35,7 +35,8 @@ from rais.core.hosts import eligible, fit
 from rais.core.messages import ReqOp
 from rais.core.requests import winning
 from rais.dns.views import views
-from rais.dns.zone import ZonePolicy, advertise, sorted_addrs
+from rais.dns.zone import ZonePolicy, advertise
+from rais.ip import sorted_ips
 from rais.sim.params import Violation
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)
@@ -281,7 +282,7 @@ class Checker:
 
     def _dns_answers(self, now: float) -> str | None:
         sim = self.sim
-        expected = sorted_addrs(
+        expected = sorted_ips(
             ipaddress.ip_address(h.preferred)
             for h in sim.hosts
             if h.preferred is not None
