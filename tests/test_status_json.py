@@ -230,7 +230,7 @@ def as_json(group: GroupStatus) -> dict[str, Any]:
     return whole["groups"][0]  # type: ignore[no-any-return]
 
 
-TESTS = [
+TESTS: list[dict[str, Any]] = [
     {"name": "web", "ok": True, "reason": "HTTP 200", "since_s": 3.25},
     {"name": "maint", "ok": False, "reason": "flag file", "since_s": 0.5},
     {"name": "db", "ok": None, "reason": "", "since_s": None},
@@ -328,7 +328,12 @@ async def test_running_agents_render_the_same_json(tmp_path: Path) -> None:
             compare()
             await asyncio.sleep(0.03)
         hubs[2].go.set()  # host 2's probes raise: a part restarting
-        await c.until(lambda: any('"state": "restarting"' in t for t in texts[-3:]) or compare())
+
+        def restarting() -> bool:
+            compare()
+            return any('"state": "restarting"' in t for t in texts[-3:])
+
+        await c.until(restarting)
         for _ in range(10):
             compare()
             await asyncio.sleep(0.03)
