@@ -155,12 +155,12 @@ async def test_each_host_gets_its_preferred_address(cluster: Cluster) -> None:
     def states() -> dict[str, tuple[str, list[str]]]:
         return {
             a["address"]: (a["state"], a["holders"])
-            for a in leader.status()["groups"][0]["addresses"]
+            for a in leader.api.status()["groups"][0]["addresses"]
         }
 
     # the leader sees them online once the holders' next infos arrive
     await cluster.until(lambda: states()["198.51.100.2/24"][0] == "online")
-    status = leader.status()["groups"][0]
+    status = leader.api.status()["groups"][0]
     assert status["leader"] == "192.0.2.1" and status["is_leader"]
     assert states()["198.51.100.1/24"] == ("online", ["192.0.2.1"])
     assert states()["198.51.100.2/24"] == ("online", ["192.0.2.2"])
@@ -199,7 +199,7 @@ async def test_quiesce_keeps_the_address_and_failed_test_releases_it(cluster: Cl
     assert h2.agent.api.quiesce(None) == ["www"]
     await asyncio.sleep(3 * HB)
     assert h2.held == {"198.51.100.2"}
-    host2 = next(h for h in h1.agent.status()["groups"][0]["hosts"] if h["id"] == "192.0.2.2")
+    host2 = next(h for h in h1.agent.api.status()["groups"][0]["hosts"] if h["id"] == "192.0.2.2")
     assert host2["quiesced"]
     h2.agent.api.unquiesce(None)
     h2.agent.groups["www"].test_result(False, "unit test")
@@ -216,7 +216,7 @@ async def test_bad_datagrams_are_dropped_and_counted(cluster: Cluster) -> None:
     before = runner.core.entry()
     for junk in (b"", b"\x00" * 3, b"RA" + bytes(range(200)), b"x" * 1400):
         runner._on_datagram(junk, 0)
-    dropped = h1.agent.status()["groups"][0]["dropped"]
+    dropped = h1.agent.api.status()["groups"][0]["dropped"]
     assert sum(dropped.values()) >= 4
     assert runner.core.entry() == before
     assert cluster.settled()

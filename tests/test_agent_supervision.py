@@ -40,7 +40,7 @@ def kinds(host: Host) -> list[EventKind | AgentEventKind]:
 
 def part(host: Host, name: str) -> dict[str, Any]:
     assert host.agent is not None
-    parts = {p["name"]: p for p in host.agent.status()["parts"]}
+    parts = {p["name"]: p for p in host.agent.api.status()["parts"]}
     return dict(parts[name])
 
 
@@ -97,7 +97,7 @@ async def test_probes_that_raise_are_restarted_and_their_group_is_not_ok_meanwhi
         # while its probes are down the group counts as not OK: the address moves
         await c.until(lambda: spare.held == {WWW2} and not h2.held)
         assert h2.agent is not None
-        assert h2.agent.status()["groups"][0]["ok"] is False
+        assert h2.agent.api.status()["groups"][0]["ok"] is False
         # restarted with backoff (0.5 s); the hub starts over, its next result counts
         await c.until(lambda: AgentEventKind.PART_RESTARTED in kinds(h2), limit=2.0)
         assert part(h2, "probes")["state"] == "running"
@@ -224,7 +224,7 @@ async def test_a_refresher_that_cannot_refresh_ends_the_agent_with_a_graceful_le
         assert AgentEventKind.AGENT_FAILED in kinds(h2)
         assert not h2.held  # released on the way out
         assert h2.agent is not None
-        assert h2.agent.status()["parts"] == []  # every part stopped
+        assert h2.agent.api.status()["parts"] == []  # every part stopped
         # a graceful leave: the spare takes over at once, not after the timeout
         await c.until(lambda: spare.held == {WWW2}, limit=0.15)
     finally:

@@ -13,6 +13,13 @@ from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.ip import IP
 from rais.status import group_status, render
+from rais.status_view import AgentStatus, GroupStatus, TestStatus, status_json
+
+
+def as_json(group: GroupStatus) -> dict[str, Any]:
+    """One group's part of the status JSON."""
+    whole = status_json(AgentStatus("0", group.host, 1, (), (group,)))
+    return whole["groups"][0]  # type: ignore[no-any-return]
 
 
 class Stub:
@@ -79,7 +86,7 @@ def test_status_of_a_lone_core_and_its_table() -> None:
     core = Core(cfg, epoch=1, rng=random.Random(1), now=0.0)
     core.handle_timer(0.0)
     core.effects()
-    status = group_status(core.view(0.0), {"acquired": 0})
+    status = as_json(group_status(core.view(0.0), {"acquired": 0}))
     assert status["host"] == "192.0.2.1" and status["name"] == "www"
     assert status["hosts"][0]["preferred"] == "198.51.100.1/24"
     assert not status["hosts"][0]["spare"]
@@ -88,11 +95,8 @@ def test_status_of_a_lone_core_and_its_table() -> None:
     assert status["hosts"][0]["utilization"] == 0  # no load objects (0/0): idle
     assert "0 (0/0)" in text
     core.load_sample(0.0, 300, 2000)
-    tests = [
-        {"name": "web", "ok": False, "reason": "HTTP 503", "since_s": 1.0},
-        {"name": "maint", "ok": True, "reason": "missing", "since_s": 9.0},
-    ]
-    status = group_status(core.view(0.0), {}, scale=100, tests=tests)
+    tests = [TestStatus("web", False, "HTTP 503", 1.0), TestStatus("maint", True, "missing", 9.0)]
+    status = as_json(group_status(core.view(0.0), {}, scale=100, tests=tests))
     assert status["hosts"][0]["utilization"] == 15 and status["load_scale"] == 100
     text = render({"groups": [status]})
     assert "test web" in text and "FAILING  (HTTP 503)" in text

@@ -170,13 +170,13 @@ def test_an_observer_that_restarts_answers_nothing_until_it_has_heard_the_group(
         gd.refresh(c.view(2))
         seen.append((c.now - back, served(gd)))
         if served(gd) is None:
-            assert published(gd) is None and gd.status()["warming"]
+            assert published(gd) is None and gd.status().warming
         c.step(0.1)
     assert {answer for _, answer in seen} == {None, (A1, A2)}, seen
     first = min(t for t, answer in seen if answer is not None)
     assert TIMEOUT <= first < TIMEOUT + 0.1 + 1e-9, seen
     assert published(gd) == {A1, A2}
-    assert not gd.status()["warming"]
+    assert not gd.status().warming
 
 
 def test_a_restarted_lowest_host_leads_without_shrinking_the_set(tmp_path: Path) -> None:
@@ -262,7 +262,7 @@ async def test_an_agent_started_into_a_group_answers_nothing_short(tmp_path: Pat
         await c.start(h)
     try:
         await c.until(c.settled)
-        await c.until(lambda: len(c.hosts[0].agent.dns.groups["www"].status()["addresses"]) == 2)  # type: ignore[union-attr]
+        await c.until(lambda: len(c.hosts[0].agent.dns.groups["www"].status().addresses) == 2)  # type: ignore[union-attr]
         full = {"198.51.100.1", "198.51.100.2"}
         for _ in range(3):
             await c.start(obs)

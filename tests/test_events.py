@@ -18,6 +18,7 @@ from rais.events import AgentEvent, AgentEventKind, Entry, EventBus, record
 from rais.facade import AgentFacade
 from rais.group import to_addr
 from rais.metrics import Metrics
+from rais.status_view import AgentStatus
 
 HOST = to_addr(ipaddress.ip_address("192.0.2.1"))
 VIP = to_addr(ipaddress.ip_address("198.51.100.7"))
@@ -139,7 +140,15 @@ def test_an_ended_subscription_hears_nothing_more() -> None:
 
 async def test_the_facade_renders_at_the_edge_and_a_full_queue_loses_events() -> None:
     b, _ = bus()
-    facade = AgentFacade({}, status=dict, bus=b, metrics=Metrics(dict))
+    empty = AgentStatus(version="0", host="192.0.2.1", epoch=1, parts=(), groups=())
+    facade = AgentFacade({}, status=lambda: empty, bus=b, metrics=Metrics(lambda: empty))
+    assert facade.status() == {
+        "version": "0",
+        "host": "192.0.2.1",
+        "epoch": 1,
+        "parts": [],
+        "groups": [],
+    }
     q = facade.subscribe()
     b.publish(acquired())
     assert facade.events_since(0) == [q.get_nowait()] == [record(b.history[0])]

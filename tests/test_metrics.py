@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter
@@ -20,6 +19,14 @@ from rais.core.utilization import utilization
 from rais.events import AgentEventKind
 from rais.metrics import ADDRESS_STATES, DROP_REASONS, LATENESS_BUCKETS, Metrics
 from rais.status import group_status
+from rais.status_view import (
+    AddressStatus,
+    AgentStatus,
+    GroupStatus,
+    HostStatus,
+    ServedStatus,
+    TestStatus,
+)
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -62,52 +69,54 @@ def host(
     load: int = 0,
     capacity: int = 0,
     scale: int = 1000,
-) -> dict[str, Any]:
-    return {
-        "id": hid,
-        "control": [hid],
-        "live": live,
-        "ok": True,
-        "quiesced": False,
-        "spare": not served,
-        "observer": False,
-        "leaving": False,
-        "load": load,
-        "capacity": capacity,
-        "utilization": utilization(load, capacity, scale),
-        "preferred": None,
-        "served": [{"address": a, "state": s} for a, s in served or []],
-        "last_heard_s": 0.0,
-    }
+) -> HostStatus:
+    return HostStatus(
+        id=hid,
+        control=(hid,),
+        live=live,
+        ok=True,
+        quiesced=False,
+        spare=not served,
+        observer=False,
+        leaving=False,
+        load=load,
+        capacity=capacity,
+        utilization=utilization(load, capacity, scale),
+        preferred=None,
+        served=tuple(ServedStatus(a, s) for a, s in served or []),
+        last_heard_s=0.0,
+    )
 
 
-def address(addr: str, state: str, holders: list[str], orphan_s: float | None = None) -> Any:
-    return {
-        "address": f"{addr}/24",
-        "preferred": holders[0] if holders else None,
-        "holders": holders,
-        "state": state,
-        "orphan_s": orphan_s,
-    }
+def address(
+    addr: str, state: str, holders: list[str], orphan_s: float | None = None
+) -> AddressStatus:
+    return AddressStatus(
+        address=f"{addr}/24",
+        preferred=holders[0] if holders else None,
+        holders=tuple(holders),
+        state=state,
+        orphan_s=orphan_s,
+    )
 
 
-def www() -> dict[str, Any]:
+def www() -> GroupStatus:
     """Group www seen from 192.0.2.1: the leader, 4 hosts (one dead), 6 addresses."""
-    return {
-        "name": "www",
-        "host": "192.0.2.1",
-        "leader": "192.0.2.1",
-        "is_leader": True,
-        "settled": True,
-        "ok": True,
-        "quiesced": False,
-        "load_scale": 1000,
-        "tests": [
-            {"name": "web", "ok": True, "reason": "", "since_s": 3.0},
-            {"name": "maint", "ok": False, "reason": "flag", "since_s": 1.0},
-            {"name": "db", "ok": None, "reason": "", "since_s": None},
-        ],
-        "hosts": [
+    return GroupStatus(
+        name="www",
+        host="192.0.2.1",
+        leader="192.0.2.1",
+        is_leader=True,
+        settled=True,
+        ok=True,
+        quiesced=False,
+        load_scale=1000,
+        tests=(
+            TestStatus("web", True, "", 3.0),
+            TestStatus("maint", False, "flag", 1.0),
+            TestStatus("db", None, "", None),
+        ),
+        hosts=(
             host(
                 "192.0.2.1",
                 served=[("198.51.100.1", "online"), ("198.51.100.5", "acquiring")],
@@ -117,18 +126,18 @@ def www() -> dict[str, Any]:
             host("192.0.2.2", served=[("198.51.100.2", "online"), ("198.51.100.6", "online")]),
             host("192.0.2.3", served=[("198.51.100.6", "online")]),
             host("192.0.2.4", live=False),
-        ],
-        "addresses": [
+        ),
+        addresses=(
             address("198.51.100.1", "online", ["192.0.2.1"]),
             address("198.51.100.2", "online", ["192.0.2.2"]),
             address("198.51.100.3", "unassigned", [], orphan_s=12.5),
             address("198.51.100.4", "releasing", ["192.0.2.3"]),
             address("198.51.100.5", "acquiring", ["192.0.2.1"]),
             address("198.51.100.6", "duplicate", ["192.0.2.2", "192.0.2.3"]),
-        ],
-        "expired": ["198.51.100.9"],
-        "dropped": {"auth": 3, "replay": 2, "own": 40},
-        "counters": {
+        ),
+        expired=("198.51.100.9",),
+        dropped={"auth": 3, "replay": 2, "own": 40},
+        counters={
             "acquired": 4,
             "transport_sent": 99,
             "transport_send_errors": 2,
@@ -138,31 +147,31 @@ def www() -> dict[str, Any]:
             "announcements": 12,
             "announce_errors": 1,
         },
-    }
+    )
 
 
-def db() -> dict[str, Any]:
+def db() -> GroupStatus:
     """Group db seen from 192.0.2.1: a quiesced spare, another host leads."""
-    return {
-        "name": "db",
-        "host": "192.0.2.1",
-        "leader": "192.0.2.7",
-        "is_leader": False,
-        "settled": False,
-        "ok": False,
-        "quiesced": True,
-        "load_scale": 100,
-        "tests": [],
-        "hosts": [host("192.0.2.1"), host("192.0.2.7", served=[("203.0.113.1", "online")])],
-        "addresses": [address("203.0.113.1", "online", ["192.0.2.7"])],
-        "expired": [],
-        "dropped": {},
-        "counters": {},
-    }
+    return GroupStatus(
+        name="db",
+        host="192.0.2.1",
+        leader="192.0.2.7",
+        is_leader=False,
+        settled=False,
+        ok=False,
+        quiesced=True,
+        load_scale=100,
+        tests=(),
+        hosts=(host("192.0.2.1"), host("192.0.2.7", served=[("203.0.113.1", "online")])),
+        addresses=(address("203.0.113.1", "online", ["192.0.2.7"]),),
+        expired=(),
+        dropped={},
+        counters={},
+    )
 
 
-def agent_status(*groups: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "0.1.0", "host": "192.0.2.1", "epoch": 7, "groups": list(groups)}
+def agent_status(*groups: GroupStatus) -> AgentStatus:
+    return AgentStatus(version="0.1.0", host="192.0.2.1", epoch=7, parts=(), groups=groups)
 
 
 def test_gauges_and_status_counters_from_a_hand_built_status() -> None:
@@ -216,12 +225,11 @@ def test_a_real_core_status() -> None:
     )
     core = Core(cfg, epoch=1, rng=random.Random(1), now=0.0)
     now = 0.0
-    status: dict[str, Any] = {}
-    m = Metrics(lambda: status)
+    status = [agent_status()]
+    m = Metrics(lambda: status[0])
 
     def scrape() -> Scrape:
-        status.clear()
-        status.update(agent_status(group_status(core.view(now), {"acquired": 0})))
+        status[0] = agent_status(group_status(core.view(now), {"acquired": 0}))
         return Scrape(m)
 
     s = scrape()  # before the first heartbeat: nothing held, no leader yet
@@ -343,7 +351,7 @@ def test_two_instances_do_not_share_state() -> None:
 def test_source_is_called_once_per_scrape_and_not_at_construction() -> None:
     calls = []
 
-    def source() -> dict[str, Any]:
+    def source() -> AgentStatus:
         calls.append(1)
         return agent_status(www())
 
@@ -368,14 +376,14 @@ def test_no_address_or_host_id_in_any_label() -> None:
         m.datagram_received(g, 1)
         m.heartbeat_lateness(g, 0.002)
         m.dns_publish(g, "update", ok=False)
-    forbidden: set[str] = {status["host"]}
-    for g in status["groups"]:
-        forbidden |= {g["host"], g["leader"], *g["expired"]}
-        for h in g["hosts"]:
-            forbidden |= {h["id"], *h["control"]}
-            forbidden |= {s["address"] for s in h["served"]}
-        for a in g["addresses"]:
-            forbidden |= {a["address"], a["address"].split("/")[0], *a["holders"]}
+    forbidden: set[str] = {status.host}
+    for grp in status.groups:
+        forbidden |= {grp.host, *grp.expired} | ({grp.leader} if grp.leader else set())
+        for h in grp.hosts:
+            forbidden |= {h.id, *h.control}
+            forbidden |= {s.address for s in h.served}
+        for a in grp.addresses:
+            forbidden |= {a.address, a.address.split("/")[0], *a.holders}
     s = Scrape(m)
     values = {v for lb in s.labels for v in lb.values()}
     assert not values & forbidden

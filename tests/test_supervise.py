@@ -65,8 +65,8 @@ async def test_a_kept_part_is_restarted_with_doubling_backoff() -> None:
         assert "restarting in 0.02s" in rec.events[0][2]
         assert rec.fatal == []
         status = sup.status()
-        assert status[0]["name"] == "probes" and status[0]["restarts"] == 3
-        assert status[0]["essential"] is False and status[0]["group"] is None
+        assert status[0].name == "probes" and status[0].restarts == 3
+        assert status[0].essential is False and status[0].group is None
         sup.stop_all()
 
 
@@ -121,7 +121,7 @@ async def test_a_needed_part_that_fails_is_fatal_once() -> None:
         assert rec.fatal == ["refresher www: RuntimeError: refresh broke"]
         assert part.state == "failed" and part.essential
         assert sup.failed == "refresher www: RuntimeError: refresh broke"
-        assert sup.status()[0]["group"] == "www"
+        assert sup.status()[0].group == "www"
 
 
 async def test_stopping_cancels_and_cancellation_is_not_a_failure() -> None:

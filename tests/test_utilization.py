@@ -8,7 +8,6 @@ import itertools
 import math
 import random
 from fractions import Fraction
-from typing import Any
 
 import pytest
 from clusterkit import host_id, service
@@ -31,6 +30,7 @@ from rais.probes.fake import FakeProbeHub
 from rais.probes.loads import combine, parse_load_output
 from rais.probes.spec import U32_MAX, LoadSpec
 from rais.status import group_status, render
+from rais.status_view import AgentStatus, GroupStatus, status_json
 
 # ------------------------------------------------------------------ the rule
 
@@ -227,9 +227,10 @@ def _core(scale: int) -> Core:
     return core
 
 
-def _ratio(status: dict[str, Any]) -> float:
+def _ratio(status: GroupStatus) -> float:
     """rais_host_utilization_ratio{group="www"} as a scrape of this status shows it."""
-    body = Metrics(lambda: {"version": "x", "groups": [status]}).render()[0].decode()
+    whole = AgentStatus("x", status.host, 1, (), (status,))
+    body = Metrics(lambda: whole).render()[0].decode()
     values = [
         s.value
         for fam in text_string_to_metric_families(body)
@@ -252,9 +253,11 @@ def test_a_500_0_load_is_full_everywhere(scale: int) -> None:
     core.load_sample(0.0, *sample)
 
     status = group_status(core.view(0.0), {}, scale=scale)
-    me = status["hosts"][0]
-    assert (me["load"], me["capacity"], me["utilization"]) == (500, 0, scale)
-    assert f"{scale} (500/0)" in render({"groups": [status]})
+    me = status.hosts[0]
+    assert (me.load, me.capacity, me.utilization) == (500, 0, scale)
+    assert f"{scale} (500/0)" in render(
+        status_json(AgentStatus("x", status.host, 1, (), (status,)))
+    )
 
     assert _ratio(status) == 1.0
 
@@ -270,7 +273,7 @@ def test_a_500_0_load_is_full_everywhere(scale: int) -> None:
 def test_no_load_object_is_idle_everywhere() -> None:
     core = _core(1000)  # never sampled: 0/0
     status = group_status(core.view(0.0), {}, scale=1000)
-    assert status["hosts"][0]["utilization"] == 0
+    assert status.hosts[0].utilization == 0
     assert _ratio(status) == 0.0
     assert combine([(0, 0), (100, 1000)], "max") == (100, 1000)
     policy = ZonePolicy(high=0, low=0, min_addresses=0)

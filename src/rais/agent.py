@@ -17,7 +17,6 @@ import logging
 import random
 import signal
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from rais import __version__
 from rais.agent_status import agent_status
@@ -35,6 +34,7 @@ from rais.metrics import Metrics
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.snmp.sender import TrapSender
 from rais.state import next_epoch
+from rais.status_view import AgentStatus
 from rais.supervise import Part, Supervisor
 
 log = logging.getLogger("rais.agent")
@@ -232,8 +232,8 @@ class Agent:
         log.info("reloaded: groups %s", ",".join(self.groups) or "-")
         return True
 
-    def status(self) -> dict[str, Any]:
-        """Exactly ``GET /v1/status``'s JSON."""
+    def status(self) -> AgentStatus:
+        """The status ``GET /v1/status`` renders (``rais.status_view.status_json``)."""
         now = asyncio.get_running_loop().time()
         return agent_status(
             now,

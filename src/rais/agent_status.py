@@ -1,6 +1,8 @@
 """The agent's status (``GET /v1/status``, ``rais status``, the dashboard, the
-metrics): this host, its supervised parts, and every group it runs with that
-group's tests and DNS. Each group's own part is ``rais.status.group_status``."""
+metrics) as a typed view (``rais.status_view.AgentStatus``): this host, its
+supervised parts, and every group it runs with that group's tests and DNS.
+Each group's own part is ``rais.status.group_status``; the JSON is
+``rais.status_view.status_json``."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from rais import __version__
 from rais.dns.group import GroupDns
 from rais.group import GroupRunner
 from rais.status import group_status
+from rais.status_view import AgentStatus, PartStatus, TestStatus
 
 TestStates = Callable[[], Mapping[str, Any]]
 """The current state of every test object, by name (``Probes.test_states``)."""
@@ -21,41 +24,40 @@ def agent_status(
     *,
     host: str,
     epoch: int,
-    parts: list[dict[str, Any]],
+    parts: Iterable[PartStatus],
     runners: Iterable[GroupRunner],
     dns: Mapping[str, GroupDns],
     test_states: TestStates,
-) -> dict[str, Any]:
+) -> AgentStatus:
     """The whole status; ``now`` is the loop's clock, ``parts`` the supervisor's."""
-    return {
-        "version": __version__,
-        "host": host,
-        "epoch": epoch,
-        "parts": parts,
-        "groups": [
+    groups = []
+    for r in runners:
+        gd = dns.get(r.config.name)
+        groups.append(
             group_status(
                 r.core.view(now),
                 dict(r.counters) | _transport_counters(r),
                 scale=r.config.load_scale,
                 tests=_tests(r.config.tests, now, test_states()),
+                dns=gd.status() if gd is not None else None,
             )
-            | ({"dns": dns[r.config.name].status()} if r.config.name in dns else {})
-            for r in runners
-        ],
-    }
+        )
+    return AgentStatus(
+        version=__version__, host=host, epoch=epoch, parts=tuple(parts), groups=tuple(groups)
+    )
 
 
-def _tests(names: tuple[str, ...], now: float, states: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _tests(names: tuple[str, ...], now: float, states: Mapping[str, Any]) -> list[TestStatus]:
     out = []
     for name in names:
         st = states.get(name)
         out.append(
-            {
-                "name": name,
-                "ok": None if st is None else st.ok,
-                "reason": "" if st is None else st.reason,
-                "since_s": None if st is None or st.ok is None else round(now - st.since, 3),
-            }
+            TestStatus(
+                name=name,
+                ok=None if st is None else st.ok,
+                reason="" if st is None else st.reason,
+                since_s=None if st is None or st.ok is None else round(now - st.since, 3),
+            )
         )
     return out
 

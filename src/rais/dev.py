@@ -27,6 +27,7 @@ from rais.drivers.scripts import ScriptRunner
 from rais.group import Drivers
 from rais.ip import IP, ip_key
 from rais.status import render
+from rais.status_view import status_json
 
 HELP = """commands:
   status            the group as host 1 sees it (any host: status N)
@@ -164,8 +165,8 @@ class DevCluster:
         up = [h for h in self.hosts if h.agent is not None and h.task and not h.task.done()]
         leader = "-"
         if up and up[0].agent is not None:
-            groups = up[0].agent.status()["groups"]
-            leader = (groups[0]["leader"] or "-") if groups else "-"
+            groups = up[0].agent.status().groups
+            leader = (groups[0].leader or "-") if groups else "-"
         held = []
         for h in self.hosts:
             for ip, _ in sorted(h.addresses.snapshot("demo0"), key=lambda a: ip_key(a[0])):
@@ -188,7 +189,7 @@ class DevCluster:
     def status(self, host: DevHost) -> str:
         if host.agent is None or host.task is None or host.task.done():
             return f"host {host.index} is down\n"
-        return render(host.agent.status())
+        return render(status_json(host.agent.status()))
 
 
 async def run_dev(

@@ -1,6 +1,7 @@
 """What the admin API and the dashboard call on a running agent
 (``rais.api.Controlled`` and ``rais.web.Source``): status, quiesce, move,
-failback, metrics, and the event history rendered to JSON at this edge."""
+failback, metrics, and the status and the event history rendered to JSON at
+this edge."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rais.config import IP
 from rais.events import Entry, EventBus, record
 from rais.group import GroupRunner
 from rais.metrics import Metrics
+from rais.status_view import AgentStatus, status_json
 
 QUEUE_SIZE = 1000
 """Events a subscriber's queue holds (a slow reader loses the newer ones)."""
@@ -24,7 +26,7 @@ class AgentFacade:
         self,
         groups: Mapping[str, GroupRunner],
         *,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], AgentStatus],
         bus: EventBus,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
@@ -39,8 +41,8 @@ class AgentFacade:
         self._subscriptions: dict[asyncio.Queue[dict[str, Any]], Callable[[], None]] = {}
 
     def status(self) -> dict[str, Any]:
-        """Exactly ``GET /v1/status``'s JSON."""
-        return self._status()
+        """Exactly ``GET /v1/status``'s JSON, rendered from the typed status."""
+        return status_json(self._status())
 
     # ------------------------------------------------------------ events
 

@@ -10,8 +10,8 @@ name) and ``version``. Addresses and host ids never appear in a label.
 
 These names are a contract once released.
 
-Computed at scrape time from the agent's status (``GET /v1/status``; one call
-of ``source()`` per scrape):
+Computed at scrape time from the agent's status (``rais.status_view.AgentStatus``,
+what ``GET /v1/status`` renders; one call of ``source()`` per scrape):
 
 ``rais_build_info{version}``                 gauge, always 1
 ``rais_leader{group}``                       1 if this host leads the group
@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, TypeGuard
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -90,6 +90,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from rais.core.effects import EventKind
 from rais.core.utilization import utilization
 from rais.events import AgentEventKind
+from rais.status_view import AgentStatus, HostStatus
 
 ADDRESS_STATES = ("online", "acquiring", "releasing", "unassigned", "duplicate")
 DROP_REASONS = (
@@ -109,7 +110,7 @@ EVENT_KINDS = tuple(k.value for k in EventKind) + tuple(k.value for k in AgentEv
 PUBLISHERS = ("update", "zonefile")
 LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
-# status "counters" key(s) -> (metric name without _total, help)
+# the status's counters key(s) -> (metric name without _total, help)
 _STATUS_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "rais_control_send_errors": (
         ("transport_send_errors", "transport_send_oversized", "transport_send_not_open"),
@@ -127,18 +128,18 @@ _STATUS_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def _flag(value: Any) -> float:
+def _flag(value: bool) -> float:
     return 1.0 if value else 0.0
 
 
-def _test_value(ok: Any) -> float:
+def _test_value(ok: bool | None) -> float:
     return -1.0 if ok is None else _flag(ok)
 
 
 class StatusCollector:
     """The metrics derived from the agent's status, computed at scrape time."""
 
-    def __init__(self, source: Callable[[], dict[str, Any]], seen: Callable[[str], None]) -> None:
+    def __init__(self, source: Callable[[], AgentStatus], seen: Callable[[str], None]) -> None:
         self.source = source
         self.seen = seen
 
@@ -200,68 +201,60 @@ class StatusCollector:
             fams[name].add_metric(labels, value)
 
         counter = gauge
-        gauge("rais_build_info", [str(status.get("version", ""))], 1.0)
-        for grp in status.get("groups", []):
-            name = str(grp["name"])
+        gauge("rais_build_info", [status.version], 1.0)
+        for grp in status.groups:
+            name = grp.name
             self.seen(name)
             gl = [name]
-            hosts: list[dict[str, Any]] = grp.get("hosts", [])
-            addresses: list[dict[str, Any]] = grp.get("addresses", [])
-            me = next((h for h in hosts if h.get("id") == grp.get("host")), None)
-            gauge("rais_leader", gl, _flag(grp.get("is_leader")))
-            gauge("rais_settled", gl, _flag(grp.get("settled")))
-            gauge("rais_host_ok", gl, _flag(grp.get("ok")))
-            gauge("rais_host_quiesced", gl, _flag(grp.get("quiesced")))
+            me = grp.me()
+            gauge("rais_leader", gl, _flag(grp.is_leader))
+            gauge("rais_settled", gl, _flag(grp.settled))
+            gauge("rais_host_ok", gl, _flag(grp.ok))
+            gauge("rais_host_quiesced", gl, _flag(grp.quiesced))
             if me is not None:
-                ratio = _ratio(me, grp.get("load_scale"))
+                ratio = _ratio(me, grp.load_scale)
                 if ratio is not None:
                     gauge("rais_host_utilization_ratio", gl, ratio)
-            gauge("rais_hosts_live", gl, float(sum(1 for h in hosts if h.get("live"))))
-            served = me.get("served", []) if me is not None else []
-            held = sum(1 for s in served if s.get("state") == "online")
+            gauge("rais_hosts_live", gl, float(sum(1 for h in grp.hosts if h.live)))
+            served = me.served if me is not None else ()
+            held = sum(1 for s in served if s.state == "online")
             gauge("rais_addresses_held", gl, float(held))
             by_state = dict.fromkeys(ADDRESS_STATES, 0)
-            for a in addresses:
-                state = str(a.get("state"))
-                if state in by_state:
-                    by_state[state] += 1
+            for a in grp.addresses:
+                if a.state in by_state:
+                    by_state[a.state] += 1
             for state, n in by_state.items():
                 gauge("rais_addresses", [name, state], float(n))
-            orphaned = sum(1 for a in addresses if a.get("orphan_s") is not None)
+            orphaned = sum(1 for a in grp.addresses if a.orphan_s is not None)
             gauge("rais_addresses_orphaned", gl, float(orphaned))
-            gauge("rais_addresses_expired", gl, float(len(grp.get("expired", []))))
-            for t in grp.get("tests", []):
-                gauge("rais_test_state", [name, str(t["name"])], _test_value(t.get("ok")))
-            counts: dict[str, int] = grp.get("counters", {})
-            drops = dict.fromkeys(DROP_REASONS, 0) | dict(grp.get("dropped", {}))
-            drops["oversized"] += int(counts.get("transport_oversized_dropped", 0))
+            gauge("rais_addresses_expired", gl, float(len(grp.expired)))
+            for t in grp.tests:
+                gauge("rais_test_state", [name, t.name], _test_value(t.ok))
+            counts = grp.counters
+            drops = dict.fromkeys(DROP_REASONS, 0) | dict(grp.dropped)
+            drops["oversized"] += counts.get("transport_oversized_dropped", 0)
             for reason, n in sorted(drops.items()):
                 counter("rais_control_datagrams_dropped", [name, reason], float(n))
             for metric, (keys, _) in _STATUS_COUNTERS.items():
-                counter(metric, gl, float(sum(int(counts.get(k, 0)) for k in keys)))
+                counter(metric, gl, float(sum(counts.get(k, 0) for k in keys)))
         return list(fams.values())
 
 
-def _ratio(host: dict[str, Any], scale: Any) -> float | None:
+def _ratio(host: HostStatus, scale: int) -> float | None:
     """utilization / load_scale, from the host's load and capacity by the one
     rule (rais.core.utilization): the status's utilization as a fraction. None
-    when the status lacks the numbers."""
-    load, capacity = host.get("load"), host.get("capacity")
-    if not (_count(load) and _count(capacity) and _count(scale) and scale >= 1):
+    when the numbers are out of range (a negative load or capacity, a scale
+    below 1)."""
+    if host.load < 0 or host.capacity < 0 or scale < 1:
         return None
-    return float(utilization(load, capacity, scale)) / float(scale)
-
-
-def _count(value: Any) -> TypeGuard[int]:
-    """A non-negative int (not a bool) from the status JSON."""
-    return type(value) is int and value >= 0
+    return float(utilization(host.load, host.capacity, scale)) / float(scale)
 
 
 class Metrics:
-    """The agent's metrics. ``source()`` returns the agent's status dict, as
-    ``GET /v1/status`` does; it is called once per :meth:`render`."""
+    """The agent's metrics. ``source()`` returns the agent's status (the typed
+    view ``GET /v1/status`` renders); it is called once per :meth:`render`."""
 
-    def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, source: Callable[[], AgentStatus]) -> None:
         self.registry = CollectorRegistry()
         self._groups: set[str] = set()
         self._kids: dict[str, tuple[Any, ...]] = {}

@@ -1,105 +1,104 @@
-"""Status of a group as JSON-ready data (the admin API's ``GET /v1/status``), and
-the readable table ``rais status`` prints from it."""
+"""Status of a group (``rais.status_view.GroupStatus``) from its core's read
+model, and the readable table ``rais status`` prints from the status JSON
+(``GET /v1/status``, ``rais.status_view.status_json``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rais.core.addr import fmt
-from rais.core.messages import HostEntry
 from rais.core.utilization import utilization
-from rais.core.view import CoreView
+from rais.core.view import CoreView, MemberView
+from rais.status_view import (
+    AddressStatus,
+    DnsStatus,
+    GroupStatus,
+    HostStatus,
+    ServedStatus,
+    TestStatus,
+)
 
 
-def _host(
-    entry: HostEntry, *, live: bool, last_heard_s: float | None, scale: int
-) -> dict[str, Any]:
-    return {
-        "id": fmt(entry.id),
-        "control": [fmt(c) for c in entry.control],
-        "live": live,
-        "ok": entry.ok,
-        "quiesced": entry.quiesced,
-        "spare": entry.preferred is None and not entry.observer,
-        "observer": entry.observer,
-        "leaving": entry.leaving,
-        "load": entry.load,
-        "capacity": entry.capacity,
-        "utilization": utilization(entry.load, entry.capacity, scale),
-        "preferred": (
+def _host(m: MemberView, scale: int) -> HostStatus:
+    entry = m.entry
+    return HostStatus(
+        id=fmt(entry.id),
+        control=tuple(fmt(c) for c in entry.control),
+        live=m.live,
+        ok=entry.ok,
+        quiesced=entry.quiesced,
+        spare=entry.preferred is None and not entry.observer,
+        observer=entry.observer,
+        leaving=entry.leaving,
+        load=entry.load,
+        capacity=entry.capacity,
+        utilization=utilization(entry.load, entry.capacity, scale),
+        preferred=(
             f"{fmt(entry.preferred)}/{entry.prefixlen}" if entry.preferred is not None else None
         ),
-        "served": [{"address": fmt(a), "state": s.name.lower()} for a, s in entry.served],
-        "last_heard_s": last_heard_s,
-    }
+        served=tuple(ServedStatus(fmt(a), s.name.lower()) for a, s in entry.served),
+        last_heard_s=0.0 if m.this_host else round(m.age, 3),
+    )
 
 
 def group_status(
     view: CoreView,
-    counters: dict[str, int],
+    counters: Mapping[str, int],
     *,
     scale: int = 1000,
-    tests: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+    tests: Sequence[TestStatus] = (),
+    dns: DnsStatus | None = None,
+) -> GroupStatus:
     """One group's status from the core's read model (``Core.view(now)``);
-    ``tests``: this host's tests of the group (name, ok, reason, since_s)."""
-    hosts = [
-        _host(
-            m.entry,
-            live=m.live,
-            last_heard_s=0.0 if m.this_host else round(m.age, 3),
-            scale=scale,
-        )
-        for m in view.members
-    ]
-    hosts.sort(key=lambda h: (not h["live"], h["id"]))
+    ``tests``: this host's tests of the group; ``dns``: the group's DNS, if any."""
+    hosts = sorted((_host(m, scale) for m in view.members), key=lambda h: (not h.live, h.id))
     holders: dict[str, list[tuple[str, str]]] = {}
     for h in hosts:
-        if h["live"]:
-            for s in h["served"]:
-                holders.setdefault(s["address"], []).append((h["id"], s["state"]))
-    addresses: list[dict[str, Any]] = []
+        if h.live:
+            for s in h.served:
+                holders.setdefault(s.address, []).append((h.id, s.state))
+    addresses: list[AddressStatus] = []
     for row in view.rows:
         address = fmt(row.address)
         held = holders.pop(address, [])
         addresses.append(
-            {
-                "address": f"{address}/{row.prefixlen}",
-                "preferred": fmt(row.preferred),
-                "holders": [h for h, _ in held],
-                "state": held[0][1]
-                if len(held) == 1
-                else ("unassigned" if not held else "duplicate"),
-                "orphan_s": None if row.orphan_s is None else round(row.orphan_s, 3),
-            }
+            AddressStatus(
+                address=f"{address}/{row.prefixlen}",
+                preferred=fmt(row.preferred),
+                holders=tuple(h for h, _ in held),
+                state=_state(held),
+                orphan_s=None if row.orphan_s is None else round(row.orphan_s, 3),
+            )
         )
     for address, held in holders.items():
         addresses.append(
-            {
-                "address": address,
-                "preferred": None,
-                "holders": [h for h, _ in held],
-                "state": _state(held),
-                "orphan_s": None,
-            }
+            AddressStatus(
+                address=address,
+                preferred=None,
+                holders=tuple(h for h, _ in held),
+                state=_state(held),
+                orphan_s=None,
+            )
         )
-    addresses.sort(key=lambda a: a["address"])
-    return {
-        "name": view.group,
-        "host": fmt(view.host),
-        "leader": fmt(view.leader) if view.leader is not None else None,
-        "is_leader": view.is_leader,
-        "settled": view.settled,
-        "ok": view.ok,
-        "quiesced": view.quiesced,
-        "load_scale": scale,
-        "tests": tests or [],
-        "hosts": hosts,
-        "addresses": addresses,
-        "expired": sorted(fmt(a) for a in view.expired),
-        "dropped": dict(view.drops),
-        "counters": dict(counters),
-    }
+    addresses.sort(key=lambda a: a.address)
+    return GroupStatus(
+        name=view.group,
+        host=fmt(view.host),
+        leader=fmt(view.leader) if view.leader is not None else None,
+        is_leader=view.is_leader,
+        settled=view.settled,
+        ok=view.ok,
+        quiesced=view.quiesced,
+        load_scale=scale,
+        tests=tuple(tests),
+        hosts=tuple(hosts),
+        addresses=tuple(addresses),
+        expired=tuple(sorted(fmt(a) for a in view.expired)),
+        dropped=dict(view.drops),
+        counters=dict(counters),
+        dns=dns,
+    )
 
 
 def render(status: dict[str, Any]) -> str:

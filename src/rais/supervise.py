@@ -32,6 +32,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rais.status_view import PartState, PartStatus
+
 log = logging.getLogger("rais.supervise")
 
 Factory = Callable[[], Coroutine[Any, Any, None]]
@@ -50,23 +52,23 @@ class Part:
     essential: bool
     group: str
     """The service group it belongs to ("" for the agent's own parts)."""
-    state: Literal["running", "restarting", "failed", "stopped"] = "running"
+    state: PartState = "running"
     restarts: int = 0
     last_error: str = ""
     since: float = 0.0
     """When the state last changed (the loop's clock)."""
     task: asyncio.Task[None] | None = None
 
-    def status(self, now: float) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "group": self.group or None,
-            "essential": self.essential,
-            "state": self.state,
-            "restarts": self.restarts,
-            "last_error": self.last_error,
-            "since_s": round(now - self.since, 3),
-        }
+    def status(self, now: float) -> PartStatus:
+        return PartStatus(
+            name=self.name,
+            group=self.group or None,
+            essential=self.essential,
+            state=self.state,
+            restarts=self.restarts,
+            last_error=self.last_error,
+            since_s=round(now - self.since, 3),
+        )
 
 
 def describe(exc: BaseException) -> str:
@@ -140,7 +142,7 @@ class Supervisor:
         for name in list(self.parts):
             self.stop(name)
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[PartStatus]:
         now = self.clock()
         return [p.status(now) for p in self.parts.values()]
 

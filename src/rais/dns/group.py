@@ -38,6 +38,7 @@ from rais.dns.views import host_label, views
 from rais.dns.zone import ZoneAnswer, ZonePolicy, advertise, serial_next
 from rais.dns.zonefile import ZoneFilePublisher
 from rais.ip import IP
+from rais.status_view import DnsStatus, PublisherStatus
 
 EventHook = Callable[[str, str], None]
 """(kind, reason): "dns-published" or "dns-failed"."""
@@ -202,27 +203,26 @@ class GroupDns:
             negative_ttl=self.config.negative_ttl,
         )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DnsStatus:
         a = self.answer
-        pubs: dict[str, Any] = {}
-        for who, pub in self.publishers:
-            kind = _kind(pub)
-            st = pub.stats
-            pubs[kind] = {
-                "publisher": who,
-                "active": who == "self" or self.leading,
-                "ok": st.ok,
-                "failed": st.failed_total,
-                "last_error": st.last_error,
-            }
-        return {
-            "name": self.config.name,
-            "warming": self.warming,
-            "serial": self.serial,
-            "addresses": [str(x) for x in a.addresses] if a else [],
-            "shed": sorted(str(x) for x in a.shed) if a else [],
-            "publishers": pubs,
-        }
+        return DnsStatus(
+            name=self.config.name,
+            warming=self.warming,
+            serial=self.serial,
+            addresses=tuple(str(x) for x in a.addresses) if a else (),
+            shed=tuple(sorted(str(x) for x in a.shed)) if a else (),
+            publishers=tuple(
+                PublisherStatus(
+                    kind=_kind(pub),
+                    publisher=who,
+                    active=who == "self" or self.leading,
+                    ok=pub.stats.ok,
+                    failed=pub.stats.failed_total,
+                    last_error=pub.stats.last_error,
+                )
+                for who, pub in self.publishers
+            ),
+        )
 
 
 def _kind(pub: UpdatePublisher | ZoneFilePublisher) -> str:

@@ -1,0 +1,247 @@
+"""The agent's status as typed, frozen views, and the one function that renders
+them to ``GET /v1/status``'s JSON.
+
+The status is built from the cores' read models (``rais.status.group_status``
+from a ``CoreView``), the supervisor's parts (``Part.status``), each group's
+DNS (``GroupDns.status``) and the tests' states (``rais.agent_status``). The
+metrics read these views; the admin API, the dashboard's stream and ``rais
+dev`` turn them into JSON at their edge with :func:`status_json`. Addresses and
+host ids are held in their text form, as the JSON shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+PartState = Literal["running", "restarting", "failed", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServedStatus:
+    """One address a host serves, and its state there."""
+
+    address: str
+    state: str
+    """acquiring, online or releasing."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatus:
+    """One host of a group as this host knows it."""
+
+    id: str
+    control: tuple[str, ...]
+    live: bool
+    ok: bool
+    quiesced: bool
+    spare: bool
+    observer: bool
+    leaving: bool
+    load: int
+    capacity: int
+    utilization: int
+    """rais.core.utilization on the group's load_scale."""
+    preferred: str | None
+    """Its preferred address with its prefix length (None: a spare or an observer)."""
+    served: tuple[ServedStatus, ...]
+    last_heard_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressStatus:
+    """One service address of a group."""
+
+    address: str
+    """With its prefix length when it is a row of the table; bare otherwise."""
+    preferred: str | None
+    holders: tuple[str, ...]
+    state: str
+    """online, acquiring, releasing, unassigned or duplicate."""
+    orphan_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TestStatus:
+    """One of this host's tests of a group."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    name: str
+    ok: bool | None
+    """None: pending (no result yet)."""
+    reason: str
+    since_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStatus:
+    """One DNS publisher of a group."""
+
+    kind: str
+    """update or zonefile."""
+    publisher: str
+    """Who publishes: leader or self."""
+    active: bool
+    ok: int
+    failed: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsStatus:
+    """A group's DNS answer and publishers."""
+
+    name: str
+    warming: bool
+    serial: int
+    addresses: tuple[str, ...]
+    shed: tuple[str, ...]
+    publishers: tuple[PublisherStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PartStatus:
+    """One supervised part of the agent."""
+
+    name: str
+    group: str | None
+    essential: bool
+    state: PartState
+    restarts: int
+    last_error: str
+    since_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """One group as this host sees it."""
+
+    name: str
+    host: str
+    leader: str | None
+    is_leader: bool
+    settled: bool
+    ok: bool
+    quiesced: bool
+    load_scale: int
+    tests: tuple[TestStatus, ...]
+    hosts: tuple[HostStatus, ...]
+    """Live hosts first, each part by id text."""
+    addresses: tuple[AddressStatus, ...]
+    """By address text."""
+    expired: tuple[str, ...]
+    dropped: Mapping[str, int]
+    counters: Mapping[str, int]
+    dns: DnsStatus | None = None
+
+    def me(self) -> HostStatus | None:
+        """This host's own entry."""
+        return next((h for h in self.hosts if h.id == self.host), None)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """The whole status of one agent."""
+
+    version: str
+    host: str
+    epoch: int
+    parts: tuple[PartStatus, ...]
+    groups: tuple[GroupStatus, ...]
+
+
+def status_json(status: AgentStatus) -> dict[str, Any]:
+    """``GET /v1/status``'s JSON-ready dict (the only rendering of the status)."""
+    return {
+        "version": status.version,
+        "host": status.host,
+        "epoch": status.epoch,
+        "parts": [_part(p) for p in status.parts],
+        "groups": [_group(g) for g in status.groups],
+    }
+
+
+def _part(p: PartStatus) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "group": p.group,
+        "essential": p.essential,
+        "state": p.state,
+        "restarts": p.restarts,
+        "last_error": p.last_error,
+        "since_s": p.since_s,
+    }
+
+
+def _group(g: GroupStatus) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": g.name,
+        "host": g.host,
+        "leader": g.leader,
+        "is_leader": g.is_leader,
+        "settled": g.settled,
+        "ok": g.ok,
+        "quiesced": g.quiesced,
+        "load_scale": g.load_scale,
+        "tests": [
+            {"name": t.name, "ok": t.ok, "reason": t.reason, "since_s": t.since_s} for t in g.tests
+        ],
+        "hosts": [_host(h) for h in g.hosts],
+        "addresses": [
+            {
+                "address": a.address,
+                "preferred": a.preferred,
+                "holders": list(a.holders),
+                "state": a.state,
+                "orphan_s": a.orphan_s,
+            }
+            for a in g.addresses
+        ],
+        "expired": list(g.expired),
+        "dropped": dict(g.dropped),
+        "counters": dict(g.counters),
+    }
+    if g.dns is not None:
+        out["dns"] = _dns(g.dns)
+    return out
+
+
+def _host(h: HostStatus) -> dict[str, Any]:
+    return {
+        "id": h.id,
+        "control": list(h.control),
+        "live": h.live,
+        "ok": h.ok,
+        "quiesced": h.quiesced,
+        "spare": h.spare,
+        "observer": h.observer,
+        "leaving": h.leaving,
+        "load": h.load,
+        "capacity": h.capacity,
+        "utilization": h.utilization,
+        "preferred": h.preferred,
+        "served": [{"address": s.address, "state": s.state} for s in h.served],
+        "last_heard_s": h.last_heard_s,
+    }
+
+
+def _dns(d: DnsStatus) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "warming": d.warming,
+        "serial": d.serial,
+        "addresses": list(d.addresses),
+        "shed": list(d.shed),
+        "publishers": {
+            p.kind: {
+                "publisher": p.publisher,
+                "active": p.active,
+                "ok": p.ok,
+                "failed": p.failed,
+                "last_error": p.last_error,
+            }
+            for p in d.publishers
+        },
+    }
