@@ -349,6 +349,8 @@ class Simulation:
     def _deadline(self, now: float, fault_at: float) -> None:
         if self.active:
             return  # a lasting disturbance began since: its end schedules the check
+        if fault_at != self.checker.fault_at:
+            return  # a newer fault (or drop) has its own deadline
         if self.net.drops and self._last_drop() > fault_at:
             self.checker.fault_at = self._last_drop()
             self._at(
