@@ -129,7 +129,7 @@ class Checker:
                     continue
                 if (
                     net.last_change >= heard
-                    or net.last_drop.get((index, h.index), -1.0) >= heard
+                    or net.last_loss.get((index, h.index), -1.0) >= heard
                     or not net.connected(now, index, h.index)
                 ):
                     unclear = True
@@ -432,7 +432,7 @@ class Checker:
             for x in group:
                 for y in group:
                     if x != y:
-                        start = max(start, net.last_drop.get((x, y), 0.0))
+                        start = max(start, net.last_loss.get((x, y), 0.0))
             if now - start > limit:
                 dup.reported = True
                 self.violate(
