@@ -28,7 +28,9 @@ GROUP = "sim"
 
 DISTURBANCES = ("partition", "loss", "latency", "drained")
 """Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
-quiesce and a cut control network are states the group must converge under."""
+quiesce and a cut control network are states the group must converge under. A
+receiver being behind on a sender after a lost datagram (sim/hearing.py) also
+lasts, until it has caught up."""
 
 _DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT = range(6)
 
