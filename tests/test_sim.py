@@ -206,10 +206,13 @@ def test_loss_sweep_catches_a_core_that_stays_stale_after_a_loss() -> None:
         (TrustsEverything, "I5"),
     ],
 )
-def test_checker_catches_broken_cores(factory: Any, invariant: str) -> None:
+@pytest.mark.parametrize("loss", [0.0, 0.05], ids=["lossless", "loss"])
+def test_checker_catches_broken_cores(factory: Any, invariant: str, loss: float) -> None:
+    """Also under background loss: judging what a member can know must not
+    excuse a broken core."""
     caught = set()
     for seed in range(1, 6):
-        params = SimParams(hosts=5, spares=1, duration=60, seed=seed, faults="random")
+        params = SimParams(hosts=5, spares=1, duration=60, seed=seed, faults="random", loss=loss)
         result = Simulation(params, core_factory=factory).run()
         caught |= {v.invariant.split("/")[0] for v in result.violations}
         if invariant in caught:
