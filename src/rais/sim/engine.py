@@ -88,7 +88,7 @@ class Simulation:
             loss=p.loss,
             hear_limit=self.timeout - p.heartbeat,
         )
-        self.hearing = Hearing(heartbeat=p.heartbeat, timeout=self.timeout)
+        self.hearing = Hearing(heartbeat=p.heartbeat, timeout=self.timeout, tick=TICK)
         self.rng = random.Random(p.seed * 7919 + 2)
         self.hosts: list[SimHost] = []
         first_spare = p.hosts - p.observers - p.spares
