@@ -101,6 +101,15 @@ def test_a_next_heartbeat_that_lands_as_the_timeout_runs_out_counts() -> None:
     assert not h.lost(0.19, 0, 1, _dgram(3), DELAY)
 
 
+def test_a_late_copy_or_an_overtaken_datagram_refreshes_nothing() -> None:
+    h = _hearing()
+    h.delivered(0.0002, 0, 1, _dgram(1), 0.0)
+    h.delivered(0.0006, 0, 1, _dgram(1), 0.0)  # the other network's copy
+    h.delivered(0.0100, 0, 1, _dgram(0), -0.01)  # overtaken: sent earlier
+    # Heard at 0.0002: the next heartbeat after a loss at 0.1999 lands too late.
+    assert h.lost(0.1999, 0, 1, _dgram(2), DELAY)
+
+
 def test_a_lost_part_of_a_large_message_counts() -> None:
     h = _hearing()
     h.delivered(0.0, 0, 1, _dgram(1), 0.0)

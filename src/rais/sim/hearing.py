@@ -43,9 +43,11 @@ class Hearing:
         self.tick = tick
         """The simulator's time step: a send fires up to one step late and a
         datagram lands up to one step after its delay."""
-        self.heard: dict[tuple[int, int], tuple[float, Datagram]] = {}
-        """(sender, receiver): when the receiver last got a datagram from the
-        sender, and that datagram."""
+        self.heard: dict[tuple[int, int], tuple[float, float, Datagram]] = {}
+        """(sender, receiver): when the receiver got the newest datagram it has
+        from the sender, when that was sent, and the datagram. A later copy of
+        it, or an older one that was overtaken, refreshes nothing (the core
+        drops them as duplicates or stale)."""
         self.behind: dict[tuple[int, int], float] = {}
         """(sender, receiver) pairs where the receiver missed news: when the
         latest such datagram was sent."""
@@ -53,7 +55,9 @@ class Hearing:
     def delivered(self, now: float, s: int, r: int, dgram: Datagram, sent: float) -> bool:
         """Receiver r got dgram (sent at ``sent``) from s. True if that was the
         last pair to catch up (nobody is behind any more)."""
-        self.heard[(s, r)] = (now, dgram)
+        last = self.heard.get((s, r))
+        if last is None or sent > last[1]:
+            self.heard[(s, r)] = (now, sent, dgram)
         since = self.behind.get((s, r))
         if since is None or sent <= since:
             return False  # not behind, or this one left before the lost one
@@ -70,7 +74,7 @@ class Hearing:
         lands = now + self.heartbeat + max_delay + 2 * self.tick
         if (
             last is not None
-            and _same_news(last[1], dgram)
+            and _same_news(last[2], dgram)
             and lands < last[0] + self.timeout - self.tick / 2
         ):
             return False  # a repeat, and the next heartbeat lands before r times s out
