@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from rais.cli import main
+from rais.core.addr import Addr
 from rais.core.core import Core
-from rais.core.messages import Command, HostEntry, Op
+from rais.core.messages import Command, Datagram, HostEntry, Op
 from rais.sim import SimParams, Simulation
 from rais.sim.cli import summary
 
@@ -42,6 +43,37 @@ def test_random_faults_across_seeds(
         if result.violations:
             failed.append(summary(result))
     assert not failed, json.dumps(failed[:3], indent=1)
+
+
+LOSSES = (0.02, 0.04, 0.06, 0.08, 0.10)
+"""Background loss on every link, by seed: the suite covers 0.02 to 0.10."""
+
+
+@pytest.mark.parametrize(
+    ("hosts", "spares", "duration", "quick"),
+    [(3, 1, 60.0, 80), (8, 2, 40.0, 40), (32, 2, 15.0, 12)],
+)
+def test_random_faults_with_loss_across_seeds(
+    request: pytest.FixtureRequest, hosts: int, spares: int, duration: float, quick: int
+) -> None:
+    """Random faults over background loss of 2-10 % on every link (1,000 seeds
+    per size with --slow). Every run must have judged I1 and I6 at least once:
+    a sweep in which loss keeps the checker from ever judging proves nothing."""
+    failed = []
+    unjudged = []
+    for seed in _seeds(request, quick, 1000):
+        loss = LOSSES[seed % len(LOSSES)]
+        params = SimParams(
+            hosts=hosts, spares=spares, duration=duration, seed=seed, faults="random", loss=loss
+        )
+        sim = Simulation(params)
+        result = sim.run()
+        if result.violations:
+            failed.append(summary(result))
+        if sim.checker.i1_checks == 0:
+            unjudged.append(seed)
+    assert not failed, json.dumps(failed[:3], indent=1)
+    assert not unjudged, f"seeds never judged: {unjudged}"
 
 
 @pytest.mark.parametrize(
@@ -126,6 +158,45 @@ class TrustsEverything(Core):
             return
 
 
+class StaleAfterLoss(Core):
+    """After a gap in a sender's sequence numbers (a lost datagram) it keeps the
+    entry it had of that sender: it still hears the host, but never its news."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_seq: dict[tuple[Addr, int], int] = {}
+        self._frozen: set[Addr] = set()
+
+    def receive(self, now: float, dgram: Datagram, via: int) -> None:
+        key = (dgram.sender, dgram.epoch)
+        last = self._last_seq.get(key)
+        self._last_seq[key] = max(dgram.seq, last if last is not None else dgram.seq)
+        if last is not None and dgram.seq > last + 1:
+            self._frozen.add(dgram.sender)
+        rec = self.members.records.get(dgram.sender)
+        if dgram.sender in self._frozen and rec is not None and dgram.message is not None:
+            dgram = replace(dgram, message=replace(dgram.message, entry=rec.entry))
+        super().receive(now, dgram, via)
+
+
+def test_loss_sweep_catches_a_core_that_stays_stale_after_a_loss() -> None:
+    """The loss sweeps can fail: a member that never takes a sender's news after
+    losing one of its datagrams advertises a wrong DNS answer (I6)."""
+    caught: set[str] = set()
+    for seed in range(1, 6):
+        params = SimParams(
+            hosts=5, spares=1, duration=60, seed=seed, faults="random", loss=LOSSES[seed % 5]
+        )
+        result = Simulation(params, core_factory=StaleAfterLoss).run()
+        caught |= {v.invariant.split("/")[0] for v in result.violations}
+        if "I6" in caught:
+            break
+    assert "I6" in caught, caught
+    # Without loss the same core is correct: nothing is lost, nothing goes stale.
+    params = SimParams(hosts=5, spares=1, duration=60, seed=1, faults="none")
+    assert not Simulation(params, core_factory=StaleAfterLoss).run().violations
+
+
 @pytest.mark.parametrize(
     ("factory", "invariant"),
     [
@@ -135,10 +206,13 @@ class TrustsEverything(Core):
         (TrustsEverything, "I5"),
     ],
 )
-def test_checker_catches_broken_cores(factory: Any, invariant: str) -> None:
+@pytest.mark.parametrize("loss", [0.0, 0.05], ids=["lossless", "loss"])
+def test_checker_catches_broken_cores(factory: Any, invariant: str, loss: float) -> None:
+    """Also under background loss: judging what a member can know must not
+    excuse a broken core."""
     caught = set()
     for seed in range(1, 6):
-        params = SimParams(hosts=5, spares=1, duration=60, seed=seed, faults="random")
+        params = SimParams(hosts=5, spares=1, duration=60, seed=seed, faults="random", loss=loss)
         result = Simulation(params, core_factory=factory).run()
         caught |= {v.invariant.split("/")[0] for v in result.violations}
         if invariant in caught:

@@ -16,7 +16,9 @@ from rais.core.addr import Addr, fmt
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, EventKind, Release, Send
+from rais.core.messages import Datagram
 from rais.sim.faults import FaultAction, schedule
+from rais.sim.hearing import Hearing
 from rais.sim.invariants import Checker
 from rais.sim.network import TICK, Network
 from rais.sim.params import SimParams, SimResult
@@ -26,7 +28,9 @@ GROUP = "sim"
 
 DISTURBANCES = ("partition", "loss", "latency", "drained")
 """Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
-quiesce and a cut control network are states the group must converge under."""
+quiesce and a cut control network are states the group must converge under. A
+receiver being behind on a sender after a lost datagram (sim/hearing.py) also
+lasts, until it has caught up."""
 
 _DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT = range(6)
 
@@ -91,6 +95,7 @@ class Simulation:
             loss=p.loss,
             hear_limit=self.timeout - p.heartbeat,
         )
+        self.hearing = Hearing(heartbeat=p.heartbeat, timeout=self.timeout, tick=TICK)
         self.rng = random.Random(p.seed * 7919 + 2)
         self.hosts: list[SimHost] = []
         first_spare = p.hosts - p.observers - p.spares
@@ -167,6 +172,8 @@ class Simulation:
         h.core = None
         h.down_at = now
         self.checker.host_down(now, h.index)
+        if self.hearing.forget(h.index):
+            self._caught_up(now)
         for address, holders in list(self.checker.holders.items()):
             if h.index in holders:
                 self.checker.unheld(now, address, h.index)
@@ -243,8 +250,11 @@ class Simulation:
             for r in self.hosts:
                 if not r.up or r.index == s:
                     continue
+                dropped = net.drops
                 delays = net.delays(now, s, r.index)
                 if not delays:
+                    if net.drops != dropped:
+                        self._lost(now, s, r.index, dgram)
                     continue
                 for d in delays if exact else [min(delays)]:
                     tick = now_tick + 1 + int(d / TICK)
@@ -337,6 +347,8 @@ class Simulation:
                 continue  # down, or restarted since: its old socket is gone
             n += 1
             h.last_rx = data
+            if self.hearing.delivered(now, _sender, r, dgram, sent):
+                self._caught_up(now)
             core.receive(now, dgram, 0)
             if core.has_work():
                 self._after(h, now)
@@ -357,16 +369,24 @@ class Simulation:
     def _deadline(self, now: float, fault_at: float) -> None:
         if self.active:
             return  # a lasting disturbance began since: its end schedules the check
-        if self.net.drops and self._last_drop() > fault_at:
-            self.checker.fault_at = self._last_drop()
-            self._at(
-                self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, self.checker.fault_at)
-            )
-            return
         self.checker.deadline(now, fault_at)
 
-    def _last_drop(self) -> float:
-        return max(self.net.last_drop.values(), default=0.0)
+    # ------------------------------------------------------------------ loss
+
+    def _lost(self, now: float, s: int, r: int, dgram: Datagram) -> None:
+        """A datagram from s reached r in no copy (sim/hearing.py): if r missed
+        news, that is a disturbance until r hears s again."""
+        if self.hearing.lost(now, s, r, dgram, self.net.max_delay()):
+            self.active += 1
+            self.checker.disturbance(now)
+            self.checker.fault(now)
+
+    def _caught_up(self, now: float) -> None:
+        """Nobody is behind any more: judge from now, as after a disturbance."""
+        self.active -= 1
+        self.checker.fault(now)
+        if not self.active:
+            self._at(self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, now))
 
     def result_now(self) -> SimResult:
         return self._finish()

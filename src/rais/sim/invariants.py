@@ -17,6 +17,16 @@ I6  when I1 is judged, every live member's DNS thread (rais.dns.zone.advertise
     preferred addresses of the up, OK, not quiesced hosts that hold them (no
     orphan, no spare, no failed or quiesced host's address).
 
+When I1 and I6 are judged: timeout + 2 x heartbeat after the last fault, or the
+end of the last disturbance. A member can only know another host's state as of
+the last info it got from it, so under loss the engine counts as a disturbance
+the time while any receiver is *behind* on a sender: it lost a datagram that
+carried news (or one after which it might time the sender out) and has not yet
+received a datagram sent after it (sim/hearing.py). A copy lost while another
+arrived, or a lost repeat of what the receiver already has, changes nothing any
+member knows and does not delay the judgement; otherwise, at 8 or 32 hosts with
+background loss, I1 and I6 would never be judged (issue 10).
+
 Validity, as the simulator sees it: the address of a host that is up, OK and
 not quiesced is valid; otherwise it stays valid for orphan_timeout after it was
 last held by its preferred host, and is invalid after that. Addresses within
@@ -131,7 +141,7 @@ class Checker:
                     continue
                 if (
                     net.last_change >= heard
-                    or net.last_drop.get((index, h.index), -1.0) >= heard
+                    or net.last_loss.get((index, h.index), -1.0) >= heard
                     or not net.connected(now, index, h.index)
                 ):
                     unclear = True
@@ -431,7 +441,7 @@ class Checker:
             for x in group:
                 for y in group:
                     if x != y:
-                        start = max(start, net.last_drop.get((x, y), 0.0))
+                        start = max(start, net.last_loss.get((x, y), 0.0))
             if now - start > limit:
                 dup.reported = True
                 self.violate(

@@ -20,7 +20,7 @@ class Network:
         "in_flight_until",
         "jitter",
         "last_change",
-        "last_drop",
+        "last_loss",
         "latency",
         "loss",
         "networks",
@@ -54,8 +54,11 @@ class Network:
         self.last_change = 0.0
         self.in_flight_until = 0.0
         """Until then, datagrams delayed by a latency spike that has ended still land."""
-        self.last_drop: dict[tuple[int, int], float] = {}
+        self.last_loss: dict[tuple[int, int], float] = {}
+        """(sender, receiver): when a datagram last reached the receiver in no copy
+        (a copy dropped while another arrived is no loss)."""
         self.drops = 0
+        """Copies dropped (one per network)."""
 
     @property
     def quiet(self) -> bool:
@@ -80,20 +83,22 @@ class Network:
 
     def delays(self, now: float, s: int, r: int) -> list[float]:
         """Delays of the copies that arrive (one per network that delivers), in
-        network order; records drops."""
+        network order; records drops and losses."""
         if self.side.get(s, 0) != self.side.get(r, 0):
             return []
         out: list[float] = []
         p = self.loss + self.extra_loss - self.loss * self.extra_loss
         rnd = self.rng.random
+        dropped = self.drops
         for c in self.cut:
             if c is None or s in c or r in c:
                 continue
             if p > 0.0 and rnd() < p:
                 self.drops += 1
-                self.last_drop[(s, r)] = now
                 continue
             out.append(self.latency + self.extra_latency + rnd() * self.jitter)
+        if not out and self.drops != dropped:
+            self.last_loss[(s, r)] = now
         return out
 
     def max_delay(self) -> float:
