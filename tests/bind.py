@@ -49,7 +49,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from rais.ip import IP as IP  # re-exported for the e2e tests
+from rais.base.ip import IP as IP  # re-exported for the e2e tests
 
 HOST = "127.0.0.1"
 DYNAMIC_ZONE = "rais.test."

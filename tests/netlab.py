@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from rais.ip import IP as IP  # re-exported for the e2e tests
+from rais.base.ip import IP as IP  # re-exported for the e2e tests
 
 T = TypeVar("T")
 

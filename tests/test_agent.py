@@ -17,16 +17,16 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from rais.agent import Agent
-from rais.api import make_app, serve
+from rais.admin.api import make_app, serve
+from rais.base.ip import IP
 from rais.config import AgentConfig, AuthConfig, GroupConfig, HostConfig
 from rais.core.effects import EventKind
 from rais.dns.config import DnsServerConfig
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
 from rais.drivers.fake_transport import FakeNetwork
 from rais.drivers.scripts import ScriptRunner
-from rais.group import Drivers
-from rais.ip import IP
+from rais.runtime.agent import Agent
+from rais.runtime.group import Drivers
 
 HB = 0.05
 TIMEOUT = 0.15

@@ -1,4 +1,4 @@
-"""No part of the agent dies silently (rais.supervise, docs/operations.md
+"""No part of the agent dies silently (rais.runtime.supervise, docs/operations.md
 "Supervision"): each part is made to raise inside a running cluster of agents
 (real cores and timers, fake network and interfaces), and the test checks what
 an operator would see: the event, ``rais status``, the group's health, the
@@ -15,18 +15,18 @@ from typing import Any
 
 from test_agent import Cluster, Host, _free_port
 
-from rais.agent import Agent
+from rais.base.ip import IP
 from rais.config import GroupConfig
 from rais.core.effects import EventKind
 from rais.dns.config import GroupDnsConfig, ZoneFileConfig
 from rais.dns.group import GroupDns
 from rais.drivers.fake_addresses import FakeAddresses
 from rais.drivers.fake_transport import FakeTransport
-from rais.events import AgentEventKind
-from rais.group import Drivers
-from rais.ip import IP
 from rais.probes.fake import FakeProbeHub
 from rais.probes.spec import LoadSpec, TestSpec
+from rais.runtime.agent import Agent
+from rais.runtime.events import AgentEventKind
+from rais.runtime.group import Drivers
 from rais.snmp import SnmpConfig, TrapReceiver
 from rais.snmp.sender import TrapSender
 

@@ -7,13 +7,13 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from rais.api import make_app
+from rais.admin.api import make_app
+from rais.admin.status import group_status, render
+from rais.admin.status_view import AgentStatus, GroupStatus, TestStatus, status_json
+from rais.base.ip import IP
 from rais.core.addr import pack
 from rais.core.config import CoreConfig
 from rais.core.core import Core
-from rais.ip import IP
-from rais.status import group_status, render
-from rais.status_view import AgentStatus, GroupStatus, TestStatus, status_json
 
 
 def as_json(group: GroupStatus) -> dict[str, Any]:

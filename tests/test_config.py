@@ -1,4 +1,4 @@
-"""Tests of the config loader (src/rais/config.py, docs/configuration.md)."""
+"""Tests of the config loader (src/rais/config/__init__.py, docs/configuration.md)."""
 
 from __future__ import annotations
 

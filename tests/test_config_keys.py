@@ -1,5 +1,5 @@
 """The config keys are declared once (on the config dataclasses' fields,
-rais.config_keys): docs/configuration.md documents exactly those keys, each
+rais.config.keys): docs/configuration.md documents exactly those keys, each
 in its own table, and the CoreConfig a group runs with comes from the same
 declaration."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rais.config import AuthConfig, GroupConfig, HostConfig
-from rais.config_keys import core_settings, toml_keys
+from rais.config.keys import core_settings, toml_keys
 from rais.core.config import CoreConfig
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"

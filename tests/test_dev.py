@@ -10,7 +10,7 @@ import dns.asyncquery
 import dns.exception
 import dns.message
 
-from rais.dev import DevCluster
+from rais.cli.dev import DevCluster
 from rais.dns.server import DnsServer
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from test_web_browser import ROW, browser, js_errors, open_page  # noqa: F401
 
-from rais.dev import DevCluster
+from rais.cli.dev import DevCluster
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
 

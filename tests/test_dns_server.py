@@ -25,9 +25,9 @@ import dns.rrset
 import dns.zone
 import pytest
 
+from rais.base.ip import IP
 from rais.dns.render import zone_text
 from rais.dns.server import DnsServer, ZoneData
-from rais.ip import IP
 
 N = dns.name.from_text
 LOCAL = "127.0.0.1"

@@ -19,12 +19,12 @@ import pytest
 from clusterkit import TIMEOUT, Cluster, make_config, service
 from test_agent import Cluster as AgentCluster
 
+from rais.base.ip import IP
 from rais.core.core import Core
 from rais.dns.config import DnsServerConfig, GroupDnsConfig, ZoneFileConfig
 from rais.dns.group import GroupDns, merge_zones
 from rais.dns.server import DnsServer, ZoneData
 from rais.dns.zonefile import ZoneFilePublisher
-from rais.ip import IP
 
 N = dns.name.from_text
 ORIGIN = N("rais.test.")

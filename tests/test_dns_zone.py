@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rais.base.ip import IP, ip_key
 from rais.dns.zone import (
     HostView,
     ZoneAnswer,
@@ -20,7 +21,6 @@ from rais.dns.zone import (
     serial_gt,
     serial_next,
 )
-from rais.ip import IP, ip_key
 
 V4 = [ipaddress.IPv4Address(f"192.0.2.{i}") for i in range(1, 9)]
 V6 = [ipaddress.IPv6Address(f"2001:db8::{i}") for i in range(1, 5)]

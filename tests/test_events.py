@@ -1,4 +1,4 @@
-"""The agent's event bus (rais.events) and the JSON edge of it (rais.facade):
+"""The agent's event bus (rais.runtime.events) and the JSON edge of it (rais.admin.facade):
 one buffer of typed events, every sink fed from one place, the records exactly
 as ``GET /v1/events`` has always shown them."""
 
@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from rais.admin.facade import AgentFacade
+from rais.admin.metrics import Metrics
+from rais.admin.status_view import AgentStatus
 from rais.core.addr import Addr
 from rais.core.effects import Event, EventKind
-from rais.events import AgentEvent, AgentEventKind, Entry, EventBus, record
-from rais.facade import AgentFacade
-from rais.group import to_addr
-from rais.metrics import Metrics
-from rais.status_view import AgentStatus
+from rais.runtime.events import AgentEvent, AgentEventKind, Entry, EventBus, record
+from rais.runtime.group import to_addr
 
 HOST = to_addr(ipaddress.ip_address("192.0.2.1"))
 VIP = to_addr(ipaddress.ip_address("198.51.100.7"))

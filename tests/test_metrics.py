@@ -10,16 +10,10 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-import rais.metrics
-from rais.core.addr import pack
-from rais.core.config import CoreConfig
-from rais.core.core import Core
-from rais.core.effects import Acquire, EventKind
-from rais.core.utilization import utilization
-from rais.events import AgentEventKind
-from rais.metrics import ADDRESS_STATES, DROP_REASONS, LATENESS_BUCKETS, Metrics
-from rais.status import group_status
-from rais.status_view import (
+import rais.admin.metrics
+from rais.admin.metrics import ADDRESS_STATES, DROP_REASONS, LATENESS_BUCKETS, Metrics
+from rais.admin.status import group_status
+from rais.admin.status_view import (
     AddressStatus,
     AgentStatus,
     GroupStatus,
@@ -27,6 +21,12 @@ from rais.status_view import (
     ServedStatus,
     TestStatus,
 )
+from rais.core.addr import pack
+from rais.core.config import CoreConfig
+from rais.core.core import Core
+from rais.core.effects import Acquire, EventKind
+from rais.core.utilization import utilization
+from rais.runtime.events import AgentEventKind
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -416,7 +416,7 @@ def test_names_follow_prometheus_conventions() -> None:
         "rais_control_received_bytes_total",
         "rais_control_received_bytes_created",
     }
-    doc = rais.metrics.__doc__ or ""
+    doc = rais.admin.metrics.__doc__ or ""
     documented = {n.removesuffix("_total") for n in re.findall(r"``(rais_[a-z_]+)", doc)}
     families = {f for f, t in s.types.items() if not f.endswith("_created")}
     assert families == documented

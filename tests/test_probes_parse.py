@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rais.config_parse import Invalid
+from rais.base.section import Invalid
 from rais.probes.parse import parse_loads, parse_tests
 from rais.probes.spec import LoadSpec, TestSpec
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from rais.state import HeldFile, next_epoch
+from rais.runtime.state import HeldFile, next_epoch
 
 
 def test_epochs_always_grow(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The typed status renders byte for byte the JSON the dict-building code of
-before (``rais.status.group_status`` and ``rais.agent_status.agent_status``
+before (``rais.admin.status.group_status`` and ``rais.admin.agent_status.agent_status``
 returning dicts, ``Part.status`` and ``GroupDns.status`` returning dicts) made
 for the same state. The old code is kept here, verbatim apart from its names,
 as the reference; it is compared on core clusters (spares, an observer,
@@ -22,7 +22,9 @@ from test_agent import Cluster
 from test_agent_supervision import CrashingProbes, probes_factory
 
 from rais import __version__
-from rais.agent_status import agent_status
+from rais.admin.agent_status import agent_status
+from rais.admin.status import group_status
+from rais.admin.status_view import AgentStatus, GroupStatus, TestStatus, status_json
 from rais.core.addr import fmt
 from rais.core.core import Core
 from rais.core.messages import HostEntry
@@ -30,11 +32,9 @@ from rais.core.utilization import utilization
 from rais.core.view import CoreView
 from rais.dns.config import GroupDnsConfig, ZoneFileConfig
 from rais.dns.group import GroupDns, _kind
-from rais.group import GroupRunner
 from rais.probes.spec import TestSpec
-from rais.status import group_status
-from rais.status_view import AgentStatus, GroupStatus, TestStatus, status_json
-from rais.supervise import Part
+from rais.runtime.group import GroupRunner
+from rais.runtime.supervise import Part
 
 # ------------------------------------------------------------ the reference (the old code)
 

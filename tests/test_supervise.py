@@ -1,4 +1,4 @@
-"""The supervision rules (rais.supervise) on their own: restart with backoff,
+"""The supervision rules (rais.runtime.supervise) on their own: restart with backoff,
 fatal once, cancellation passes through."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from rais.supervise import Part, Supervisor
+from rais.runtime.supervise import Part, Supervisor
 
 
 class Recorder:

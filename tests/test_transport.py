@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from rais.base.ip import IP
 from rais.drivers.base import Transport
 from rais.drivers.fake_transport import FakeNetwork, FakeTransport
 from rais.drivers.transport import (
@@ -51,7 +52,6 @@ from rais.drivers.transport import (
     UdpTransport,
     interface_indexes,
 )
-from rais.ip import IP
 
 TIMEOUT = 1.0
 

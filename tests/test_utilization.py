@@ -15,6 +15,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from rais.admin.metrics import Metrics
+from rais.admin.status import group_status, render
+from rais.admin.status_view import AgentStatus, GroupStatus, status_json
 from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.control import Controller
@@ -25,12 +28,9 @@ from rais.core.outbox import Outbox
 from rais.core.utilization import share, utilization
 from rais.dns.views import view
 from rais.dns.zone import HostView, ZonePolicy, advertise
-from rais.metrics import Metrics
 from rais.probes.fake import FakeProbeHub
 from rais.probes.loads import combine, parse_load_output
 from rais.probes.spec import U32_MAX, LoadSpec
-from rais.status import group_status, render
-from rais.status_view import AgentStatus, GroupStatus, status_json
 
 # ------------------------------------------------------------------ the rule
 

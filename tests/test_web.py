@@ -14,7 +14,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from rais.web import (
+from rais.admin.web import (
     BACKLOG,
     Source,
     add_routes,

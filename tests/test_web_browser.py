@@ -1,5 +1,5 @@
 """The dashboard in a real headless Chromium (Playwright), against an aiohttp server
-on 127.0.0.1 running rais.web's routes with a fake agent and stub POST routes.
+on 127.0.0.1 running rais.admin.web's routes with a fake agent and stub POST routes.
 
 Skipped when Playwright or Chromium is missing, except under CI=true (then it fails).
 (tests/test_dev_browser.py takes docs/dashboard.png from a real ``rais dev`` cluster.)
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from rais.web import Source, add_routes, is_public, same_origin_middleware
+from rais.admin.web import Source, add_routes, is_public, same_origin_middleware
 
 try:
     from playwright.async_api import Browser, Page, async_playwright

@@ -12,9 +12,9 @@ from typing import Any, Literal
 import dns.exception
 import dns.name
 
-from rais.config_parse import Invalid, Section, parse_endpoint
+from rais.base.ip import IP
+from rais.base.section import Invalid, Section, parse_endpoint
 from rais.dns.update import TSIG_ALGORITHMS
-from rais.ip import IP
 
 _TOP = ("listen", "ns")
 _GROUP = (

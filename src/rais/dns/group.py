@@ -30,6 +30,8 @@ from typing import Any
 
 import dns.name
 
+from rais.admin.status_view import DnsStatus, PublisherStatus
+from rais.base.ip import IP
 from rais.core.view import CoreView
 from rais.dns.config import GroupDnsConfig, Publisher
 from rais.dns.server import ZoneData
@@ -37,8 +39,6 @@ from rais.dns.update import UpdatePublisher
 from rais.dns.views import host_label, views
 from rais.dns.zone import ZoneAnswer, ZonePolicy, advertise, serial_next
 from rais.dns.zonefile import ZoneFilePublisher
-from rais.ip import IP
-from rais.status_view import DnsStatus, PublisherStatus
 
 EventHook = Callable[[str, str], None]
 """(kind, reason): "dns-published" or "dns-failed"."""

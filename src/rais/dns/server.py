@@ -67,7 +67,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from rais.ip import IP
+from rais.base.ip import IP
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ import dns.rcode
 import dns.tsig
 import dns.update
 
-from rais.ip import IP, ip_key
+from rais.base.ip import IP, ip_key
 
 log = logging.getLogger("rais.dns.update")
 

@@ -65,9 +65,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from rais.base.ip import IP, ip_key, sorted_ips
 from rais.core.hosts import eligible as host_eligible
 from rais.core.utilization import utilization
-from rais.ip import IP, ip_key, sorted_ips
 
 SERIAL_BITS = 32
 _MOD = 1 << SERIAL_BITS

@@ -51,11 +51,11 @@ import dns.name
 import dns.rdatatype
 import dns.zone
 
+from rais.base.ip import IP, sorted_ips
 from rais.dns.render import zone_text
 from rais.dns.server import SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ZoneData
 from rais.dns.update import Clock, CoalescingPublisher, PublishError, ResultHook, Sleep, describe
 from rais.dns.zone import serial_gt, serial_next
-from rais.ip import IP, sorted_ips
 
 log = logging.getLogger("rais.dns.zonefile")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TypeVar
 
-from rais.ip import IP
+from rais.base.ip import IP
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from rais.ip import IP
+from rais.base.ip import IP
 
 OnDatagram = Callable[[bytes, int], None]
 """Called with (datagram, index of the control address it arrived on)."""

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from rais.base.ip import IP, ip_key
 from rais.drivers.announce import AnnounceError
 from rais.drivers.netlink import AddressError
-from rais.ip import IP, ip_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
-from rais.ip import IP
+from rais.base.ip import IP
 
 log = logging.getLogger("rais.drivers.netlink")
 

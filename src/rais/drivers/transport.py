@@ -80,8 +80,8 @@ import socket
 import struct
 from collections.abc import Iterable
 
+from rais.base.ip import IP, Interface
 from rais.drivers.base import OnDatagram, OnLost
-from rais.ip import IP, Interface
 
 log = logging.getLogger(__name__)
 

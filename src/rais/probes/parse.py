@@ -3,7 +3,7 @@
 ``parse_tests(data, base)`` takes the parsed ``test`` table (``{NAME: {key:
 value}}``) and ``parse_loads`` the ``load`` table; both raise
 ``Invalid(key, message)`` with the dotted key (``test.web.url``,
-``load.cpu.interval``), like ``rais.config_parse``.
+``load.cpu.interval``), like ``rais.base.section``.
 
 Keys of every test: ``kind`` (required), ``interval`` ("2s"), ``timeout``
 (1 s, or ``interval`` if that is shorter; never above ``interval``), ``rise``
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from rais.config_parse import Invalid, Section, parse_ip, show, toml_type
+from rais.base.section import Invalid, Section, parse_ip, show, toml_type
 from rais.probes.spec import LOAD_KINDS, TEST_KINDS, U32_MAX, LoadSpec, TestSpec
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")

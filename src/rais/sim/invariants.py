@@ -40,13 +40,13 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rais.base.ip import sorted_ips
 from rais.core.addr import Addr, fmt
 from rais.core.hosts import eligible, fit
 from rais.core.messages import ReqOp
 from rais.core.requests import winning
 from rais.dns.views import views
 from rais.dns.zone import ZonePolicy, advertise
-from rais.ip import sorted_ips
 from rais.sim.params import Violation
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rais.config_parse import Invalid, Section
+from rais.base.section import Invalid, Section
 from rais.snmp.config import DEFAULT_ENTERPRISE, TRAPPED_BY_DEFAULT, SnmpConfig, TrapReceiver
 
 _TOP = ("enterprise", "events", "queue_size", "engine_id", "receiver")

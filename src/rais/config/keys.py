@@ -16,7 +16,7 @@ From that come the table's known keys (:func:`toml_keys`, used for the
 unknown-key check and by the test that holds docs/configuration.md to the
 declaration), the plain keys' values (:func:`read_plain`) and the
 CoreConfig settings (:func:`core_settings`). This module imports nothing of
-rais but ``rais.config_parse``.
+rais but ``rais.base.section``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from rais.config_parse import Section
+from rais.base.section import Section
 
 Reader = Callable[[Section, str, Any], Any]
 """(section, TOML key, the field's default) -> the value."""

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from rais import __version__
-from rais.durations import parse_duration
+from rais.base.durations import parse_duration
 
 
 def _duration(text: str) -> float:
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rais.sim.cli import run_sim
 
         return run_sim(args)
-    from rais import commands
+    from rais.cli import commands
 
     handler = {
         "agent": commands.agent,

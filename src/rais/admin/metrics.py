@@ -10,7 +10,7 @@ name) and ``version``. Addresses and host ids never appear in a label.
 
 These names are a contract once released.
 
-Computed at scrape time from the agent's status (``rais.status_view.AgentStatus``,
+Computed at scrape time from the agent's status (``rais.admin.status_view.AgentStatus``,
 what ``GET /v1/status`` renders; one call of ``source()`` per scrape):
 
 ``rais_build_info{version}``                 gauge, always 1
@@ -48,7 +48,7 @@ Counted as things happen (the agent calls the methods):
 
 ``rais_events_total{group,kind}``            events, by kind (the values of
                                              ``rais.core.effects.EventKind``
-                                             and ``rais.events.AgentEventKind``:
+                                             and ``rais.runtime.events.AgentEventKind``:
                                              acquisitions are kind="acquired",
                                              failed ones kind="acquire-failed",
                                              releases kind="released", ...)
@@ -87,10 +87,10 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from rais.admin.status_view import AgentStatus, HostStatus
 from rais.core.effects import EventKind
 from rais.core.utilization import utilization
-from rais.events import AgentEventKind
-from rais.status_view import AgentStatus, HostStatus
+from rais.runtime.events import AgentEventKind
 
 ADDRESS_STATES = ("online", "acquiring", "releasing", "unassigned", "duplicate")
 DROP_REASONS = (

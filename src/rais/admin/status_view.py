@@ -1,9 +1,9 @@
 """The agent's status as typed, frozen views, and the one function that renders
 them to ``GET /v1/status``'s JSON.
 
-The status is built from the cores' read models (``rais.status.group_status``
+The status is built from the cores' read models (``rais.admin.status.group_status``
 from a ``CoreView``), the supervisor's parts (``Part.status``), each group's
-DNS (``GroupDns.status``) and the tests' states (``rais.agent_status``). The
+DNS (``GroupDns.status``) and the tests' states (``rais.admin.agent_status``). The
 metrics read these views; the admin API, the dashboard's stream and ``rais
 dev`` turn them into JSON at their edge with :func:`status_json`. Addresses and
 host ids are held in their text form, as the JSON shows them.

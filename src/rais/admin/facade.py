@@ -1,5 +1,5 @@
 """What the admin API and the dashboard call on a running agent
-(``rais.api.Controlled`` and ``rais.web.Source``): status, quiesce, move,
+(``rais.admin.api.Controlled`` and ``rais.admin.web.Source``): status, quiesce, move,
 failback, metrics, and the status and the event history rendered to JSON at
 this edge."""
 
@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rais.admin.metrics import Metrics
+from rais.admin.status_view import AgentStatus, status_json
 from rais.config import IP
-from rais.events import Entry, EventBus, record
-from rais.group import GroupRunner
-from rais.metrics import Metrics
-from rais.status_view import AgentStatus, status_json
+from rais.runtime.events import Entry, EventBus, record
+from rais.runtime.group import GroupRunner
 
 QUEUE_SIZE = 1000
 """Events a subscriber's queue holds (a slow reader loses the newer ones)."""

@@ -96,7 +96,7 @@ class _State:
     closing: bool = False
 
 
-_STATE: web.AppKey[_State] = web.AppKey("rais.web.state", _State)
+_STATE: web.AppKey[_State] = web.AppKey("rais.admin.web.state", _State)
 
 
 def add_routes(
@@ -171,7 +171,7 @@ def _origin_key(text: str) -> tuple[str, str, int | None] | None:
 
 
 def _file(name: str) -> bytes:
-    return (resources.files("rais") / "webui" / name).read_bytes()
+    return (resources.files("rais.admin") / "webui" / name).read_bytes()
 
 
 async def _page(request: web.Request) -> web.Response:

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from rais.ip import IP
-from rais.web import Source, add_routes, is_public, same_origin_middleware
+from rais.admin.web import Source, add_routes, is_public, same_origin_middleware
+from rais.base.ip import IP
 
 
 class Controlled(Protocol):
@@ -50,7 +50,7 @@ SOURCE: web.AppKey[Source] = web.AppKey("source")
 def make_app(
     agent: Controlled, token: str | None = None, source: Source | None = None
 ) -> web.Application:
-    """The API; with ``source`` also the dashboard and the event stream (rais.web).
+    """The API; with ``source`` also the dashboard and the event stream (rais.admin.web).
     Mutations refuse cross-site requests; without a token, requests must name
     the host by an IP address or localhost (no DNS rebinding)."""
     middlewares = [same_origin_middleware(), _auth(token) if token else _literal_host()]

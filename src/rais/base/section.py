@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rais.durations import parse_duration
-from rais.ip import IP, Interface
+from rais.base.durations import parse_duration
+from rais.base.ip import IP, Interface
 
 
 class Invalid(Exception):

@@ -2,7 +2,7 @@
 
 Config is parsed once (``rais.config.load``) and passed in. ``Agent.run`` holds
 one TaskGroup, and every long-lived task runs in it under the supervision
-rules of ``rais.supervise``; SIGTERM/SIGINT leave every group gracefully and
+rules of ``rais.runtime.supervise``; SIGTERM/SIGINT leave every group gracefully and
 return 0; SIGHUP reloads the config (groups join and leave without a restart;
 reloads run one at a time). A part the agent cannot run without (a group's
 transport, the driver of its core, its address refresher) failing ends it:
@@ -19,23 +19,23 @@ import signal
 from collections.abc import Callable, Mapping
 
 from rais import __version__
-from rais.agent_status import agent_status
-from rais.api import make_app, read_token, serve
+from rais.admin.agent_status import agent_status
+from rais.admin.api import make_app, read_token, serve
+from rais.admin.facade import AgentFacade
+from rais.admin.metrics import Metrics
+from rais.admin.status_view import AgentStatus
 from rais.config import IP, AgentConfig, ConfigError, GroupConfig, load
 from rais.dns.group import GroupDns
 from rais.dns.server import DnsServer
-from rais.dns_service import DnsService
 from rais.drivers.scripts import ScriptRunner
-from rais.events import AgentEventKind, AnyEvent, EventBus
-from rais.facade import AgentFacade
-from rais.group import Drivers, GroupRunner, to_addr
-from rais.lifecycle import DriverFactory, Groups, Probes, reloaded
-from rais.metrics import Metrics
 from rais.probes.spec import LoadSpec, TestSpec
+from rais.runtime.dns_service import DnsService
+from rais.runtime.events import AgentEventKind, AnyEvent, EventBus
+from rais.runtime.group import Drivers, GroupRunner, to_addr
+from rais.runtime.lifecycle import DriverFactory, Groups, Probes, reloaded
+from rais.runtime.state import next_epoch
+from rais.runtime.supervise import Part, Supervisor
 from rais.snmp.sender import TrapSender
-from rais.state import next_epoch
-from rais.status_view import AgentStatus
-from rais.supervise import Part, Supervisor
 
 log = logging.getLogger("rais.agent")
 
@@ -233,7 +233,7 @@ class Agent:
         return True
 
     def status(self) -> AgentStatus:
-        """The status ``GET /v1/status`` renders (``rais.status_view.status_json``)."""
+        """The status ``GET /v1/status`` renders (``rais.admin.status_view.status_json``)."""
         now = asyncio.get_running_loop().time()
         return agent_status(
             now,

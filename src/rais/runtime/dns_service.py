@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from rais.config import IP, GroupConfig
 from rais.dns.group import GroupDns, merge_zones
 from rais.dns.server import DnsServer, ZoneData
-from rais.events import AgentEventKind
-from rais.group import GroupRunner
-from rais.supervise import Part
+from rais.runtime.events import AgentEventKind
+from rais.runtime.group import GroupRunner
+from rais.runtime.supervise import Part
 
 TICK = 0.1
 """Seconds between two recomputations of every group's answer."""

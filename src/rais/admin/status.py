@@ -1,16 +1,13 @@
-"""Status of a group (``rais.status_view.GroupStatus``) from its core's read
+"""Status of a group (``rais.admin.status_view.GroupStatus``) from its core's read
 model, and the readable table ``rais status`` prints from the status JSON
-(``GET /v1/status``, ``rais.status_view.status_json``)."""
+(``GET /v1/status``, ``rais.admin.status_view.status_json``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rais.core.addr import fmt
-from rais.core.utilization import utilization
-from rais.core.view import CoreView, MemberView
-from rais.status_view import (
+from rais.admin.status_view import (
     AddressStatus,
     DnsStatus,
     GroupStatus,
@@ -18,6 +15,9 @@ from rais.status_view import (
     ServedStatus,
     TestStatus,
 )
+from rais.core.addr import fmt
+from rais.core.utilization import utilization
+from rais.core.view import CoreView, MemberView
 
 
 def _host(m: MemberView, scale: int) -> HostStatus:

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from rais.ip import IP, ip_key
+from rais.base.ip import IP, ip_key
 
 
 def _write(path: Path, text: str) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rais.status_view import PartState, PartStatus
+from rais.admin.status_view import PartState, PartStatus
 
 log = logging.getLogger("rais.supervise")
 

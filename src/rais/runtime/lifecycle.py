@@ -13,14 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from rais.admin.metrics import Metrics
 from rais.config import IP, AgentConfig, GroupConfig, HostConfig
-from rais.dns_service import DnsService
-from rais.events import AnyEvent
-from rais.group import Drivers, GroupRunner
-from rais.metrics import Metrics
 from rais.probes.spec import LoadSpec, TestSpec
-from rais.state import HeldFile
-from rais.supervise import Supervisor
+from rais.runtime.dns_service import DnsService
+from rais.runtime.events import AnyEvent
+from rais.runtime.group import Drivers, GroupRunner
+from rais.runtime.state import HeldFile
+from rais.runtime.supervise import Supervisor
 
 log = logging.getLogger("rais.agent")
 

@@ -1,8 +1,8 @@
 """The agent's status (``GET /v1/status``, ``rais status``, the dashboard, the
-metrics) as a typed view (``rais.status_view.AgentStatus``): this host, its
+metrics) as a typed view (``rais.admin.status_view.AgentStatus``): this host, its
 supervised parts, and every group it runs with that group's tests and DNS.
-Each group's own part is ``rais.status.group_status``; the JSON is
-``rais.status_view.status_json``."""
+Each group's own part is ``rais.admin.status.group_status``; the JSON is
+``rais.admin.status_view.status_json``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rais import __version__
+from rais.admin.status import group_status
+from rais.admin.status_view import AgentStatus, PartStatus, TestStatus
 from rais.dns.group import GroupDns
-from rais.group import GroupRunner
-from rais.status import group_status
-from rais.status_view import AgentStatus, PartStatus, TestStatus
+from rais.runtime.group import GroupRunner
 
 TestStates = Callable[[], Mapping[str, Any]]
 """The current state of every test object, by name (``Probes.test_states``)."""

@@ -15,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from rais.config_keys import (
+from rais.base.ip import IP as IP  # re-exported: drivers and tests used to take it from here
+from rais.base.ip import Interface
+from rais.base.section import Invalid, Section, family, show_endpoint
+from rais.config.keys import (
     choice,
     duration,
     integer,
@@ -26,10 +29,7 @@ from rais.config_keys import (
     strings,
     toml_keys,
 )
-from rais.config_parse import Invalid, Section, family, show_endpoint
 from rais.dns.config import DnsServerConfig, GroupDnsConfig, parse_group, parse_server
-from rais.ip import IP as IP  # re-exported: drivers and tests used to take it from here
-from rais.ip import Interface
 from rais.probes.parse import parse_loads, parse_tests
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.snmp.config import SnmpConfig
@@ -85,7 +85,7 @@ def _start_ok(tests: tuple[str, ...]) -> bool:
 @dataclass(frozen=True, slots=True)
 class GroupConfig:
     """``[[group]]``: every key is declared here, on its field (see
-    ``rais.config_keys``); the keys without a reader are read by ``_group``
+    ``rais.config.keys``); the keys without a reader are read by ``_group``
     (they are checked against each other and against the other groups)."""
 
     name: str = field(metadata=key(core="group"))

@@ -44,7 +44,7 @@ def agent(args: argparse.Namespace) -> int:
         print(f"rais: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_format or config.host.log_format)
-    from rais.agent import Agent
+    from rais.runtime.agent import Agent
 
     try:
         return asyncio.run(Agent(config).run())
@@ -104,7 +104,7 @@ def _call(args: argparse.Namespace, method: str, path: str) -> Any:
 
 
 def status(args: argparse.Namespace) -> int:
-    from rais.status import render
+    from rais.admin.status import render
 
     data = _call(args, "GET", "/v1/status")
     if args.json:
@@ -130,7 +130,7 @@ def unquiesce(args: argparse.Namespace) -> int:
 
 
 def events(args: argparse.Namespace) -> int:
-    from rais.events import line
+    from rais.runtime.events import line
 
     seq = 0
     for rec in _call(args, "GET", "/v1/events?since=0"):
@@ -180,7 +180,7 @@ def failback(args: argparse.Namespace) -> int:
 
 
 def dev(args: argparse.Namespace) -> int:
-    from rais.dev import run_dev
+    from rais.cli.dev import run_dev
 
     try:
         return asyncio.run(

@@ -18,17 +18,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from rais.admin.metrics import Metrics
+from rais.base.ip import IP, ip_key
 from rais.config import GroupConfig
-from rais.config_keys import core_settings
+from rais.config.keys import core_settings
 from rais.core.addr import Addr
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, Release, Send
 from rais.core.messages import AddrState
 from rais.drivers.base import Addresses, Announcer, Scripts, Transport
-from rais.ip import IP, ip_key
-from rais.metrics import Metrics
-from rais.state import HeldFile
+from rais.runtime.state import HeldFile
 
 log = logging.getLogger("rais.group")
 
@@ -78,7 +78,7 @@ class GroupRunner:
         before each timer pass; a group with ``tests`` starts not OK until its
         tests report (``test_result``). ``on_fatal(part, reason)`` hears of a
         failure this group cannot go on after: its transport lost, its core's
-        driver raising (the agent ends; see rais.supervise)."""
+        driver raising (the agent ends; see rais.runtime.supervise)."""
         self.config = config
         self.drivers = drivers
         self.held = held

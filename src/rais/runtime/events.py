@@ -26,7 +26,7 @@ log = logging.getLogger("rais.agent")
 
 class AgentEventKind(StrEnum):
     """What the agent reports itself (never a core): its DNS and its supervision
-    (rais.supervise)."""
+    (rais.runtime.supervise)."""
 
     DNS_PUBLISHED = "dns-published"
     DNS_FAILED = "dns-failed"

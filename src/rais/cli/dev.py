@@ -18,16 +18,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rais.agent import Agent
+from rais.admin.status import render
+from rais.admin.status_view import status_json
+from rais.base.ip import IP, ip_key
 from rais.config import AgentConfig, AuthConfig, GroupConfig, HostConfig
 from rais.dns.config import GroupDnsConfig
 from rais.dns.server import DnsServer, ZoneData
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
 from rais.drivers.scripts import ScriptRunner
-from rais.group import Drivers
-from rais.ip import IP, ip_key
-from rais.status import render
-from rais.status_view import status_json
+from rais.runtime.agent import Agent
+from rais.runtime.group import Drivers
 
 HELP = """commands:
   status            the group as host 1 sees it (any host: status N)
