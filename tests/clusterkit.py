@@ -454,9 +454,9 @@ def forge(
         group_tag=wire.group_tag(node.config.group),
         sender=node.id,
         epoch=node.epoch,
-        seq=core.seq,
+        seq=core.sender.seq,
         key=node.config.keys[0],
     )
     assert len(datagrams) == 1
-    core.seq += 1
+    core.sender.seq += 1
     return datagrams[0]

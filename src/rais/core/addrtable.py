@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from rais.core.addr import Addr
 from rais.core.hosts import fit
 from rais.core.messages import NOT_ORPHANED, AddrState, HostEntry, TableEntry
+from rais.core.view import RowView
 
 
 @dataclass(slots=True)
@@ -60,6 +61,18 @@ class AddressTable:
             self._next = deadline
         if old is not None and old == self._next and deadline != old:
             self._stale = True
+
+    def views(self, now: float) -> tuple[RowView, ...]:
+        """Every row with its orphan countdown left (rais.core.view)."""
+        return tuple(
+            RowView(
+                r.address,
+                r.prefixlen,
+                r.preferred,
+                None if r.deadline is None else max(0.0, r.deadline - now),
+            )
+            for r in self.rows.values()
+        )
 
     def observe(self, now: float, entry: HostEntry) -> None:
         """Take in a live host's own entry: its preferred address and whether it serves it."""

@@ -10,19 +10,13 @@ drained with ``effects()``; ``get_timer()`` says when to call
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 from rais.core import wire
 from rais.core.addr import Addr, fmt
-from rais.core.addrtable import AddressTable
-from rais.core.config import CoreConfig
-from rais.core.control import Controller
-from rais.core.effects import Effect, EventKind, Send
-from rais.core.emit import PeerPages, orphan_rows
+from rais.core.effects import Effect, EventKind
+from rais.core.emit import orphan_rows
 from rais.core.hosts import can_lead, eligible
-from rais.core.inbox import Inbox
-from rais.core.membership import Membership
 from rais.core.messages import (
     AddrState,
     Command,
@@ -33,138 +27,13 @@ from rais.core.messages import (
     ReqOp,
     Request,
 )
-from rais.core.outbox import Outbox
-from rais.core.requests import Requests, winning
-from rais.core.served import Served
-from rais.core.view import CoreView, MemberView, RowView
+from rais.core.parts import CoreParts
+from rais.core.requests import winning
 
 
-class Core:
-    """The protocol engine of one host in one service group."""
-
-    def __init__(self, config: CoreConfig, *, epoch: int, rng: random.Random, now: float) -> None:
-        self.config = config
-        self.id: Addr = config.host_id
-        self.epoch = epoch & 0xFFFFFFFF
-        self.seq = 0
-        self.group_tag = wire.group_tag(config.group)
-        self.out = Outbox(config.group, self.id)
-        self.inbox = Inbox(self.id)
-        self.members = Membership(self.id, config.timeout)
-        self.table = AddressTable(config.orphan_timeout)
-        self.served = Served(self.out)
-        self.requests = Requests(self.id)
-        self.control = Controller(
-            self.out,
-            rng,
-            backoff=config.timeout,
-            placement=config.placement,
-            failback=config.failback,
-            failback_delay=config.failback_delay,
-            load_scale=config.load_scale,
-        )
-        self.ok = config.start_ok
-        self.quiesced = False
-        self.leaving = False
-        self.left = False
-        self.settled = False
-        """Has heard the group for one full ``timeout`` since it started
-        listening: only then may it lead, and only then does its DNS thread
-        answer or publish (rais.dns.group)."""
-        self.load = 0
-        self.capacity = 0
-        self.started = now
-        self.settle_at = now + config.timeout
-        self.next_heartbeat = now
-        self.next_announce: float | None = None
-        self._vias = tuple(range(len(config.control)))
-        self._pages = PeerPages(config.peers_per_message)
-        self._send_info = True
-        self._need_pass = False
-        self._leader: Addr | None = None
-        self._leader_rows: frozenset[Addr] = frozenset()
-        self._timer: float | None = None
-        self._timer_stale = True
-
-    # ----------------------------------------------------------------- state
-
-    @property
-    def leader(self) -> Addr | None:
-        """The leader as this host sees it (None while nobody can lead)."""
-        return self._leader
-
-    @property
-    def is_leader(self) -> bool:
-        return self._leader == self.id
-
-    def entry(self) -> HostEntry:
-        """This host's own host information entry (figure 2C)."""
-        c = self.config
-        return HostEntry(
-            id=self.id,
-            control=c.control,
-            ok=self.ok,
-            quiesced=self.quiesced or self.leaving,
-            observer=c.observer,
-            leaving=self.left,
-            settled=self.settled,
-            load=self.load,
-            capacity=self.capacity,
-            preferred=c.preferred,
-            prefixlen=c.prefixlen,
-            served=self.served.snapshot(),
-            requests=self.requests.snapshot(),
-        )
-
-    def drops(self) -> dict[str, int]:
-        """Datagrams dropped, by reason."""
-        return dict(self.inbox.drops)
-
-    def view(self, now: float) -> CoreView:
-        """The read model (rais.core.view): one frozen snapshot of this core."""
-        own = self.entry()
-        members = [MemberView(own, True, 0.0, this_host=True)]
-        for rec in self.members.records.values():
-            members.append(MemberView(rec.entry, rec.live, now - rec.last_heard))
-        rows = tuple(
-            RowView(
-                r.address,
-                r.prefixlen,
-                r.preferred,
-                None if r.deadline is None else max(0.0, r.deadline - now),
-            )
-            for r in self.table.rows.values()
-        )
-        return CoreView(
-            group=self.config.group,
-            host=self.id,
-            now=now,
-            leader=self._leader,
-            settled=self.settled,
-            ok=self.ok,
-            quiesced=self.quiesced,
-            left=self.left,
-            entry=own,
-            members=tuple(members),
-            rows=rows,
-            expired=tuple(self.table.expired),
-            drops=self.drops(),
-        )
-
-    def holding(self, address: Addr) -> AddrState | None:
-        """The state in which this host serves ``address`` (None: it does not)."""
-        return self.served.states.get(address)
-
-    def is_service_address(self, address: Addr) -> bool:
-        """Whether ``address`` is a (valid) service address of the group, as
-        this host knows it."""
-        return address in self.table.rows
-
-    def has_work(self) -> bool:
-        """Effects are waiting to be drained, or the timer must be asked again."""
-        return bool(self.out.items) or self._timer_stale
-
-    # ---------------------------------------------------------------- inputs
+class Core(CoreParts):
+    """The protocol engine of one host in one service group: every input on one
+    path (``_input``), the transitions it drives, the effects it queues."""
 
     def _input(self, now: float, body: Callable[[float], bool], *, wake: bool = True) -> None:
         """The one path of every input (after h11's ``_process_event``): the
@@ -524,27 +393,12 @@ class Core:
             ),
             commands=self.control.pending() if leading else (),
         )
-        self._transmit(msg)
-
-    def _transmit(self, msg: Message) -> None:
-        c = self.config
-        datagrams, _ = wire.encode(
-            msg,
-            group_tag=self.group_tag,
-            sender=self.id,
-            epoch=self.epoch,
-            seq=self.seq,
-            key=c.keys[0],
-            max_size=c.max_datagram,
-        )
-        self.seq = (self.seq + len(datagrams)) & 0xFFFFFFFF
-        for data in datagrams:
-            self.out.items.append(Send(data, self._vias))
+        self.sender.send(msg)
 
     def _say_goodbye(self, now: float) -> None:
         """The last word of a leaving host, sent twice against loss."""
         self.left = True
         msg = Message(entry=self.entry(), peers=(), table=(), commands=())
-        self._transmit(msg)
-        self._transmit(msg)
+        self.sender.send(msg)
+        self.sender.send(msg)
         self._send_info = False

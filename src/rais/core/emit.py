@@ -1,14 +1,20 @@
 """What goes into an outgoing info besides the host's own entry: the page of
-peers it reports on, and the orphan rows of the service-address table."""
+peers it reports on, and the orphan rows of the service-address table; and
+the sender that signs, frames and queues every message (figure 2B, the info
+message; the wire format is rais.core.wire)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rais.core import wire
 from rais.core.addr import Addr
+from rais.core.config import CoreConfig
+from rais.core.effects import Send
 from rais.core.hosts import fit
 from rais.core.membership import HostRecord
-from rais.core.messages import HostEntry, PeerAge, TableEntry
+from rais.core.messages import HostEntry, Message, PeerAge, TableEntry
+from rais.core.outbox import Outbox
 
 
 def orphan_rows(
@@ -68,3 +74,34 @@ class PeerPages:
             for h in chosen
             if (r := records[h])
         )
+
+
+class Sender:
+    """Encodes this host's messages under its epoch and next sequence numbers
+    (one per datagram) and queues them as ``Send`` effects on every control
+    address."""
+
+    __slots__ = ("config", "epoch", "group_tag", "out", "seq", "vias")
+
+    def __init__(self, config: CoreConfig, epoch: int, out: Outbox) -> None:
+        self.config = config
+        self.epoch = epoch
+        self.group_tag = wire.group_tag(config.group)
+        self.out = out
+        self.seq = 0
+        self.vias = tuple(range(len(config.control)))
+
+    def send(self, msg: Message) -> None:
+        c = self.config
+        datagrams, _ = wire.encode(
+            msg,
+            group_tag=self.group_tag,
+            sender=c.host_id,
+            epoch=self.epoch,
+            seq=self.seq,
+            key=c.keys[0],
+            max_size=c.max_datagram,
+        )
+        self.seq = (self.seq + len(datagrams)) & 0xFFFFFFFF
+        for data in datagrams:
+            self.out.items.append(Send(data, self.vias))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from rais.core.addr import Addr, id_key
 from rais.core.hosts import can_lead
 from rais.core.messages import HostEntry
+from rais.core.view import MemberView
 
 
 @dataclass(slots=True)
@@ -119,6 +120,10 @@ class Membership:
     def live(self) -> list[HostEntry]:
         """Entries of the live hosts other than this one."""
         return [self.records[h].entry for h in self._by_age]
+
+    def views(self, now: float) -> tuple[MemberView, ...]:
+        """Every host heard, in the order first heard (rais.core.view)."""
+        return tuple(MemberView(r.entry, r.live, now - r.last_heard) for r in self.records.values())
 
     def live_ids(self) -> list[Addr]:
         return list(self._by_age)

@@ -1,0 +1,139 @@
+"""One core's state: its parts (membership, address table, served addresses,
+requests, controller, inbox, outbox, sender), built once, and the read side:
+this host's entry (figure 2C), the read model (rais.core.view) and the
+driver's questions. The transitions are rais.core.core's."""
+
+from __future__ import annotations
+
+import random
+
+from rais.core import wire
+from rais.core.addr import Addr
+from rais.core.addrtable import AddressTable
+from rais.core.config import CoreConfig
+from rais.core.control import Controller
+from rais.core.emit import PeerPages, Sender
+from rais.core.inbox import Inbox
+from rais.core.membership import Membership
+from rais.core.messages import AddrState, HostEntry
+from rais.core.outbox import Outbox
+from rais.core.requests import Requests
+from rais.core.served import Served
+from rais.core.view import CoreView, MemberView
+
+
+class CoreParts:
+    """A core's state and parts, and everything read from them (the read
+    model and the driver's questions); ``Core`` adds the inputs and their
+    transitions."""
+
+    def __init__(self, config: CoreConfig, *, epoch: int, rng: random.Random, now: float) -> None:
+        self.config = config
+        self.id: Addr = config.host_id
+        self.epoch = epoch & 0xFFFFFFFF
+        self.group_tag = wire.group_tag(config.group)
+        self.out = Outbox(config.group, self.id)
+        self.sender = Sender(config, self.epoch, self.out)
+        self.inbox = Inbox(self.id)
+        self.members = Membership(self.id, config.timeout)
+        self.table = AddressTable(config.orphan_timeout)
+        self.served = Served(self.out)
+        self.requests = Requests(self.id)
+        self.control = Controller(
+            self.out,
+            rng,
+            backoff=config.timeout,
+            placement=config.placement,
+            failback=config.failback,
+            failback_delay=config.failback_delay,
+            load_scale=config.load_scale,
+        )
+        self.ok = config.start_ok
+        self.quiesced = False
+        self.leaving = False
+        self.left = False
+        self.settled = False
+        """Has heard the group for one full ``timeout`` since it started
+        listening: only then may it lead, and only then does its DNS thread
+        answer or publish (rais.dns.group)."""
+        self.load = 0
+        self.capacity = 0
+        self.started = now
+        self.settle_at = now + config.timeout
+        self.next_heartbeat = now
+        self.next_announce: float | None = None
+        self._pages = PeerPages(config.peers_per_message)
+        self._send_info = True
+        self._need_pass = False
+        self._leader: Addr | None = None
+        self._leader_rows: frozenset[Addr] = frozenset()
+        self._timer: float | None = None
+        self._timer_stale = True
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def leader(self) -> Addr | None:
+        """The leader as this host sees it (None while nobody can lead)."""
+        return self._leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader == self.id
+
+    def entry(self) -> HostEntry:
+        """This host's own host information entry (figure 2C)."""
+        c = self.config
+        return HostEntry(
+            id=self.id,
+            control=c.control,
+            ok=self.ok,
+            quiesced=self.quiesced or self.leaving,
+            observer=c.observer,
+            leaving=self.left,
+            settled=self.settled,
+            load=self.load,
+            capacity=self.capacity,
+            preferred=c.preferred,
+            prefixlen=c.prefixlen,
+            served=self.served.snapshot(),
+            requests=self.requests.snapshot(),
+        )
+
+    def drops(self) -> dict[str, int]:
+        """Datagrams dropped, by reason."""
+        return dict(self.inbox.drops)
+
+    def view(self, now: float) -> CoreView:
+        """The read model (rais.core.view): one frozen snapshot of this core."""
+        own = self.entry()
+        return CoreView(
+            group=self.config.group,
+            host=self.id,
+            now=now,
+            leader=self._leader,
+            settled=self.settled,
+            ok=self.ok,
+            quiesced=self.quiesced,
+            left=self.left,
+            entry=own,
+            members=(MemberView(own, True, 0.0, this_host=True), *self.members.views(now)),
+            rows=self.table.views(now),
+            expired=tuple(self.table.expired),
+            drops=self.drops(),
+        )
+
+    def holding(self, address: Addr) -> AddrState | None:
+        """The state in which this host serves ``address`` (None: it does not)."""
+        return self.served.states.get(address)
+
+    def is_service_address(self, address: Addr) -> bool:
+        """Whether ``address`` is a (valid) service address of the group, as
+        this host knows it."""
+        return address in self.table.rows
+
+    def has_work(self) -> bool:
+        """Effects are waiting to be drained, or the timer must be asked again."""
+        return bool(self.out.items) or self._timer_stale
+
+    # ---------------------------------------------------------------- inputs
