@@ -161,12 +161,7 @@ class Supervisor:
         delay = self.backoff_min
         while True:
             started = self.clock()
-            try:
-                await factory()
-                error = "stopped by itself"
-            except Exception as exc:
-                error = describe(exc)
-                log.error("%s failed", part.name, exc_info=exc)
+            error = await _run(part, factory)
             if self.clock() - started >= self.stable_after:
                 delay = self.backoff_min
             part.state, part.last_error, part.since = "restarting", error, self.clock()
@@ -183,10 +178,14 @@ class Supervisor:
             self.on_event("part-restarted", part, f"restart {part.restarts}")
 
     async def _need(self, part: Part, factory: Factory) -> None:
-        try:
-            await factory()
-            error = "stopped by itself"
-        except Exception as exc:
-            error = describe(exc)
-            log.error("%s failed", part.name, exc_info=exc)
-        self.fatal(part.name, error)
+        self.fatal(part.name, await _run(part, factory))
+
+
+async def _run(part: Part, factory: Factory) -> str:
+    """Run a part once; what ended it (cancellation passes through)."""
+    try:
+        await factory()
+    except Exception as exc:
+        log.error("%s failed", part.name, exc_info=exc)
+        return describe(exc)
+    return "stopped by itself"
