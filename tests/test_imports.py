@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "rais"
 
 def modules(root: Path) -> dict[str, Path]:
     """Dotted module name -> file, for every module under the package ``root``."""
-    out = {}
+    out: dict[str, Path] = {}
     for path in sorted(root.rglob("*.py")):
         parts = list(path.relative_to(root.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
@@ -32,7 +32,7 @@ def modules(root: Path) -> dict[str, Path]:
 def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     """The modules of ``known`` that module ``name`` (at ``path``) imports."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in known)

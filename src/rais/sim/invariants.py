@@ -54,6 +54,7 @@ from rais.ip import sorted_ips
 from rais.sim.duplicates import Duplicates
 from rais.sim.faults import FaultAction
 from rais.sim.hearing import Hearing
+from rais.sim.knowers import Knowers
 from rais.sim.network import TICK
 from rais.sim.params import Violation
 from rais.sim.world import World
@@ -107,17 +108,13 @@ class Checker:
         """Addresses that entered the group: their preferred host was up, OK and
         not quiesced, and put them in its table."""
         self.introducing: set[int] = set()
-        self.knowers: dict[Addr, set[int] | None] = {}
-        """For addresses whose preferred host is down: the up hosts that know of
-        them (None: unclear, a knower vanished while a new host was learning)."""
-        self.learning: dict[int, float] = {}
+        self._known = Knowers(world)
+        self.knowers = self._known.knowers
 
     # ------------------------------------------------------- who knows what
 
     def host_up(self, now: float, index: int) -> None:
-        # A restarted host knows nothing of its own old row: who knows it stays
-        # as it was until the host is fit and brings its address in again.
-        self.learning[index] = now + self.timeout + self.hb
+        self._known.up(now, index)
 
     def _unfit(self, now: float, index: int) -> None:
         """Host ``index`` is about to crash, leave, fail its test or be quiesced."""
@@ -132,69 +129,11 @@ class Checker:
         """Host ``index`` went down; ``released`` went off the service network
         with it. True if that left nobody behind where somebody was: the engine
         then schedules a judgement."""
-        self._knowers_down(now, index)
+        self._known.down(now, index)
         quiet_again = self.hearing.forget(index) and self._caught_up(now)
         for address in released:
             self.unheld(now, address, index, True)
         return quiet_again
-
-    def _knowers_down(self, now: float, index: int) -> None:
-        self._learn(now)
-        self.learning.pop(index, None)
-        for address, knew in self.knowers.items():
-            if knew is not None:
-                knew.discard(index)
-                if not knew and any(t > now for t in self.learning.values()):
-                    self.knowers[address] = None
-        gone = self.world.hosts[index]
-        if gone.preferred is not None:
-            # Hosts that were up and heard it for the last heartbeat know it. A
-            # network change or loss in that time, or a partition, makes it unclear.
-            heard = now - self.hb - 0.01
-            net = self.world.net
-            known = set()
-            unclear = False
-            for h in self.world.hosts:
-                if not h.up:
-                    continue
-                since = max(h.started_at, gone.started_at)
-                if since > heard:
-                    # Too new to be sure (rows also spread through other hosts'
-                    # tables). Even a host started this very instant may still
-                    # get what the gone host sent before it went (in flight): the
-                    # stateful test found one that did.
-                    unclear = True
-                    continue
-                if (
-                    net.last_change >= heard
-                    or net.last_loss.get((index, h.index), -1.0) >= heard
-                    or not net.connected(now, index, h.index)
-                ):
-                    unclear = True
-                else:
-                    known.add(h.index)
-            before = self.knowers.get(gone.preferred, set())
-            if before is None or unclear:
-                self.knowers[gone.preferred] = None
-            else:
-                # Still known to those who knew it before a restart that never brought it in.
-                self.knowers[gone.preferred] = known | before
-
-    def _learn(self, now: float) -> None:
-        done = [i for i, t in self.learning.items() if t <= now]
-        net = self.world.net
-        for index in done:
-            start = self.learning.pop(index) - self.timeout - self.hb
-            # A new host learns the rows of the hosts it hears; a network change
-            # while it was learning leaves that unclear.
-            changed = net.last_change >= start
-            for address, known in self.knowers.items():
-                if not known:
-                    continue
-                if changed:
-                    self.knowers[address] = None
-                elif any(net.connected(now, index, k) for k in known):
-                    known.add(index)
 
     # --------------------------------------------------------------- records
 
@@ -327,8 +266,8 @@ class Checker:
 
     def step(self, now: float) -> None:
         """Called after every simulator step that changed something."""
-        if self.learning:
-            self._learn(now)
+        if self._known.learning:
+            self._known.learn(now)
         if self._introduce:
             self._introduce_fit()
         if self.introducing:
