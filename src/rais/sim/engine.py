@@ -1,76 +1,30 @@
-"""The event loop: real cores, a virtual clock in 0.1 ms ticks, faults, checks."""
+"""The event loop: real cores in the simulated world (sim/world.py), a virtual
+clock in 0.1 ms ticks, the fault schedule, delivery, and the checker
+(sim/invariants.py) told of what happens and run after every step."""
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import ipaddress
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from math import ceil
 from typing import Any
 
 from rais.core import wire
 from rais.core.addr import Addr, fmt
-from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, EventKind, Release, Send
-from rais.core.messages import Datagram
+from rais.sim.episodes import Operator
 from rais.sim.faults import FaultAction, schedule
-from rais.sim.hearing import Hearing
+from rais.sim.inject import inject_bad
 from rais.sim.invariants import Checker
-from rais.sim.network import TICK, Network
+from rais.sim.network import TICK
 from rais.sim.params import SimParams, SimResult
+from rais.sim.world import KEY, SimHost, World
 
-KEY = b"rais-simulator-group-key"
-GROUP = "sim"
-
-DISTURBANCES = ("partition", "loss", "latency", "drained")
-"""Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
-quiesce and a cut control network are states the group must converge under. A
-receiver being behind on a sender after a lost datagram (sim/hearing.py) also
-lasts, until it has caught up."""
+__all__ = ["SimHost", "Simulation"]
 
 _DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT = range(6)
-
-
-def _ids(i: int, ipv6: bool) -> tuple[Addr, Addr, Addr]:
-    """Host i's id (first control address), second control address, service address."""
-    if ipv6 or i >= 254:
-        base = int(ipaddress.IPv6Address("2001:db8::c:0"))
-        host = ipaddress.IPv6Address(base + i + 1).packed
-        service = ipaddress.IPv6Address(int(ipaddress.IPv6Address("2001:db8:5::")) + i + 1).packed
-    else:
-        host = ipaddress.IPv4Address(f"192.0.2.{i + 1}").packed
-        service = ipaddress.IPv4Address(f"198.51.100.{i + 1}").packed
-    second = ipaddress.IPv6Address(int(ipaddress.IPv6Address("2001:db8:1::")) + i + 1).packed
-    return host, second, service
-
-
-@dataclass(slots=True)
-class SimHost:
-    index: int
-    id: Addr
-    control: tuple[Addr, ...]
-    preferred: Addr | None
-    observer: bool
-    core: Core | None = None
-    up: bool = False
-    ok: bool = True
-    quiesced: bool = False
-    epoch: int = 0
-    started_at: float = 0.0
-    down_at: float = 0.0
-    timer_tick: int = -1
-    last_rx: bytes = b""
-
-    @property
-    def leaving(self) -> bool:
-        """Out of the group, as rais.core.hosts reads the flag. The checker judges
-        the hosts' real state, not their entries: it has no leaving state, a host
-        that has left is down (one still releasing counts as up, as before)."""
-        return not self.up
 
 
 class Simulation:
@@ -82,42 +36,20 @@ class Simulation:
         core_factory: Callable[..., Core] = Core,
     ) -> None:
         params.validate()
-        self.core_factory = core_factory
-        self.trace_lines: list[str] | None = [] if keep_trace else None
         self.params = params
-        p = params
-        self.timeout = p.effective_timeout
-        self.net = Network(
-            random.Random(p.seed * 7919 + 1),
-            networks=p.networks,
-            latency=p.latency,
-            jitter=p.jitter,
-            loss=p.loss,
-            hear_limit=self.timeout - p.heartbeat,
-        )
-        self.hearing = Hearing(heartbeat=p.heartbeat, timeout=self.timeout, tick=TICK)
-        self.rng = random.Random(p.seed * 7919 + 2)
-        self.hosts: list[SimHost] = []
-        first_spare = p.hosts - p.observers - p.spares
-        for i in range(p.hosts):
-            hid, second, service = _ids(i, p.ipv6)
-            observer = i >= p.hosts - p.observers
-            preferred = None if i >= first_spare else service
-            control = (hid, second)[: p.networks] if p.networks <= 2 else (hid, second)
-            self.hosts.append(SimHost(i, hid, control, preferred, observer))
-        self.index_of = {h.id: h.index for h in self.hosts}
-        self.index_of_service = {h.preferred: h.index for h in self.hosts if h.preferred}
-        self.group_tag = wire.group_tag(GROUP)
-        self.checker = Checker(self)
+        self.world = world = World(params, keep_trace=keep_trace, core_factory=core_factory)
+        self.trace_lines: list[str] | None = world.trace.lines
+        self.timeout = world.timeout
+        self.net = world.net
+        self.rng = world.rng
+        self.hosts = world.hosts
+        self.group_tag = world.group_tag
+        self.checker = Checker(world)
+        self.operator = Operator(world)
         self.result = SimResult(params)
-        self.trace = hashlib.sha256()
         self.tick = 0
         self._heap: list[int] = []
         self._buckets: dict[int, list[tuple[Any, ...]]] = {}
-        self._events = 0
-        self.active = 0
-        self.moved: list[Addr] = []
-        """Addresses an operator moved (sim/inject.py), oldest first."""
 
     # ------------------------------------------------------------- scheduling
 
@@ -130,53 +62,25 @@ class Simulation:
             bucket.append(item)
 
     def _log(self, now: float, text: str) -> None:
-        self._events += 1
-        line = f"{now:.4f} {text}\n"
-        self.trace.update(line.encode())
-        if self.trace_lines is not None:
-            self.trace_lines.append(line)
+        self.world.trace.log(now, text)
+
+    def _judge_later(self, now: float) -> None:
+        """The group is quiet from now: judge I1 and I6 a bound later."""
+        self._at(self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, now))
 
     # ----------------------------------------------------------------- hosts
 
     def _boot(self, h: SimHost, now: float) -> None:
-        p = self.params
-        h.epoch += 1
-        pref = h.preferred
-        cfg = CoreConfig(
-            group=GROUP,
-            control=h.control,
-            keys=(KEY,),
-            heartbeat=p.heartbeat,
-            timeout=self.timeout,
-            preferred=pref,
-            prefixlen=(24 if pref is not None and len(pref) == 4 else 64) if pref else 0,
-            observer=h.observer,
-            orphan_timeout=p.orphan_timeout,
-        )
-        rng = random.Random((p.seed * 1_000_003 + h.index) * 131 + h.epoch)
-        h.core = self.core_factory(cfg, epoch=h.epoch, rng=rng, now=now)
-        h.up = True
-        h.started_at = now
+        self.world.boot(h, now)
         h.timer_tick = -1
-        h.last_rx = b""
         self.checker.host_up(now, h.index)
         self._log(now, f"boot {h.index} epoch {h.epoch}")
-        if not h.ok:
-            h.core.test_result(now, False, "still failing")
-        if h.quiesced:
-            h.core.quiesce(now)
         self._after(h, now)
 
     def _down(self, h: SimHost, now: float, why: str) -> None:
-        h.up = False
-        h.core = None
-        h.down_at = now
-        self.checker.host_down(now, h.index)
-        if self.hearing.forget(h.index):
-            self._caught_up(now)
-        for address, holders in list(self.checker.holders.items()):
-            if h.index in holders:
-                self.checker.unheld(now, address, h.index)
+        released = self.world.down(h, now)
+        if self.checker.host_down(now, h.index, released):
+            self._judge_later(now)
         self._log(now, f"down {h.index} {why}")
 
     def _after(self, h: SimHost, now: float) -> None:
@@ -254,7 +158,7 @@ class Simulation:
                 delays = net.delays(now, s, r.index)
                 if not delays:
                     if net.drops != dropped:
-                        self._lost(now, s, r.index, dgram)
+                        self.checker.lost(now, s, r.index, dgram)
                     continue
                 for d in delays if exact else [min(delays)]:
                     tick = now_tick + 1 + int(d / TICK)
@@ -295,7 +199,7 @@ class Simulation:
             while t < p.duration:
                 self._at(ceil(t / TICK), (_INJECT, self.rng.randrange(p.hosts)))
                 t += 0.5 + self.rng.random() * 2.0
-        self.checker.fault(0.0)
+        self.checker.fault(0.0, FaultAction(0.0, "start"))
         self._at(
             ceil((p.heartbeat + 2 * self.timeout + self.checker.bound) / TICK), (_DEADLINE, 0.0)
         )
@@ -325,7 +229,7 @@ class Simulation:
                 elif kind == _FAULT:
                     self._fault(now, item[1])
                 elif kind == _DEADLINE:
-                    self._deadline(now, item[1])
+                    checker.deadline(now, item[1])
                 else:
                     self._inject(now, item[1])
             if checker.dirty or checker.dups or checker.introducing:
@@ -339,6 +243,7 @@ class Simulation:
     def _deliver(self, now: float, item: tuple[Any, ...]) -> None:
         _, _sender, dgram, data, receivers, sent = item
         hosts = self.hosts
+        delivered = self.checker.delivered
         n = 0
         for r in receivers:
             h = hosts[r]
@@ -347,8 +252,8 @@ class Simulation:
                 continue  # down, or restarted since: its old socket is gone
             n += 1
             h.last_rx = data
-            if self.hearing.delivered(now, _sender, r, dgram, sent):
-                self._caught_up(now)
+            if delivered(now, _sender, r, dgram, sent):
+                self._judge_later(now)
             core.receive(now, dgram, 0)
             if core.has_work():
                 self._after(h, now)
@@ -360,33 +265,13 @@ class Simulation:
         if h.core is None or h.epoch != epoch:
             return
         if op == "acquire":
+            self.world.hold(address, index)
             self.checker.held(now, address, index)
         else:
-            self.checker.unheld(now, address, index)
+            held = self.world.release(address, index)
+            self.checker.unheld(now, address, index, held)
         h.core.action_done(now, address, True)
         self._after(h, now)
-
-    def _deadline(self, now: float, fault_at: float) -> None:
-        if self.active:
-            return  # a lasting disturbance began since: its end schedules the check
-        self.checker.deadline(now, fault_at)
-
-    # ------------------------------------------------------------------ loss
-
-    def _lost(self, now: float, s: int, r: int, dgram: Datagram) -> None:
-        """A datagram from s reached r in no copy (sim/hearing.py): if r missed
-        news, that is a disturbance until r hears s again."""
-        if self.hearing.lost(now, s, r, dgram, self.net.max_delay()):
-            self.active += 1
-            self.checker.disturbance(now)
-            self.checker.fault(now)
-
-    def _caught_up(self, now: float) -> None:
-        """Nobody is behind any more: judge from now, as after a disturbance."""
-        self.active -= 1
-        self.checker.fault(now)
-        if not self.active:
-            self._at(self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, now))
 
     def result_now(self) -> SimResult:
         return self._finish()
@@ -397,29 +282,73 @@ class Simulation:
         r.convergences = self.checker.convergences
         r.max_convergence_s = round(max(r.convergences, default=0.0), 4)
         r.dropped = self.net.drops
-        r.trace_sha256 = self.trace.hexdigest()
-        r.events = self._events
+        r.trace_sha256 = self.world.trace.sha.hexdigest()
+        r.events = self.world.trace.events
         return r
 
     # ---------------------------------------------------------------- faults
 
     def _fault(self, now: float, act: FaultAction) -> None:
-        from rais.sim.inject import apply_fault
+        kind = act.kind
+        self._log(now, f"fault {kind} {list(act.hosts)} {act.value:.4f}")
+        self.checker.fault(now, act)
+        self._apply(now, act)
+        if kind != "boot":
+            self.result.faults += kind.endswith("+")
+        if self.checker.quiet:
+            self._judge_later(now)
 
-        apply_fault(self, now, act)
-        self.checker.introduce()
-        if act.kind != "boot":
-            self.result.faults += act.kind.endswith("+")
-        base = act.kind.rstrip("+-")
-        if base in DISTURBANCES and act.kind != "latency-":
-            self.active += 1 if act.kind.endswith("+") else -1
-            if act.kind.endswith("+"):
-                self.checker.disturbance(now)
-        self.checker.fault(now)
-        if not self.active:
-            self._at(self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, now))
+    def _apply(self, now: float, act: FaultAction) -> None:
+        """Apply a fault to the world, and drain the effects of the cores it touched."""
+        kind = act.kind
+        world = self.world
+        net = world.net
+        start = kind.endswith("+")
+        if kind in ("boot", "crash-", "leave-"):
+            for index in act.hosts:
+                h = self.hosts[index]
+                if not h.up:
+                    self._boot(h, now)
+        elif kind == "crash+":
+            for index in act.hosts:
+                h = self.hosts[index]
+                if h.up:
+                    self._down(h, now, "crash")
+        elif kind == "leave+":
+            for index in act.hosts:
+                h = self.hosts[index]
+                if h.core is not None:
+                    world.leave(h, now)
+                    self._after(h, now)
+        elif kind in ("test+", "test-", "quiesce+", "quiesce-"):
+            for index in act.hosts:
+                h = self.hosts[index]
+                if kind.startswith("test"):
+                    world.fail_test(h, now, start)
+                else:
+                    world.quiesce(h, now, start)
+                self._after(h, now)
+        elif kind == "partition+":
+            net.partition(now, act.hosts)
+        elif kind == "partition-":
+            net.heal(now)
+        elif kind == "netcut+":
+            net.cut_link(now, int(act.value), act.hosts)
+        elif kind == "netcut-":
+            net.mend_link(now, int(act.value))
+        elif kind in ("loss+", "loss-"):
+            net.set_loss(act.value if start else 0.0)
+        elif kind in ("latency+", "latency-"):
+            net.set_latency(now, act.value if start else 0.0)
+        elif kind in ("move+", "move-"):
+            asker = self.operator.act(now, kind, act.hosts)
+            if asker is not None:
+                self._after(asker, now)
+        elif kind == "drained-":
+            net.drained(now)
 
     def _inject(self, now: float, index: int) -> None:
-        from rais.sim.inject import inject_bad
-
-        self.result.injected += inject_bad(self, now, self.hosts[index])
+        n, changed = inject_bad(self.world, now, self.hosts[index])
+        if changed:
+            self.checker.violate("I5", now, f"host {index} changed state on a bad datagram")
+        self.result.injected += n

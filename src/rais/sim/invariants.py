@@ -7,11 +7,11 @@ I2  an address is never acquired by a quiesced or not-OK host (checked by the
     engine when the Acquire effect appears);
 I3  two hosts that hear each other never hold the same address for longer than
     2 x heartbeat (plus the network and action delays) after they hear each
-    other again;
+    other again (sim/duplicates.py);
 I4  a returned preferred host gets its address back; an orphan is invalidated
     after orphan_timeout;
-I5  a bad or replayed datagram changes nothing (checked by the engine at each
-    injection);
+I5  a bad or replayed datagram changes nothing (checked by sim/inject.py at
+    each injection, reported to the checker);
 I6  when I1 is judged, every live member's DNS thread (rais.dns.zone.advertise
     over its own view of the group) advertises the same set: exactly the
     preferred addresses of the up, OK, not quiesced hosts that hold them (no
@@ -32,45 +32,61 @@ not quiesced is valid; otherwise it stays valid for orphan_timeout after it was
 last held by its preferred host, and is invalid after that. Addresses within
 ``slack`` of that boundary are not judged (hosts see it a little earlier or
 later than the simulator, by up to one timeout).
+
+The checker reads the world (sim/world.py) and never changes it. It is told
+of every fault through one method, ``fault(now, act)``, called just before the
+world applies it; of what the engine sees happen through ``host_up``,
+``host_down``, ``held``, ``unheld``, ``cannot_assign``, ``delivered``, ``lost``
+and ``violate``; and it runs its checks in ``step`` and ``deadline``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from rais.base.ip import sorted_ips
 from rais.core.addr import Addr, fmt
 from rais.core.hosts import eligible, fit
-from rais.core.messages import ReqOp
+from rais.core.messages import Datagram, ReqOp
 from rais.core.requests import winning
 from rais.dns.views import views
 from rais.dns.zone import ZonePolicy, advertise
+from rais.sim.duplicates import Duplicates
+from rais.sim.faults import FaultAction
+from rais.sim.hearing import Hearing
+from rais.sim.knowers import Knowers
+from rais.sim.network import TICK
 from rais.sim.params import Violation
+from rais.sim.world import World
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)
 
-if TYPE_CHECKING:
-    from rais.sim.engine import Simulation
+DISTURBANCES = ("partition", "loss", "latency", "drained", "behind")
+"""Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
+quiesce and a cut control network are states the group must converge under. A
+receiver being behind on a sender after a lost datagram (sim/hearing.py) also
+lasts, until it has caught up ('behind+' and 'behind-')."""
 
-
-@dataclass(slots=True)
-class _Dup:
-    start: float
-    reported: bool = False
+_UNFIT = ("crash+", "leave+", "test+", "quiesce+")
+_FIT = ("boot", "crash-", "leave-", "test-", "quiesce-")
 
 
 class Checker:
-    def __init__(self, sim: Simulation) -> None:
-        self.sim = sim
-        p = sim.params
+    def __init__(self, world: World) -> None:
+        self.world = world
+        p = world.params
         self.hb = p.heartbeat
         self.timeout = p.effective_timeout
         self.bound = self.timeout + 2 * self.hb
         self.violations: list[Violation] = []
         self.convergences: list[float] = []
-        self.holders: dict[Addr, set[int]] = {}
+        self.holders = world.holders
+        """The service network (read only)."""
+        self.hearing = Hearing(heartbeat=p.heartbeat, timeout=self.timeout, tick=TICK)
+        self.active = 0
+        """Disturbances going on (a receiver behind counts as one, whatever the
+        number of pairs): I1 and I6 are judged only when none is."""
+        self._introduce = False
         self.last_held_by_pref: dict[Addr, float] = {}
         self.last_fit: dict[Addr, float] = {}
         """When each preferred host was last fit (up, OK, not quiesced): an address
@@ -84,134 +100,132 @@ class Checker:
         self.converged = True
         self.judged = True
         self.dirty = False
-        self.dups: dict[tuple[Addr, int, int], _Dup] = {}
+        self._i3 = Duplicates(world, self.violate)
+        self.dups = self._i3.dups
         self.i1_checks = 0
         self.early: dict[Addr, float] = {}
         self.introduced: set[Addr] = set()
         """Addresses that entered the group: their preferred host was up, OK and
         not quiesced, and put them in its table."""
         self.introducing: set[int] = set()
-        self.knowers: dict[Addr, set[int] | None] = {}
-        """For addresses whose preferred host is down: the up hosts that know of
-        them (None: unclear, a knower vanished while a new host was learning)."""
-        self.learning: dict[int, float] = {}
+        self._known = Knowers(world)
+        self.knowers = self._known.knowers
 
     # ------------------------------------------------------- who knows what
 
     def host_up(self, now: float, index: int) -> None:
-        # A restarted host knows nothing of its own old row: who knows it stays
-        # as it was until the host is fit and brings its address in again.
-        self.learning[index] = now + self.timeout + self.hb
+        self._known.up(now, index)
 
-    def unfit(self, now: float, index: int) -> None:
+    def _unfit(self, now: float, index: int) -> None:
         """Host ``index`` is about to crash, leave, fail its test or be quiesced."""
-        h = self.sim.hosts[index]
+        h = self.world.hosts[index]
         if h.preferred is None or not fit(h):
             return
         since = self.fit_from.get(index, 0.0)
         self._brief(h.preferred, since, self._last_good(h.preferred, since), now)
         self.last_fit[h.preferred] = now
 
-    def host_down(self, now: float, index: int) -> None:
-        self._learn(now)
-        self.learning.pop(index, None)
-        for address, knew in self.knowers.items():
-            if knew is not None:
-                knew.discard(index)
-                if not knew and any(t > now for t in self.learning.values()):
-                    self.knowers[address] = None
-        gone = self.sim.hosts[index]
-        if gone.preferred is not None:
-            # Hosts that were up and heard it for the last heartbeat know it. A
-            # network change or loss in that time, or a partition, makes it unclear.
-            heard = now - self.hb - 0.01
-            net = self.sim.net
-            known = set()
-            unclear = False
-            for h in self.sim.hosts:
-                if not h.up:
-                    continue
-                since = max(h.started_at, gone.started_at)
-                if since > heard:
-                    # Too new to be sure (rows also spread through other hosts'
-                    # tables). Even a host started this very instant may still
-                    # get what the gone host sent before it went (in flight): the
-                    # stateful test found one that did.
-                    unclear = True
-                    continue
-                if (
-                    net.last_change >= heard
-                    or net.last_loss.get((index, h.index), -1.0) >= heard
-                    or not net.connected(now, index, h.index)
-                ):
-                    unclear = True
-                else:
-                    known.add(h.index)
-            before = self.knowers.get(gone.preferred, set())
-            if before is None or unclear:
-                self.knowers[gone.preferred] = None
-            else:
-                # Still known to those who knew it before a restart that never brought it in.
-                self.knowers[gone.preferred] = known | before
-
-    def _learn(self, now: float) -> None:
-        done = [i for i, t in self.learning.items() if t <= now]
-        net = self.sim.net
-        for index in done:
-            start = self.learning.pop(index) - self.timeout - self.hb
-            # A new host learns the rows of the hosts it hears; a network change
-            # while it was learning leaves that unclear.
-            changed = net.last_change >= start
-            for address, known in self.knowers.items():
-                if not known:
-                    continue
-                if changed:
-                    self.knowers[address] = None
-                elif any(net.connected(now, index, k) for k in known):
-                    known.add(index)
+    def host_down(self, now: float, index: int, released: list[Addr]) -> bool:
+        """Host ``index`` went down; ``released`` went off the service network
+        with it. True if that left nobody behind where somebody was: the engine
+        then schedules a judgement."""
+        self._known.down(now, index)
+        quiet_again = self.hearing.forget(index) and self._caught_up(now)
+        for address in released:
+            self.unheld(now, address, index, True)
+        return quiet_again
 
     # --------------------------------------------------------------- records
 
     def violate(self, invariant: str, now: float, detail: str) -> None:
         self.violations.append(Violation(invariant, round(now, 4), detail))
 
-    def disturbance(self, now: float) -> None:
+    def _disturbance(self, now: float) -> None:
         """A partition, loss burst or latency spike began: until the group has
         been quiet again, it may not have seen preferred hosts serving their own
         addresses, so its orphan countdowns may have started as early as now."""
         for address, holders in self.holders.items():
-            owner = self.sim.index_of_service.get(address)
+            owner = self.world.index_of_service.get(address)
             if owner is not None and owner in holders:
                 self.early.setdefault(address, now)
 
-    def introduce(self) -> None:
+    def _introduce_fit(self) -> None:
         """Note every host that is now fit to bring its address in; it does so
-        once its core has put the address in its table (at its next info)."""
-        for h in self.sim.hosts:
+        once its core has put the address in its table (at its next info).
+
+        Run at the first step after a fault: only a fault makes a host fit, so
+        the hosts fit then are those fit after the last fault (the others are
+        dropped again at once by ``_introduced``)."""
+        self._introduce = False
+        for h in self.world.hosts:
             if h.preferred is not None and fit(h):
                 self.introducing.add(h.index)
 
     def _introduced(self) -> None:
         for index in list(self.introducing):
-            h = self.sim.hosts[index]
+            h = self.world.hosts[index]
             if not fit(h) or h.preferred is None:
                 self.introducing.discard(index)
             elif h.core is not None and h.core.is_service_address(h.preferred):
                 self.introducing.discard(index)
                 self.introduced.add(h.preferred)
 
-    def fault(self, now: float) -> None:
-        """A fault began or ended (or a datagram was lost): restart the I1 clock."""
+    def fault(self, now: float, act: FaultAction) -> None:
+        """A fault begins or ends now: the engine tells the checker just before
+        the world applies it (so that it sees who is fit before a crash, leave,
+        failed test or quiesce). 'start' begins the run; 'behind+' and 'behind-'
+        (a receiver fell behind, the last one caught up) come from ``lost`` and
+        ``delivered``. Restarts the I1 clock."""
+        kind = act.kind
+        if kind in _UNFIT:
+            for index in act.hosts:
+                self._unfit(now, index)
+        elif kind in _FIT:
+            for index in act.hosts:
+                self.fit_from[index] = now
+        base = kind.rstrip("+-")
+        if base in DISTURBANCES and kind != "latency-":
+            if kind.endswith("+"):
+                self.active += 1
+                self._disturbance(now)
+            else:
+                self.active -= 1
+        if base not in ("behind", "start"):
+            self._introduce = True
+        self._restart(now)
+
+    @property
+    def quiet(self) -> bool:
+        """No disturbance is going on: I1 and I6 may be judged a bound from now."""
+        return not self.active
+
+    def lost(self, now: float, s: int, r: int, dgram: Datagram) -> None:
+        """dgram from s reached r in no copy: if r missed news, r is behind
+        until it hears s again (sim/hearing.py), and that is a disturbance."""
+        if self.hearing.lost(now, s, r, dgram, self.world.net.max_delay()):
+            self.fault(now, FaultAction(now, "behind+"))
+
+    def delivered(self, now: float, s: int, r: int, dgram: Datagram, sent: float) -> bool:
+        """r got dgram from s. True if nobody is behind any more and no other
+        disturbance is going on: the engine then schedules a judgement."""
+        return self.hearing.delivered(now, s, r, dgram, sent) and self._caught_up(now)
+
+    def _caught_up(self, now: float) -> bool:
+        """Nobody is behind any more: judge from now, as after a disturbance."""
+        self.fault(now, FaultAction(now, "behind-"))
+        return not self.active
+
+    def _restart(self, now: float) -> None:
         self.fault_at = now
         self.converged = False
         self.judged = False
         self.dirty = True
 
     def held(self, now: float, address: Addr, host: int) -> None:
-        self.holders.setdefault(address, set()).add(host)
-        if self.sim.hosts[host].preferred == address:
+        """The host has put the address online (the world has it already)."""
+        if self.world.hosts[host].preferred == address:
             before = self._last_good(address, now)
-            if self.sim.active:
+            if self.active:
                 # Taken back during a disturbance: the group may not see it, and
                 # its countdown may run from when it last did.
                 self.early.setdefault(address, before)
@@ -229,14 +243,15 @@ class Checker:
         network delay: the hosts may never have seen it (an info overtaken by a
         newer one is dropped as stale), so the address's fate is unclear
         between the old countdown and the new one."""
-        if now - since <= self.sim.net.max_delay():
+        if now - since <= self.world.net.max_delay():
             self.early[address] = min(self.early.get(address, before), before)
 
-    def unheld(self, now: float, address: Addr, host: int) -> None:
-        hs = self.holders.get(address)
-        if hs is not None and host in hs:
-            hs.discard(host)
-            if self.sim.hosts[host].preferred == address:
+    def unheld(self, now: float, address: Addr, host: int, held: bool) -> None:
+        """The host has taken the address offline (the world has it already);
+        ``held``: whether it had it."""
+        if held:
+            hs = self.holders[address]
+            if self.world.hosts[host].preferred == address:
                 since, before = self._held_from.pop(address, (now, now))
                 self._brief(address, since, before, now)
                 self.last_held_by_pref[address] = now
@@ -251,13 +266,15 @@ class Checker:
 
     def step(self, now: float) -> None:
         """Called after every simulator step that changed something."""
-        if self.learning:
-            self._learn(now)
+        if self._known.learning:
+            self._known.learn(now)
+        if self._introduce:
+            self._introduce_fit()
         if self.introducing:
             self._introduced()
         if self.dirty:
             self.dirty = False
-            self._track_dups(now)
+            self._i3.track(now)
             if not self.converged and self._settled_state(now, strict=False) is None:
                 self.converged = True
                 self.convergences.append(now - self.fault_at)
@@ -267,15 +284,16 @@ class Checker:
                     self.violate("I1", now, f"after convergence: {problem}")
                     self.judged = False
         if self.dups:
-            self._check_dups(now)
+            self._i3.check(now)
 
     def deadline(self, now: float, fault_at: float) -> None:
-        """Scheduled at fault time + bound: judge I1 and I4 if no fault came since."""
-        if fault_at != self.fault_at:
+        """Scheduled at fault time + bound: judge I1 and I4 if no fault came
+        since and no disturbance is going on (its end schedules the check)."""
+        if self.active or fault_at != self.fault_at:
             return
         self.i1_checks += 1
         for address in list(self.early):
-            owner = self.sim.index_of_service.get(address)
+            owner = self.world.index_of_service.get(address)
             if owner is not None and owner in self.holders.get(address, ()):
                 del self.early[address]
         problem = self._settled_state(now, strict=True)
@@ -291,15 +309,15 @@ class Checker:
             self.judged = True
 
     def _dns_answers(self, now: float) -> str | None:
-        sim = self.sim
+        world = self.world
         expected = sorted_ips(
             ipaddress.ip_address(h.preferred)
-            for h in sim.hosts
+            for h in world.hosts
             if h.preferred is not None
             and eligible(h)
             and h.index in self.holders.get(h.preferred, ())
         )
-        for h in sim.hosts:
+        for h in world.hosts:
             if h.up and h.core is not None:
                 got = advertise(views(h.core.view(now)), _DNS_POLICY).addresses
                 if got != expected:
@@ -309,7 +327,7 @@ class Checker:
         return None
 
     def _valid(self, now: float, address: Addr, owner: int) -> bool | None:
-        h = self.sim.hosts[owner]
+        h = self.world.hosts[owner]
         if fit(h) or (h.up and owner in self.holders.get(address, ())):
             return True
         if address not in self.introduced:
@@ -325,7 +343,7 @@ class Checker:
             self.last_held_by_pref.get(address, h.started_at), self.last_fit.get(address, 0.0)
         )
         first = min(last, self.early.get(address, last))
-        orphan = self.sim.params.orphan_timeout
+        orphan = self.world.params.orphan_timeout
         slack = self.timeout + 2 * self.hb + 0.05
         if first + orphan - now > slack:
             return True
@@ -336,8 +354,8 @@ class Checker:
     def _pins(self) -> dict[Addr, int]:
         """Addresses under an operator's move that the leader must honour: the
         winning request over the live hosts' entries is a MOVE to an eligible host."""
-        sim = self.sim
-        up = [h for h in sim.hosts if h.up and h.core is not None]
+        world = self.world
+        up = [h for h in world.hosts if h.up and h.core is not None]
         entries = [h.core.entry() for h in up if h.core is not None]
         if not any(e.requests for e in entries):
             return {}
@@ -345,17 +363,17 @@ class Checker:
         for address, req in winning(entries).items():
             if req.op != ReqOp.MOVE or req.target is None:
                 continue
-            t = sim.hosts[sim.index_of[req.target]]
+            t = world.hosts[world.index_of[req.target]]
             if eligible(t):
                 out[address] = t.index
         return out
 
     def _settled_state(self, now: float, *, strict: bool) -> str | None:
         """None if I1 (and, when strict, I4) hold now; else what is wrong."""
-        sim = self.sim
-        anyone_eligible = any(eligible(h) for h in sim.hosts)
+        world = self.world
+        anyone_eligible = any(eligible(h) for h in world.hosts)
         pins = self._pins()
-        for h in sim.hosts:
+        for h in world.hosts:
             address = h.preferred
             if address is None:
                 continue
@@ -367,14 +385,14 @@ class Checker:
                 if strict and holders:
                     return f"expired orphan {fmt(address)} still held by {sorted(holders)}"
                 continue
-            live_ok = [i for i in holders if sim.hosts[i].up and sim.hosts[i].ok]
+            live_ok = [i for i in holders if world.hosts[i].up and world.hosts[i].ok]
             if not anyone_eligible and not live_ok:
-                if strict and any(x.up for x in sim.hosts):
+                if strict and any(x.up for x in world.hosts):
                     since = self.last_unheld.get(address, 0.0)
                     said = self.cannot_at.get(address, -1.0)
                     # After a partition the leader may never have seen the other
                     # side place it: its earlier event still stands.
-                    if said < since and not (0.0 <= said < sim.net.last_change):
+                    if said < since and not (0.0 <= said < world.net.last_change):
                         return f"{fmt(address)} unassignable but no cannot-assign event"
                 continue
             if len(live_ok) != 1 or len(holders) != 1:
@@ -388,65 +406,3 @@ class Checker:
             if strict and fit(h) and holders != {h.index}:
                 return f"{fmt(address)} not back on its preferred host {h.index}: {sorted(holders)}"
         return None
-
-    def _track_dups(self, now: float) -> None:
-        net = self.sim.net
-        seen: set[tuple[Addr, int, int]] = set()
-        for address, hs in self.holders.items():
-            if len(hs) < 2:
-                continue
-            ordered = sorted(hs)
-            for i, a in enumerate(ordered):
-                for b in ordered[i + 1 :]:
-                    if net.connected(now, a, b):
-                        key = (address, a, b)
-                        seen.add(key)
-                        if key not in self.dups:
-                            self.dups[key] = _Dup(now)
-        for key in list(self.dups):
-            if key not in seen:
-                del self.dups[key]
-
-    def _check_dups(self, now: float) -> None:
-        sim = self.sim
-        net = sim.net
-        limit = 2 * self.hb + 2 * net.max_delay() + 2 * sim.params.action_delay + 0.001
-        for key, dup in self.dups.items():
-            if dup.reported:
-                continue
-            address, a, b = key
-            start = max(
-                dup.start, net.last_change, sim.hosts[a].started_at, sim.hosts[b].started_at
-            )
-            group = {a, b}
-            leaders = set()
-            for h in (a, b):
-                core = sim.hosts[h].core
-                if core is not None and core.leader is not None:
-                    leaders.add(sim.index_of.get(core.leader, -1))
-            (leader,) = leaders if len(leaders) == 1 else (-1,)
-            if (
-                leader < 0
-                or not sim.hosts[leader].up
-                or not (
-                    leader in group
-                    or (net.connected(now, leader, a) and net.connected(now, leader, b))
-                )
-            ):
-                # They do not agree on a leader that hears them both (yet): that
-                # settles within a timeout, and only then can the duplicate go.
-                dup.start = now
-                continue
-            group.add(leader)
-            for x in group:
-                for y in group:
-                    if x != y:
-                        start = max(start, net.last_loss.get((x, y), 0.0))
-            if now - start > limit:
-                dup.reported = True
-                self.violate(
-                    "I3",
-                    now,
-                    f"{fmt(address)} held by hosts {a} and {b} since {dup.start:.4f} "
-                    f"({now - start:.4f}s after they could hear each other)",
-                )

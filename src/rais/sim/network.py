@@ -103,3 +103,40 @@ class Network:
 
     def max_delay(self) -> float:
         return self.latency + self.extra_latency + self.jitter
+
+    # ---------------------------------------------------------------- faults
+
+    def partition(self, now: float, side: tuple[int, ...]) -> None:
+        """Cut the hosts in ``side`` off from the others on every network."""
+        self.side = {i: 1 for i in side}
+        self.last_change = now
+
+    def heal(self, now: float) -> None:
+        self.side = {}
+        self.last_change = now
+
+    def cut_link(self, now: float, network: int, hosts: tuple[int, ...]) -> None:
+        """Cut these hosts' links to one control network (no hosts: all of it)."""
+        self.cut[network] = set(hosts) if hosts else None
+        self.last_change = now
+
+    def mend_link(self, now: float, network: int) -> None:
+        self.cut[network] = set()
+        self.last_change = now
+
+    def set_loss(self, loss: float) -> None:
+        """A loss burst on every link, on top of the background loss (0: over)."""
+        self.extra_loss = loss
+
+    def set_latency(self, now: float, latency: float) -> None:
+        """A latency spike on every link (0: over)."""
+        old = self.extra_latency
+        self.extra_latency = latency
+        self.last_change = now
+        if latency < old:
+            # Spikes may overlap: what was sent under the higher latency still lands.
+            self.in_flight_until = max(self.in_flight_until, now + old + self.jitter)
+
+    def drained(self, now: float) -> None:
+        """The last datagram delayed by a latency spike has landed."""
+        self.last_change = now
