@@ -46,15 +46,28 @@ async def run_shell(command: str, timeout: float, *, stdout: bool = False) -> Sh
     The command gets its own session (process group): on timeout, and when the
     caller is cancelled, the whole group is killed and reaped.
     """
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+    starting = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
     )
+    try:
+        proc = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        # Cancelled while asyncio was still setting up the pipes: the command
+        # may be running already. Let the start finish, then kill its group.
+        with contextlib.suppress(OSError):
+            started = await starting
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(started.pid, signal.SIGKILL)
+            await started.wait()
+        raise
     try:
         async with asyncio.timeout(timeout):
             out, err = await proc.communicate()
