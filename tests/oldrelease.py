@@ -42,9 +42,9 @@ def _ci_root() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true" and os.geteuid() == 0
 
 
-def _missing(why: str) -> NoReturn:
+def _missing(why: str, commit: str = RELEASE_1) -> NoReturn:
     """The history is not there: skip, or fail under CI as root."""
-    message = f"old release {RELEASE_1[:8]} not available: {why}"
+    message = f"old release {commit[:8]} not available: {why}"
     if _ci_root():
         pytest.fail(f"{message}; CI=true and root, so this is a failure, not a skip")
     pytest.skip(message)
@@ -123,7 +123,7 @@ def export_release(tmp: Path, commit: str = RELEASE_1) -> Release:
     itself (see the module docstring)."""
     root = repository_root()
     if _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
-        _missing(f"commit {commit} is not in the history of {root} (a shallow clone?)")
+        _missing(f"commit {commit} is not in the history of {root} (a shallow clone?)", commit)
     tree = tmp / f"release-{commit[:8]}"
     tree.mkdir(parents=True)
     archive = tmp / f"release-{commit[:8]}.tar"
