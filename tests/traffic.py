@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from netlab import Lab
@@ -123,13 +124,14 @@ class UdpProbe:
                 p.stdout.close()
 
 
-_MON = re.compile(r"^(Deleted )?\d+: (\S+)\s+inet6? (\S+?)/(\d+)")
+_MON = re.compile(r"^(?:\[(\S+)\] ?)?(Deleted )?\d+: (\S+)\s+inet6? (\S+?)/(\d+)")
 
 
 @dataclass
 class Change:
     time: float
-    """time.monotonic() when the line was read."""
+    """time.monotonic() when the line was read (``stamped``: when ``ip`` got
+    the change, its wall-clock stamp moved onto the monotonic clock)."""
     host: str
     address: str
     added: bool
@@ -142,6 +144,9 @@ class AddrMonitor:
 
     net: Lab
     hosts: list[str]
+    stamped: bool = False
+    """``ip -ts``: time each change by ``ip``'s own stamp, not by when this
+    process read the line (no skew from a busy reader between hosts)."""
     changes: list[Change] = field(default_factory=list)
     _procs: list[subprocess.Popen[str]] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -149,7 +154,8 @@ class AddrMonitor:
 
     def start(self) -> None:
         for h in self.hosts:
-            argv = ["ip", "-n", self.net.ns(h), "-o", "monitor", "address"]
+            argv = ["ip", "-n", self.net.ns(h), "-o", *(["-ts"] if self.stamped else [])]
+            argv += ["monitor", "address"]
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
             self._procs.append(proc)
             t = threading.Thread(target=self._read, args=(h, proc), daemon=True)
@@ -165,7 +171,10 @@ class AddrMonitor:
         for line in proc.stdout:
             m = _MON.match(line)
             if m:
-                self.changes.append(Change(time.monotonic(), host, m.group(3), not m.group(1)))
+                at = time.monotonic()
+                if m.group(1):
+                    at -= time.time() - datetime.fromisoformat(m.group(1)).timestamp()
+                self.changes.append(Change(at, host, m.group(4), not m.group(2)))
 
     def stop(self) -> None:
         for p in self._procs:
