@@ -27,6 +27,12 @@ def _check(params: SimParams) -> None:
     assert result.convergences, "the run never reached a converged state"
 
 
+SWEEP_TIMEOUT = 7200
+"""Seconds a whole sweep may take: with --slow, 1,000 seeds of 32 hosts take
+about 17 minutes of one core, past pytest-timeout's default of 600 s."""
+
+
+@pytest.mark.timeout(SWEEP_TIMEOUT)
 @pytest.mark.parametrize(
     ("hosts", "spares", "duration"), [(3, 1, 60.0), (8, 2, 40.0), (32, 2, 15.0)]
 )
@@ -49,6 +55,7 @@ LOSSES = (0.02, 0.04, 0.06, 0.08, 0.10)
 """Background loss on every link, by seed: the suite covers 0.02 to 0.10."""
 
 
+@pytest.mark.timeout(SWEEP_TIMEOUT)
 @pytest.mark.parametrize(
     ("hosts", "spares", "duration", "quick"),
     [(3, 1, 60.0, 80), (8, 2, 40.0, 40), (32, 2, 15.0, 12)],
