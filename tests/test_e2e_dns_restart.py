@@ -259,7 +259,12 @@ async def test_restarting_the_leader_never_shrinks_bind(site: Site) -> None:
             stopped = time.time()
             site.stop("h1", signal.SIGKILL if i % 2 else signal.SIGTERM)
             starts.append((stopped, site.start("h1")))
-            await wait_for(lambda: site.leader("h2") == "192.0.2.11", 5.0)
+            # Right after a SIGKILL, h2 still names the dead h1 until it times
+            # it out: wait for the new h1 to lead in its own view, then in h2's.
+            await wait_for(
+                lambda: site.leader("h1") == "192.0.2.11" and site.leader("h2") == "192.0.2.11",
+                5.0,
+            )
             leaders.append(site.leader("h2"))
             await wait_for(lambda: None, 1.0)
         results = watch.results()
