@@ -84,6 +84,18 @@ def require_bind() -> tuple[str, str]:
     pytest.skip(f"BIND: {missing} not found (Debian: apt-get install bind9 bind9-dnsutils)")
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a server still running, then SIGKILL it after ``timeout`` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 for both UDP and TCP (at the time of asking)."""
     for _ in range(50):
@@ -272,15 +284,8 @@ class BindServer:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; remove the directory."""
-        proc = self.process
         try:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(self.process, STOP_TIMEOUT)
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 

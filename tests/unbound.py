@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from bind import find_tool, free_port
+from bind import find_tool, free_port, terminate
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -142,14 +141,7 @@ class Unbound:
                 self.process.wait(0.05)
 
     def stop(self) -> None:
-        proc = self.process
         try:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(self.process, STOP_TIMEOUT)
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
