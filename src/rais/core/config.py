@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rais.core.addr import Addr, fmt
+from rais.core.features import FEATURES, WIRE_VERSIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,14 @@ class CoreConfig:
     it decides again; 0 means ``timeout``."""
     peers_per_message: int = 12
     max_datagram: int = 1400
+    extras: tuple[tuple[Addr, int], ...] = ()
+    """The other addresses (and prefix lengths) of this host's preferred address
+    set; ``preferred`` is its first address, the set's key."""
+    wire_versions: tuple[int, ...] = WIRE_VERSIONS
+    """The wire versions this host speaks; (1,) makes it behave as the version-1
+    release (the simulator's model of an old host)."""
+    features: tuple[str, ...] = FEATURES
+    """The features this host announces (none for a version-1 host)."""
 
     def __post_init__(self) -> None:
         if not self.control:

@@ -78,6 +78,17 @@ class HostEntry:
     prefixlen: int
     served: tuple[tuple[Addr, AddrState], ...]
     requests: tuple[Request, ...] = ()
+    extras: tuple[tuple[Addr, int], ...] = ()
+    """The other addresses (with prefix lengths) of the preferred address set;
+    ``preferred`` is the set's key. Wire version 2 only (a version-1 entry has none)."""
+    pause_ms: int = 0
+    """Non-zero: the host is restarting its agent in place and asks the group to
+    keep its addresses where they are for this many milliseconds from the
+    arrival of this info (``rais pause``). Wire version 2 only."""
+    versions: tuple[int, ...] = (1,)
+    """The wire versions the host speaks, ascending (a version-1 host: (1,))."""
+    features: tuple[str, ...] = ()
+    """The features the host supports, sorted (rais.core.features)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +111,8 @@ class TableEntry:
     prefixlen: int
     preferred: Addr
     orphan_ms: int
+    extras: tuple[tuple[Addr, int], ...] = ()
+    """The other addresses of the row's address set (wire version 2 only)."""
 
 
 NOT_ORPHANED = 0xFFFFFFFF
@@ -113,6 +126,8 @@ class Command:
     target: Addr
     address: Addr
     prefixlen: int
+    extras: tuple[tuple[Addr, int], ...] = ()
+    """The other addresses of the address set keyed by ``address`` (wire version 2 only)."""
 
 
 @dataclass(frozen=True, slots=True)

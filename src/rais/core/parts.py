@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from rais.core import wire
+from rais.core import features, wire
 from rais.core.addr import Addr
 from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
@@ -98,7 +98,15 @@ class CoreParts:
             prefixlen=c.prefixlen,
             served=self.served.snapshot(),
             requests=self.requests.snapshot(),
+            extras=c.extras,
+            versions=c.wire_versions,
+            features=c.features,
         )
+
+    def common_features(self) -> frozenset[str]:
+        """The features every live member of the group, this host included,
+        announces (rais.core.features): a feature is used only while it is common."""
+        return features.common(self.entry(), self.members.live())
 
     def drops(self) -> dict[str, int]:
         """Datagrams dropped, by reason."""
