@@ -39,6 +39,8 @@ def _host(m: MemberView, scale: int) -> HostStatus:
         ),
         served=tuple(ServedStatus(fmt(a), s.name.lower()) for a, s in entry.served),
         last_heard_s=0.0 if m.this_host else round(m.age, 3),
+        wire_versions=entry.versions,
+        features=entry.features,
     )
 
 
@@ -98,6 +100,8 @@ def group_status(
         dropped=dict(view.drops),
         counters=dict(counters),
         dns=dns,
+        wire_version=view.wire_version,
+        common_features=view.common_features,
     )
 
 
@@ -121,16 +125,20 @@ def render(status: dict[str, Any]) -> str:
             state = {True: "passing", False: "FAILING", None: "pending"}[t["ok"]]
             why = f"  ({t['reason']})" if t["reason"] and t["ok"] is not True else ""
             lines.append(f"  test {t['name']:<20} {state}{why}")
+        if "wire_version" in g:
+            common = ", ".join(g.get("common_features", [])) or "none"
+            lines.append(f"  wire version {g['wire_version']}, common features: {common}")
         lines.append(
             f"  {'host':<24} {'live':<5} {'ok':<5} {'quiesced':<9} {'spare':<6} "
-            f"utilization (load/capacity)"
+            f"{'wire':<6} utilization (load/capacity)"
         )
         for h in g["hosts"]:
             util = h.get("utilization")
             load = f"{util} ({h['load']}/{h['capacity']})" if util is not None else "-"
+            wire = ",".join(str(v) for v in h.get("wire_versions", [1]))
             lines.append(
                 f"  {h['id']:<24} {_yn(h['live']):<5} {_yn(h['ok']):<5} "
-                f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {load}"
+                f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {wire:<6} {load}"
             )
         lines.append(f"  {'address':<28} {'state':<11} {'holder':<24} preferred host")
         for a in g["addresses"]:

@@ -47,6 +47,10 @@ class HostStatus:
     """Its preferred address with its prefix length (None: a spare or an observer)."""
     served: tuple[ServedStatus, ...]
     last_heard_s: float | None
+    wire_versions: tuple[int, ...] = (1,)
+    """The wire versions it speaks (a host of the version-1 release: 1 only)."""
+    features: tuple[str, ...] = ()
+    """The features it announces."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,10 @@ class GroupStatus:
     dropped: Mapping[str, int]
     counters: Mapping[str, int]
     dns: DnsStatus | None = None
+    wire_version: int = 1
+    """The wire version this host sends in now."""
+    common_features: tuple[str, ...] = ()
+    """The features every live host announces: only these are used."""
 
     def me(self) -> HostStatus | None:
         """This host's own entry."""
@@ -205,6 +213,8 @@ def _group(g: GroupStatus) -> dict[str, Any]:
     }
     if g.dns is not None:
         out["dns"] = _dns(g.dns)
+    out["wire_version"] = g.wire_version
+    out["common_features"] = list(g.common_features)
     return out
 
 
@@ -224,6 +234,8 @@ def _host(h: HostStatus) -> dict[str, Any]:
         "preferred": h.preferred,
         "served": [{"address": s.address, "state": s.state} for s in h.served],
         "last_heard_s": h.last_heard_s,
+        "wire_versions": list(h.wire_versions),
+        "features": list(h.features),
     }
 
 
