@@ -376,9 +376,7 @@ async def test_rolling_upgrade_downgrade_and_mixed_failover(group: Group) -> Non
                 if seen is None:
                     continue
                 version, common, versions = seen
-                want = {
-                    host_id(o): [1, 2] if g.current[o].version == "new" else [1] for o in HOSTS
-                }
+                want = {host_id(o): [1, 2] if g.current[o].version == "new" else [1] for o in HOSTS}
                 assert versions == want, (step.name, h, versions)
                 assert version == (2 if all_new else 1), (step.name, h, version)
                 assert (common == ["pause", "sets"]) == all_new, (step.name, h, common)
