@@ -47,6 +47,9 @@ class HostStatus:
     """Its preferred address with its prefix length (None: a spare or an observer)."""
     served: tuple[ServedStatus, ...]
     last_heard_s: float | None
+    paused_s: float | None = None
+    """Seconds left of the pause it announced (``rais pause``: it restarts in
+    place and keeps its addresses meanwhile); None: not pausing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,7 @@ def _host(h: HostStatus) -> dict[str, Any]:
         "preferred": h.preferred,
         "served": [{"address": s.address, "state": s.state} for s in h.served],
         "last_heard_s": h.last_heard_s,
+        "paused_s": h.paused_s,
     }
 
 

@@ -56,10 +56,14 @@ def lacking(own: HostEntry, live: Iterable[HostEntry]) -> list[HostEntry]:
     return [e for e in (own, *live) if features.PAUSE not in e.features]
 
 
-def kernel_lifetime(remaining: float) -> int:
-    """The kernel lifetime (whole seconds, at least 1) that runs out no later
-    than ``KERNEL_MARGIN`` before a pause with ``remaining`` seconds left ends."""
-    return max(1, math.floor(remaining - KERNEL_MARGIN))
+def kernel_lifetime(normal: int, remaining: float | None) -> int:
+    """The kernel lifetime (whole seconds) a refresh of a held address sets: the
+    ``normal`` one (about the timeout), or while a pause has ``remaining``
+    seconds left, enough to cover it but running out ``KERNEL_MARGIN`` before it
+    ends (never shorter than ``normal``)."""
+    if remaining is None or remaining <= 0:
+        return normal
+    return max(normal, math.floor(remaining - KERNEL_MARGIN))
 
 
 class OwnPause:
