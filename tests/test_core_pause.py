@@ -146,7 +146,11 @@ def test_refusals() -> None:
     c = _started()
     refused: list[str | None] = []
     for duration in (1.0, 301.0):
-        c.poke(0, lambda core, now, d=duration: refused.append(core.pause(now, d)))
+
+        def ask(core: Core, now: float, d: float = duration) -> None:
+            refused.append(core.pause(now, d))
+
+        c.poke(0, ask)
     assert refused == [
         "a pause must last from 2s to 300s, not 1s",
         "a pause must last from 2s to 300s, not 301s",
