@@ -73,6 +73,8 @@ def same_state(a: HostEntry, b: HostEntry) -> bool:
         and a.observer == b.observer
         and a.preferred == b.preferred
         and (a.pause_ms > 0) == (b.pause_ms > 0)
+        and a.versions == b.versions
+        and a.features == b.features
     )
 
 

@@ -20,6 +20,7 @@ from rais.core.outbox import Outbox
 from rais.core.pause import OwnPause, lacking
 from rais.core.requests import Requests
 from rais.core.served import Served
+from rais.core.versions import Versions, send_version
 from rais.core.view import CoreView, MemberView
 
 
@@ -36,6 +37,7 @@ class CoreParts:
         self.out = Outbox(config.group, self.id)
         self.sender = Sender(config, self.epoch, self.out)
         self.inbox = Inbox(self.id)
+        self.versions = Versions()
         self.members = Membership(self.id, config.timeout)
         self.table = AddressTable(config.orphan_timeout)
         self.served = Served(self.out)
@@ -148,6 +150,8 @@ class CoreParts:
             rows=self.table.views(now),
             expired=tuple(self.table.expired),
             drops=self.drops(),
+            wire_version=send_version(own, live := self.members.live()),
+            common_features=tuple(sorted(features.common(own, live))),
         )
 
     def holding(self, address: Addr) -> AddrState | None:

@@ -72,6 +72,10 @@ class CoreView:
     expired: tuple[Addr, ...]
     """Service addresses whose orphan countdown ran out."""
     drops: Mapping[str, int]
+    wire_version: int = 1
+    """The wire version this host sends in now (rais.core.versions)."""
+    common_features: tuple[str, ...] = ()
+    """The features every live member announces, sorted: only these are used."""
     """Datagrams dropped, by reason."""
 
     @property
