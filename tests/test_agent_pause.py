@@ -4,11 +4,12 @@ refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
-from test_agent import Cluster, Host
+from test_agent import TIMEOUT, Cluster, Host
 
 from rais.admin.api import make_app
 from rais.core.effects import EventKind
@@ -96,3 +97,26 @@ async def test_pause_through_the_api(tmp_path: Path) -> None:
         assert 29.0 < me["paused_s"] <= 30.0
     await c.stop(h)
     assert h.held == {str(ADDR)}
+
+
+async def test_the_group_keeps_a_paused_hosts_address_where_it_is(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, 3, spares=1)
+    for h in c.hosts:
+        await c.start(h, boot=_boot())
+    await c.until(c.settled)
+    one, two, spare = c.hosts
+    assert two.agent is not None and two.agent.pause(3.0) is None
+    await c.until(lambda: EventKind.HOST_PAUSED in _kinds(one))
+    await c.stop(two)
+    await asyncio.sleep(TIMEOUT * 3)  # silent far past the timeout
+    assert spare.held == set() and two.held == {"198.51.100.2"}
+    await c.start(two, boot=_boot())
+    await c.until(lambda: EventKind.HOST_RESUMED in _kinds(one))
+    await asyncio.sleep(TIMEOUT * 2)
+    assert spare.held == set() and two.held == {"198.51.100.2"}
+    for h in (one, spare):
+        assert EventKind.HOST_LOST not in _kinds(h)
+    assert _kinds(spare).count(EventKind.ACQUIRED) == 0
+    assert _kinds(one).count(EventKind.ACQUIRED) == 1  # its own address, at start
+    for h in c.hosts:
+        await c.stop(h)

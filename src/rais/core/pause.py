@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable
 
 from rais.core import features
-from rais.core.addr import fmt
+from rais.core.addr import Addr, fmt
 from rais.core.messages import HostEntry
 
 MIN_PAUSE = 2.0
@@ -89,5 +89,6 @@ class OwnPause:
         return False
 
 
-def refusal_text(group: str, hosts: list[HostEntry]) -> str:
-    return f"group {group}: " + ", ".join(fmt(h.id) for h in hosts) + " cannot keep a pause"
+def refusal_text(group: str, hosts: list[Addr]) -> str:
+    """Why a pause is refused in ``group``: the ``hosts`` lacking the feature."""
+    return f"group {group}: " + ", ".join(fmt(h) for h in hosts) + " cannot keep a pause"
