@@ -45,6 +45,12 @@ def largest_gap(answers: Answers) -> float:
     return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
 
 
+def gaps_over(answers: Answers, limit: float) -> list[tuple[float, float]]:
+    """(start, length) of every gap longer than ``limit``, from the first answer."""
+    times = sorted(t for _, t, _ in answers.got)
+    return [(a - times[0], b - a) for a, b in itertools.pairwise(times) if b - a > limit]
+
+
 async def _restart(net: Lab, rais: Rais, *, pause: bool) -> tuple[Answers, AddrMonitor, str, str]:
     await settle(net, rais)
     probe = UdpProbe(net, hosts(net), VIP2, rais.tmp)
@@ -76,6 +82,7 @@ async def test_an_in_place_restart_moves_nothing(cluster: tuple[Lab, Rais]) -> N
     answers, monitor, h1, h3 = await _restart(net, rais, pause=True)
     gap = largest_gap(answers)
     print(f"in-place restart: largest gap {gap * 1000:.1f} ms, {len(answers.got)} answers")
+    print("gaps over 10 ms (start s, length s):", gaps_over(answers, 0.010))
     assert {h for _, _, h in answers.got} == {"h2"}
     assert gap <= 0.020, gap
     changes = [c for c in monitor.changes if c.address == VIP2]
