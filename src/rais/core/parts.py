@@ -8,14 +8,14 @@ from __future__ import annotations
 import random
 
 from rais.core import features, wire
-from rais.core.addr import Addr
+from rais.core.addr import Addr, fmt
 from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.control import Controller
 from rais.core.emit import PeerPages, Sender
 from rais.core.inbox import Inbox
 from rais.core.membership import Membership
-from rais.core.messages import AddrState, HostEntry
+from rais.core.messages import AddrState, HostEntry, Request
 from rais.core.outbox import Outbox
 from rais.core.pause import OwnPause, lacking
 from rais.core.requests import Requests
@@ -119,6 +119,19 @@ class CoreParts:
         """The hosts of the group, this one included, that do not announce the
         ``pause`` feature: while there is any, ``rais pause`` is refused."""
         return [e.id for e in lacking(self.entry(), self.members.live())]
+
+    def refusal(self, req: Request) -> str | None:
+        """Why an operator request (``rais move`` / ``rais failback``) cannot be
+        taken here (None: it can)."""
+        if self.left or self.leaving:
+            return "this host is leaving the group"
+        if req.address not in self.table.rows:
+            return f"{fmt(req.address)} is not a service address of group {self.config.group}"
+        if req.target is not None and req.target != self.id:
+            rec = self.members.records.get(req.target)
+            if rec is None or not rec.live:
+                return f"host {fmt(req.target)} is not a live member of group {self.config.group}"
+        return None
 
     def drops(self) -> dict[str, int]:
         """Datagrams dropped, by reason."""

@@ -61,13 +61,13 @@ from rais.sim.world import World
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)
 
-DISTURBANCES = ("partition", "loss", "latency", "drained", "behind")
+DISTURBANCES = ("partition", "loss", "latency", "drained", "behind", "pause")
 """Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
 quiesce and a cut control network are states the group must converge under. A
 receiver being behind on a sender after a lost datagram (sim/hearing.py) also
 lasts, until it has caught up ('behind+' and 'behind-')."""
 
-_UNFIT = ("crash+", "leave+", "test+", "quiesce+")
+_UNFIT = ("crash+", "leave+", "test+", "quiesce+", "lapse+")
 _FIT = ("boot", "crash-", "leave-", "test-", "quiesce-")
 
 
@@ -110,6 +110,9 @@ class Checker:
         self.introducing: set[int] = set()
         self._known = Knowers(world)
         self.knowers = self._known.knowers
+        self.paused_hold: dict[int, tuple[frozenset[Addr], float]] = {}
+        """P1: what each paused host held when its agent stopped, and until when
+        (its kernel lifetime) nobody may take it from it."""
 
     # ------------------------------------------------------- who knows what
 
@@ -221,8 +224,31 @@ class Checker:
         self.judged = False
         self.dirty = True
 
+    def paused(self, now: float, index: int, held: list[Addr], kernel_until: float) -> None:
+        """Host ``index``'s agent stopped in place after a pause, holding ``held``."""
+        self.paused_hold[index] = (frozenset(held), kernel_until)
+
+    def pause_over(self, now: float, index: int) -> None:
+        """The paused host is back (a new process that took over) or its
+        addresses' kernel lifetime ran out. Back: it must still hold them all."""
+        hold, _ = self.paused_hold.pop(index, (frozenset(), 0.0))
+        h = self.world.hosts[index]
+        if h.core is not None:
+            for address in hold:
+                if h.core.holding(address) is None:
+                    self.violate("P1", now, f"host {index} resumed without {fmt(address)}")
+
+    def _moved_off_pause(self, now: float, address: Addr, host: int) -> None:
+        for index, (hold, until) in self.paused_hold.items():
+            if index != host and address in hold and now < until:
+                self.violate(
+                    "P1", now, f"host {host} acquired {fmt(address)} of paused host {index}"
+                )
+
     def held(self, now: float, address: Addr, host: int) -> None:
         """The host has put the address online (the world has it already)."""
+        if self.paused_hold:
+            self._moved_off_pause(now, address, host)
         if self.world.hosts[host].preferred == address:
             before = self._last_good(address, now)
             if self.active:
@@ -249,6 +275,10 @@ class Checker:
     def unheld(self, now: float, address: Addr, host: int, held: bool) -> None:
         """The host has taken the address offline (the world has it already);
         ``held``: whether it had it."""
+        if held and host in self.paused_hold:
+            hold, until = self.paused_hold[host]
+            if address in hold and now < until:
+                self.violate("P1", now, f"paused host {host} lost {fmt(address)}")
         if held:
             hs = self.holders[address]
             if self.world.hosts[host].preferred == address:
