@@ -31,7 +31,6 @@ from rais.core.messages import (
     Request,
 )
 from rais.core.parts import CoreParts
-from rais.core.pause import out_of_bounds, refusal_text
 from rais.core.requests import winning
 from rais.core.versions import send_version
 
@@ -142,14 +141,9 @@ class Core(CoreParts):
         """Operator: this host's agent restarts in place within ``duration``
         seconds (``rais pause``; rais.core.pause). Returns why it was refused, or
         None. The caller checks ``pause_lacking`` in every group of the host first."""
-        if self.left or self.leaving:
-            return "this host is leaving the group"
-        why = out_of_bounds(duration, self.config.timeout)
+        why = self.pause_refusal(duration)
         if why is not None:
             return why
-        lacking = self.pause_lacking()
-        if lacking:
-            return refusal_text(self.config.group, lacking)
         self._input(now, lambda now: self._pause(now, duration))
         return None
 

@@ -132,11 +132,14 @@ class Membership:
         that it heard it ``age`` seconds ago. Taken, as if heard then, only by a
         host that has never heard it (it booted since the pause began) or that
         heard it last before the relayer did (it lost the info that announced
-        the pause); a host it already counts as gone stays gone. None: not taken."""
+        the pause, or was cut off from the group then and took the host for
+        failed); but a host whose pause has lapsed here stays gone. None: not taken."""
         rec = self.records.get(entry.id)
         heard_at = now - age
         if rec is not None and (
-            not rec.live or rec.last_heard >= heard_at or rec.paused(now, self.timeout)
+            rec.last_heard >= heard_at
+            or rec.paused(now, self.timeout)
+            or (not rec.live and rec.pause_until is not None)  # its pause lapsed here
         ):
             return None
         heard = self.heard(now, entry)

@@ -113,6 +113,10 @@ class Checker:
         self.paused_hold: dict[int, tuple[frozenset[Addr], float]] = {}
         """P1: what each paused host held when its agent stopped, and until when
         (its kernel lifetime) nobody may take it from it."""
+        self.cut = 0
+        """Partitions and latency spikes going on: a pause that overlaps one is
+        not judged by P1 (a host cut off from the pausing one, or hearing it
+        later than its timeout, takes it for failed, as any host: issue 13)."""
 
     # ------------------------------------------------------- who knows what
 
@@ -133,6 +137,11 @@ class Checker:
         with it. True if that left nobody behind where somebody was: the engine
         then schedules a judgement."""
         self._known.down(now, index)
+        for paused in list(self.paused_hold):
+            if not self._remembered(now, paused):
+                # nobody up knows of the pause any more: a host that boots now
+                # cannot learn it (docs/protocol.md, "Restarting in place")
+                del self.paused_hold[paused]
         quiet_again = self.hearing.forget(index) and self._caught_up(now)
         for address in released:
             self.unheld(now, address, index, True)
@@ -193,6 +202,12 @@ class Checker:
                 self._disturbance(now)
             else:
                 self.active -= 1
+        if base in ("partition", "latency", "drained"):
+            if kind in ("partition+", "latency+"):
+                self.cut += 1
+                self.paused_hold.clear()  # not judged: see ``cut``
+            elif kind in ("partition-", "drained-"):
+                self.cut -= 1
         if base not in ("behind", "start"):
             self._introduce = True
         self._restart(now)
@@ -226,7 +241,18 @@ class Checker:
 
     def paused(self, now: float, index: int, held: list[Addr], kernel_until: float) -> None:
         """Host ``index``'s agent stopped in place after a pause, holding ``held``."""
-        self.paused_hold[index] = (frozenset(held), kernel_until)
+        if not self.cut and self.world.net.last_change < now - self.timeout:
+            self.paused_hold[index] = (frozenset(held), kernel_until)
+
+    def _remembered(self, now: float, index: int) -> bool:
+        """Some other host that is up knows host ``index`` is paused."""
+        paused_id = self.world.hosts[index].id
+        for h in self.world.hosts:
+            if h.index != index and h.up and h.core is not None:
+                for m in h.core.view(now).members:
+                    if m.id == paused_id and m.paused_s is not None:
+                        return True
+        return False
 
     def pause_over(self, now: float, index: int) -> None:
         """The paused host is back (a new process that took over) or its
