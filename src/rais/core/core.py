@@ -99,6 +99,7 @@ class Core(CoreParts):
             self.control.next_deadline() if self.is_leader else None,
             self.next_announce,
             self.requests.next_expiry(),
+            self.link.fit_at,
             None if self.settled else self.settle_at,
         ):
             if d is not None and d < t:
@@ -108,6 +109,12 @@ class Core(CoreParts):
     def test_result(self, now: float, ok: bool, reason: str = "") -> None:
         """The combined result of this group's tests (fig. 3, steps 305-320)."""
         self._input(now, lambda now: self._tested(now, ok, reason))
+
+    def link_state(self, now: float, up: bool, reason: str = "") -> None:
+        """The carrier of this group's service interface, as the driver reads
+        it (issue 13): down, the host is not fit at once; up again, it is fit
+        once the carrier has stayed up for ``link_hold`` (rais.core.link)."""
+        self._input(now, lambda now: self._linked(now, up, reason))
 
     def load_sample(self, now: float, load: int, capacity: int) -> None:
         """Load and capacity for the next info (unsigned 32-bit, figure 2C); not
@@ -153,6 +160,18 @@ class Core(CoreParts):
         else:
             self.out.event(now, EventKind.TEST_FAILED, None, reason)
             self.served.release_all()
+        self._self_changed(now)
+        return True
+
+    def _linked(self, now: float, up: bool, reason: str) -> bool:
+        change = self.link.report(now, up, reason)
+        if change is None:
+            return False
+        if change == "down":
+            self.out.event(now, EventKind.LINK_DOWN, None, reason)
+            self.served.release_all()
+        else:
+            self.out.event(now, EventKind.LINK_UP, None, reason)
         self._self_changed(now)
         return True
 
@@ -276,6 +295,10 @@ class Core(CoreParts):
             self._need_pass = True
         if self.is_leader and self.control.expire(now):
             self._need_pass = True
+        if self.link.expire(now):
+            held = f" (up for {self.config.link_hold:g}s)"
+            self.out.event(now, EventKind.LINK_UP, None, self.link.reason + held)
+            self._self_changed(now)
         if self.next_announce is not None and now >= self.next_announce:
             self.served.announce_all()
             self.next_announce = now + self.config.announce_interval

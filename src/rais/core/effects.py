@@ -28,6 +28,8 @@ class EventKind(StrEnum):
     ORPHAN_EXPIRED = "orphan-expired"
     MOVE_REQUESTED = "move-requested"
     FAILBACK_REQUESTED = "failback-requested"
+    LINK_DOWN = "link-down"
+    LINK_UP = "link-up"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rais.core.addr import Addr
+from rais.core.link import LinkView
 from rais.core.messages import AddrState, HostEntry
 
 
@@ -58,6 +59,7 @@ class CoreView:
     settled: bool
     """Has heard the group for one full timeout since it started listening."""
     ok: bool
+    """The OK this host advertises: its tests pass and its link is fit."""
     quiesced: bool
     """Quiesced by the operator (the entry's flag also covers leaving)."""
     left: bool
@@ -68,11 +70,15 @@ class CoreView:
     expired: tuple[Addr, ...]
     """Service addresses whose orphan countdown ran out."""
     drops: Mapping[str, int]
+    """Datagrams dropped, by reason."""
     wire_version: int = 1
     """The wire version this host sends in now (rais.core.versions)."""
     common_features: tuple[str, ...] = ()
     """The features every live member announces, sorted: only these are used."""
-    """Datagrams dropped, by reason."""
+    tests_ok: bool = True
+    """The combined result of this host's tests of the group."""
+    link: LinkView = LinkView(True, True, "", 0.0, None)
+    """The service link as the driver last reported it, and its hold-down."""
 
     @property
     def is_leader(self) -> bool:
