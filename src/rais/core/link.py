@@ -35,7 +35,7 @@ class LinkView:
 
     @property
     def state(self) -> str:
-        """"up", "down" or "holding" (carrier back, hold-down running)."""
+        """ "up", "down" or "holding" (carrier back, hold-down running)."""
         if self.fit:
             return "up"
         return "holding" if self.carrier else "down"

@@ -13,7 +13,7 @@ group's) are ``Core.holding`` and ``Core.is_service_address``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rais.core.addr import Addr
 from rais.core.link import LinkView
@@ -77,7 +77,7 @@ class CoreView:
     """The features every live member announces, sorted: only these are used."""
     tests_ok: bool = True
     """The combined result of this host's tests of the group."""
-    link: LinkView = LinkView(True, True, "", 0.0, None)
+    link: LinkView = field(default_factory=lambda: LinkView(True, True, "", 0.0, None))
     """The service link as the driver last reported it, and its hold-down."""
 
     @property

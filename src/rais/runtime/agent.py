@@ -27,6 +27,7 @@ from rais.admin.status_view import AgentStatus
 from rais.config import IP, AgentConfig, ConfigError, GroupConfig, load
 from rais.dns.group import GroupDns
 from rais.dns.server import DnsServer
+from rais.drivers.base import Links
 from rais.drivers.scripts import ScriptRunner
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.runtime.dns_service import DnsService
@@ -44,6 +45,18 @@ def real_probes(tests: Mapping[str, TestSpec], loads: Mapping[str, LoadSpec]) ->
     from rais.probes.hub import ProbeHub
 
     return ProbeHub(tests, loads)
+
+
+def real_links() -> Links:
+    """The link watcher over rtnetlink (link events, rais.drivers.links)."""
+    from rais.drivers.links import NetlinkLinks
+
+    return NetlinkLinks()
+
+
+LINKS_READY = 1.0
+"""How long the agent waits for the link watcher's first reading before the
+groups join (after that, a group's link counts as up until it is read)."""
 
 
 def real_drivers(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
@@ -73,10 +86,17 @@ class Agent:
         leave_grace: float = 5.0,
         trap_sender: Callable[..., TrapSender] = TrapSender,
         group_dns: Callable[..., GroupDns] = GroupDns,
+        links: Links | None = None,
     ) -> None:
         """``drivers``, ``probes``, ``trap_sender`` and ``group_dns`` make the
-        parts (tests give fakes)."""
+        parts (tests give fakes). ``links`` watches the service interfaces'
+        carrier (``track_link``); None: the netlink watcher with the real
+        drivers, and no link tracking with any other (fake interfaces have no
+        carrier to watch)."""
         self.config = config
+        if links is None and drivers is real_drivers:
+            links = real_links()
+        self.links = links
         self.make_traps = trap_sender
         self.groups: dict[str, GroupRunner] = {}
         self.probes = probes(config.tests, config.loads)
@@ -101,6 +121,7 @@ class Agent:
             supervisor=lambda: self.supervisor,
             rng=rng or random.Random(),
             leave_grace=leave_grace,
+            links=links,
         )
         self.api = AgentFacade(self.groups, status=self.status, bus=self.bus, metrics=self.metrics)
         self.traps: TrapSender | None = None
@@ -143,6 +164,12 @@ class Agent:
                 sup.keep("probes", self.probes.run, on_down=self._probes_down)
                 self.dns.thread = sup.keep("dns", self.dns.run)
                 sup.keep("reload", self._reload_forever)
+                if self.links is not None:
+                    # Restarted with backoff when it fails; meanwhile every
+                    # group keeps its link's last known state.
+                    sup.keep("links", self.links.run)
+                    if not await self.links.wait_ready(LINKS_READY):
+                        log.error("links: no link state after %gs; counted up", LINKS_READY)
                 if self.config.snmp.receivers:
                     started = loop.time()
                     self.traps = self.bus.traps = self.make_traps(
