@@ -251,6 +251,21 @@ class StaleAfterLoss(Core):
         super().receive(now, dgram, via)
 
 
+class IgnoresItsLink(Core):
+    """Keeps serving, and takes addresses, whatever its link's carrier."""
+
+    def link_state(self, now: float, up: bool, reason: str = "") -> None:
+        return
+
+
+class NoHoldDown(Core):
+    """Fit again the moment the carrier returns: a flapping link flaps addresses."""
+
+    def link_state(self, now: float, up: bool, reason: str = "") -> None:
+        self.link.hold = 0.0
+        super().link_state(now, up, reason)
+
+
 def test_loss_sweep_catches_a_core_that_stays_stale_after_a_loss() -> None:
     """The loss sweeps can fail: a member that never takes a sender's news after
     losing one of its datagrams advertises a wrong DNS answer (I6)."""
@@ -276,6 +291,8 @@ def test_loss_sweep_catches_a_core_that_stays_stale_after_a_loss() -> None:
         (NeverReleases, "I3"),
         (NeverExpiresHosts, "I1"),
         (TrustsEverything, "I5"),
+        (IgnoresItsLink, "I7"),
+        (NoHoldDown, "I7"),
     ],
 )
 @pytest.mark.parametrize("loss", [0.0, 0.05], ids=["lossless", "loss"])

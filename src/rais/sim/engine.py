@@ -24,7 +24,7 @@ from rais.sim.world import KEY, SimHost, World
 
 __all__ = ["SimHost", "Simulation"]
 
-_DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT = range(6)
+_DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT, _LINK = range(7)
 
 
 class Simulation:
@@ -94,12 +94,13 @@ class Simulation:
                 if isinstance(eff, Send):
                     self._send(h, now, eff)
                 elif isinstance(eff, Acquire):
-                    if not core.ok or core.quiesced or core.config.observer:
+                    ok = core.entry().ok  # its tests pass and its link is fit
+                    if not ok or core.quiesced or core.config.observer:
                         self.checker.violate(
                             "I2",
                             now,
                             f"host {h.index} acquires {fmt(eff.address)} "
-                            f"(ok={core.ok}, quiesced={core.quiesced})",
+                            f"(ok={ok}, quiesced={core.quiesced})",
                         )
                     self._action(h, now, "acquire", eff.address)
                 elif isinstance(eff, Release):
@@ -192,6 +193,7 @@ class Simulation:
                 timeout=self.timeout,
                 networks=p.networks,
                 orphan_timeout=p.orphan_timeout,
+                link_hold=p.link_hold,
             ):
                 self._at(ceil(act.time / TICK), (_FAULT, act))
         if p.inject_bad:
@@ -230,6 +232,8 @@ class Simulation:
                     self._fault(now, item[1])
                 elif kind == _DEADLINE:
                     checker.deadline(now, item[1])
+                elif kind == _LINK:
+                    checker.link_released(now, item[1], item[2])
                 else:
                     self._inject(now, item[1])
             if checker.dirty or checker.dups or checker.introducing:
@@ -340,6 +344,18 @@ class Simulation:
             net.set_loss(act.value if start else 0.0)
         elif kind in ("latency+", "latency-"):
             net.set_latency(now, act.value if start else 0.0)
+        elif kind in ("link+", "link-", "linkup-"):
+            for index in act.hosts:
+                h = self.hosts[index]
+                if kind == "linkup-":
+                    world.link_held(h)
+                    continue
+                world.link(h, now, kind == "link-")
+                self._after(h, now)
+                if kind == "link+":
+                    # I7: by the time its releases have completed, it holds nothing.
+                    tick = self.tick + 2 + max(1, round(self.params.action_delay / TICK))
+                    self._at(tick, (_LINK, index, h.epoch))
         elif kind in ("move+", "move-"):
             asker = self.operator.act(now, kind, act.hosts)
             if asker is not None:

@@ -12,6 +12,10 @@ I4  a returned preferred host gets its address back; an orphan is invalidated
     after orphan_timeout;
 I5  a bad or replayed datagram changes nothing (checked by sim/inject.py at
     each injection, reported to the checker);
+I7  a host whose service link lost its carrier holds nothing once its
+    releases have completed, and acquires nothing until the hold-down after
+    the carrier's return is over (its addresses are judged by I1 like any
+    not-OK host's);
 I6  when I1 is judged, every live member's DNS thread (rais.dns.zone.advertise
     over its own view of the group) advertises the same set: exactly the
     preferred addresses of the up, OK, not quiesced hosts that hold them (no
@@ -67,8 +71,8 @@ quiesce and a cut control network are states the group must converge under. A
 receiver being behind on a sender after a lost datagram (sim/hearing.py) also
 lasts, until it has caught up ('behind+' and 'behind-')."""
 
-_UNFIT = ("crash+", "leave+", "test+", "quiesce+")
-_FIT = ("boot", "crash-", "leave-", "test-", "quiesce-")
+_UNFIT = ("crash+", "leave+", "test+", "quiesce+", "link+")
+_FIT = ("boot", "crash-", "leave-", "test-", "quiesce-", "linkup-")
 
 
 class Checker:
@@ -221,8 +225,18 @@ class Checker:
         self.judged = False
         self.dirty = True
 
+    def link_released(self, now: float, index: int, epoch: int) -> None:
+        """I7: the host's link went down an action delay ago; it still is."""
+        h = self.world.hosts[index]
+        if h.up and h.epoch == epoch and not h.carrier:
+            kept = sorted(fmt(a) for a, hs in self.holders.items() if index in hs)
+            if kept:
+                self.violate("I7", now, f"host {index} has no carrier but holds {kept}")
+
     def held(self, now: float, address: Addr, host: int) -> None:
         """The host has put the address online (the world has it already)."""
+        if not self.world.hosts[host].link_fit:
+            self.violate("I7", now, f"host {host} acquired {fmt(address)} with its link down")
         if self.world.hosts[host].preferred == address:
             before = self._last_good(address, now)
             if self.active:
