@@ -59,6 +59,7 @@ def old_host(
         ),
         "served": [{"address": fmt(a), "state": s.name.lower()} for a, s in entry.served],
         "last_heard_s": last_heard_s,
+        "paused_s": None,
     }
 
 

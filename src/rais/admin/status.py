@@ -42,6 +42,7 @@ def _host(m: MemberView, scale: int) -> HostStatus:
         last_heard_s=0.0 if m.this_host else round(m.age, 3),
         wire_versions=entry.versions,
         features=entry.features,
+        paused_s=None if m.paused_s is None else round(m.paused_s, 3),
     )
 
 
@@ -158,9 +159,11 @@ def render(status: dict[str, Any]) -> str:
             util = h.get("utilization")
             load = f"{util} ({h['load']}/{h['capacity']})" if util is not None else "-"
             wire = ",".join(str(v) for v in h.get("wire_versions", [1]))
+            paused = h.get("paused_s")
+            pause = f"  paused, {paused:.0f}s left" if paused is not None else ""
             lines.append(
                 f"  {h['id']:<24} {_yn(h['live']):<5} {_yn(h['ok']):<5} "
-                f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {wire:<6} {load}"
+                f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {wire:<6} {load}{pause}"
             )
         lines.append(f"  {'address':<28} {'state':<11} {'holder':<24} preferred host")
         for a in g["addresses"]:

@@ -51,6 +51,9 @@ class HostStatus:
     """The wire versions it speaks (a host of the version-1 release: 1 only)."""
     features: tuple[str, ...] = ()
     """The features it announces."""
+    paused_s: float | None = None
+    """Seconds left of the pause it announced (``rais pause``: it restarts in
+    place and keeps its addresses meanwhile); None: not pausing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +267,7 @@ def _host(h: HostStatus) -> dict[str, Any]:
         "preferred": h.preferred,
         "served": [{"address": s.address, "state": s.state} for s in h.served],
         "last_heard_s": h.last_heard_s,
+        "paused_s": h.paused_s,
         "wire_versions": list(h.wire_versions),
         "features": list(h.features),
     }

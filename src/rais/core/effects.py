@@ -28,6 +28,11 @@ class EventKind(StrEnum):
     ORPHAN_EXPIRED = "orphan-expired"
     MOVE_REQUESTED = "move-requested"
     FAILBACK_REQUESTED = "failback-requested"
+    PAUSED = "paused"
+    PAUSE_ENDED = "pause-ended"
+    RESUMED = "resumed"
+    HOST_PAUSED = "host-paused"
+    HOST_RESUMED = "host-resumed"
     LINK_DOWN = "link-down"
     LINK_UP = "link-up"
 

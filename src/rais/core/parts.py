@@ -18,6 +18,7 @@ from rais.core.link import Link
 from rais.core.membership import Membership
 from rais.core.messages import AddrState, HostEntry
 from rais.core.outbox import Outbox
+from rais.core.pause import OwnPause, lacking
 from rais.core.requests import Requests
 from rais.core.served import Served
 from rais.core.versions import Versions, send_version
@@ -65,6 +66,9 @@ class CoreParts:
         self.load = 0
         self.capacity = 0
         self.started = now
+        self.now = now
+        """The ``now`` of the latest input (the own entry's pause countdown reads it)."""
+        self.own_pause = OwnPause()
         self.settle_at = now + config.timeout
         self.next_heartbeat = now
         self.next_announce: float | None = None
@@ -105,6 +109,7 @@ class CoreParts:
             served=self.served.snapshot(),
             requests=self.requests.snapshot(),
             extras=c.extras,
+            pause_ms=self.own_pause.remaining_ms(self.now),
             versions=c.wire_versions,
             features=c.features,
         )
@@ -113,6 +118,11 @@ class CoreParts:
         """The features every live member of the group, this host included,
         announces (rais.core.features): a feature is used only while it is common."""
         return features.common(self.entry(), self.members.live())
+
+    def pause_lacking(self) -> list[Addr]:
+        """The hosts of the group, this one included, that do not announce the
+        ``pause`` feature: while there is any, ``rais pause`` is refused."""
+        return [e.id for e in lacking(self.entry(), self.members.live())]
 
     def drops(self) -> dict[str, int]:
         """Datagrams dropped, by reason."""
@@ -131,7 +141,16 @@ class CoreParts:
             quiesced=self.quiesced,
             left=self.left,
             entry=own,
-            members=(MemberView(own, True, 0.0, this_host=True), *self.members.views(now)),
+            members=(
+                MemberView(
+                    own,
+                    True,
+                    0.0,
+                    this_host=True,
+                    paused_s=None if self.own_pause.until is None else self.own_pause.until - now,
+                ),
+                *self.members.views(now),
+            ),
             rows=self.table.views(now),
             expired=tuple(self.table.expired),
             drops=self.drops(),

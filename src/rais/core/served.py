@@ -40,6 +40,17 @@ class Served:
         self.out.acquire(address, prefixlen)
         return True
 
+    def resume(self, address: Addr, prefixlen: int) -> bool:
+        """Hold ``address`` ONLINE at once: the previous process of this host
+        kept it configured across an in-place restart (rais.core.pause). False
+        if it is served already."""
+        if address in self.states:
+            return False
+        self.states[address] = AddrState.ONLINE
+        self.prefix[address] = prefixlen
+        self.out.announce(address, prefixlen)
+        return True
+
     def release(self, address: Addr) -> bool:
         """Start releasing an address this host serves. False if there was nothing to do."""
         state = self.states.get(address)

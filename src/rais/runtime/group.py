@@ -27,6 +27,7 @@ from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, Release, Send
 from rais.core.messages import AddrState
+from rais.core.pause import kernel_lifetime
 from rais.drivers.base import Addresses, Announcer, Scripts, Transport
 from rais.runtime.state import HeldFile
 
@@ -110,11 +111,15 @@ class GroupRunner:
         """When each held address was last added or refreshed."""
         self.tracks_link = False
         """A link watcher reports this group's interface (``link_state``)."""
+        self.pause_until: float | None = None
+        """While this host pauses (``rais pause``): until when (loop time)."""
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Clean up what a previous run left, open the control channel, start beating."""
+    async def start(self, resume_until: float | None = None) -> None:
+        """Clean up what a previous run left (or, with ``resume_until``, the end
+        of the previous process's pause, take it over), open the control
+        channel, start beating."""
         try:
             await self.drivers.addresses.prepare(self.config.interface)
         except Exception as exc:
@@ -122,15 +127,18 @@ class GroupRunner:
             # addresses the kernel drops with a removed primary.
             self.counters["prepare_failed"] += 1
             log.warning("group %s: %s", self.config.name, exc)
-        await self.reconcile()
+        await self.reconcile(resume_until)
         await self.drivers.transport.start(self._on_datagram, self._on_transport_lost)
         self._drive(self._start_listening)
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, resume_until: float | None = None) -> None:
         """Remove service addresses a crashed previous run left configured: the
         ones it recorded as held, and this host's own preferred address. The
-        leader assigns them afresh (release before acquire: never on two hosts)."""
+        leader assigns them afresh (release before acquire: never on two hosts).
+        After an in-place restart (``resume_until`` given) the held ones still
+        configured are taken over instead (``Core.resume``)."""
         wanted = set(self.held.load())
+        kept: list[tuple[IP, int]] = []
         if self.config.preferred is not None:
             wanted.add((self.config.preferred.ip, self.config.preferred.network.prefixlen))
         if not wanted:
@@ -141,12 +149,33 @@ class GroupRunner:
             log.error("group %s: cannot list %s: %s", self.config.name, self.config.interface, exc)
             return
         present_ips = {ip for ip, _ in present}
+        held = self.held.load() if resume_until is not None else set()
         for ip, prefixlen in sorted(wanted, key=lambda w: ip_key(w[0])):
-            if ip in present_ips:
-                log.warning("group %s: removing leftover %s", self.config.name, ip)
-                await self._release_address(ip, prefixlen, script=True)
-                self.counters["reconciled"] += 1
-        self.held.save(set())
+            if ip not in present_ips:
+                continue
+            if (ip, prefixlen) in held:
+                kept.append((ip, prefixlen))
+                continue
+            log.warning("group %s: removing leftover %s", self.config.name, ip)
+            await self._release_address(ip, prefixlen, script=True)
+            self.counters["reconciled"] += 1
+        self.held.save(set(kept))
+        if kept:
+            self._resume(kept)
+
+    def _resume(self, kept: list[tuple[IP, int]]) -> None:
+        """Take over what the paused previous process kept (held ONLINE, refreshed)."""
+        now = self.loop.time()
+        for ip, prefixlen in kept:
+            log.info("group %s: taking over %s after an in-place restart", self.config.name, ip)
+            self._fresh[ip] = now
+            self._chain(to_addr(ip), self._refresh(ip, prefixlen))
+        self.counters["resumed"] += len(kept)
+        self._drive(lambda: self._input(self.core.resume, [(to_addr(i), p) for i, p in kept]))
+
+    def _input(self, call: Callable[[float, Any], object], arg: Any) -> None:
+        call(self.loop.time(), arg)
+        self._pump()
 
     async def leave(self, grace: float) -> None:
         """Graceful leave: release everything, tell the group, wait until done.
@@ -273,6 +302,21 @@ class GroupRunner:
 
     def load_sample(self, load: int, capacity: int) -> None:
         self.core.load_sample(self.loop.time(), load, capacity)
+
+    def pause_lacking(self) -> list[IP]:
+        return [to_ip(a) for a in self.core.pause_lacking()]
+
+    def pause(self, duration: float) -> str | None:
+        """Operator: restart in place within ``duration`` s; the held addresses'
+        kernel lifetime covers the window at once (rais.core.pause)."""
+        now = self.loop.time()
+        why = self.core.pause(now, duration)
+        self._pump()
+        if why is None:
+            self.pause_until = now + duration
+            for ip, prefixlen in self.held.current():
+                self._chain(to_addr(ip), self._refresh(ip, prefixlen))
+        return why
 
     def serves_group_address(self, ip: IP) -> bool:
         """Whether ``ip`` is a service address of this group (as this host knows)."""
@@ -435,7 +479,9 @@ class GroupRunner:
         if (ip, prefixlen) not in self.held.current():
             return
         try:
-            await self.drivers.addresses.add(self.config.interface, ip, prefixlen, self.lifetime)
+            left = None if self.pause_until is None else self.pause_until - self.loop.time()
+            lifetime = kernel_lifetime(self.lifetime, left)
+            await self.drivers.addresses.add(self.config.interface, ip, prefixlen, lifetime)
             self._fresh[ip] = self.loop.time()
             self.counters["refreshes"] += 1
         except Exception as exc:

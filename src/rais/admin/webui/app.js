@@ -422,9 +422,10 @@
             h("span", { class: "util", text: ` ${x.utilization} (${x.load}/${x.capacity})` }),
           ],
     );
-    if (x.id === g.host) setText(td[6], "this host");
+    const pause = x.paused_s == null ? "" : `, paused (${seconds(Math.max(0, x.paused_s - elapsed()))} left)`;
+    if (x.id === g.host) setText(td[6], `this host${pause}`);
     else if (x.last_heard_s == null) setText(td[6], "never");
-    else setText(td[6], `${seconds(x.last_heard_s + elapsed())} ago`);
+    else setText(td[6], `${seconds(x.last_heard_s + elapsed())} ago${pause}`);
     const versions = (x.wire_versions || [1]).map((v) => `v${v}`).join(" ");
     const features = (x.features || []).join(", ");
     setText(td[7], features ? `${versions} (${features})` : versions);
