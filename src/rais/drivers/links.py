@@ -17,6 +17,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.rtnl import RTMGRP_LINK
+
 from rais.drivers.base import OnLink
 
 log = logging.getLogger("rais.drivers.links")
@@ -127,9 +130,6 @@ class NetlinkLinks(LinkTable):
         """Link messages taken since start (status, tests)."""
 
     async def run(self) -> None:
-        from pyroute2 import AsyncIPRoute
-        from pyroute2.netlink.rtnl import RTMGRP_LINK
-
         ipr: Any = AsyncIPRoute(netns=self.netns, flags=0)
         try:
             # Subscribe first, then dump: an event during the dump is queued

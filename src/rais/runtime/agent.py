@@ -49,7 +49,9 @@ def real_probes(tests: Mapping[str, TestSpec], loads: Mapping[str, LoadSpec]) ->
 
 
 def real_links() -> Links:
-    """The link watcher over rtnetlink (link events, rais.drivers.links)."""
+    """The link watcher over rtnetlink (link events, rais.drivers.links).
+    Made (and pyroute2 imported) when the agent is, not in its first run: an
+    import under load can take longer than the wait for the first reading."""
     from rais.drivers.links import NetlinkLinks
 
     return NetlinkLinks()
