@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rais.core.effects import EventKind
+from rais.core.outbox import Outbox
+
 
 @dataclass(frozen=True, slots=True)
 class LinkView:
@@ -42,11 +45,13 @@ class LinkView:
 
 
 class Link:
-    """The carrier as last reported, and the hold-down deadline."""
+    """The carrier as last reported, and the hold-down deadline; raises
+    ``link-down`` and ``link-up`` (once per change of fitness)."""
 
-    __slots__ = ("carrier", "fit", "fit_at", "hold", "reason", "since")
+    __slots__ = ("carrier", "fit", "fit_at", "hold", "out", "reason", "since")
 
-    def __init__(self, hold: float, now: float) -> None:
+    def __init__(self, hold: float, now: float, out: Outbox | None = None) -> None:
+        self.out = out
         self.hold = hold
         self.carrier = True
         self.fit = True
@@ -59,6 +64,13 @@ class Link:
         """The driver's report. Returns "down" when the link stops being fit
         (the host must give everything up), "up" when it is fit at once (no
         hold-down), else None (nothing the host must act on now)."""
+        change = self._report(now, up, reason)
+        if change is not None and self.out is not None:
+            kind = EventKind.LINK_DOWN if change == "down" else EventKind.LINK_UP
+            self.out.event(now, kind, None, reason)
+        return change
+
+    def _report(self, now: float, up: bool, reason: str) -> str | None:
         if up != self.carrier:
             self.since = now
         self.reason = reason
@@ -84,6 +96,9 @@ class Link:
             return False
         self.fit_at = None
         self.fit = True
+        if self.out is not None:
+            held = f"{self.reason} (up for {self.hold:g}s)"
+            self.out.event(now, EventKind.LINK_UP, None, held)
         return True
 
     def view(self, now: float) -> LinkView:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from rais.core import features, wire
-from rais.core.addr import Addr
+from rais.core.addr import Addr, fmt
 from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.control import Controller
@@ -16,9 +16,9 @@ from rais.core.emit import PeerPages, Sender
 from rais.core.inbox import Inbox
 from rais.core.link import Link
 from rais.core.membership import Membership
-from rais.core.messages import AddrState, HostEntry
+from rais.core.messages import AddrState, HostEntry, Request
 from rais.core.outbox import Outbox
-from rais.core.pause import OwnPause, lacking
+from rais.core.pause import OwnPause, lacking, out_of_bounds, refusal_text
 from rais.core.requests import Requests
 from rais.core.served import Served
 from rais.core.versions import Versions, send_version
@@ -54,7 +54,7 @@ class CoreParts:
         )
         self.ok = config.start_ok
         """The combined result of the group's tests (``test_result``)."""
-        self.link = Link(config.link_hold, now)
+        self.link = Link(config.link_hold, now, self.out)
         """The service link (``link_state``); the entry's OK needs it fit."""
         self.quiesced = False
         self.leaving = False
@@ -119,10 +119,40 @@ class CoreParts:
         announces (rais.core.features): a feature is used only while it is common."""
         return features.common(self.entry(), self.members.live())
 
+    def pause_refusal(self, duration: float) -> str | None:
+        """Why this host cannot pause for ``duration`` seconds (None: it can):
+        it is leaving, the duration is out of bounds, a live member lacks the
+        feature, or no other member is live to remember the pause (a host that
+        boots meanwhile learns of it only from them)."""
+        if self.left or self.leaving:
+            return "this host is leaving the group"
+        why = out_of_bounds(duration, self.config.timeout)
+        if why is not None:
+            return why
+        lacking = self.pause_lacking()
+        if lacking:
+            return refusal_text(self.config.group, lacking)
+        if not self.members.live_ids():
+            return f"group {self.config.group}: no other live member would remember the pause"
+        return None
+
     def pause_lacking(self) -> list[Addr]:
         """The hosts of the group, this one included, that do not announce the
         ``pause`` feature: while there is any, ``rais pause`` is refused."""
         return [e.id for e in lacking(self.entry(), self.members.live())]
+
+    def refusal(self, req: Request) -> str | None:
+        """Why an operator request (``rais move`` / ``rais failback``) cannot be
+        taken here (None: it can)."""
+        if self.left or self.leaving:
+            return "this host is leaving the group"
+        if req.address not in self.table.rows:
+            return f"{fmt(req.address)} is not a service address of group {self.config.group}"
+        if req.target is not None and req.target != self.id:
+            rec = self.members.records.get(req.target)
+            if rec is None or not rec.live:
+                return f"host {fmt(req.target)} is not a live member of group {self.config.group}"
+        return None
 
     def drops(self) -> dict[str, int]:
         """Datagrams dropped, by reason."""
