@@ -13,7 +13,10 @@ that advances in whole milliseconds (``TICK``). The cluster
   with ``action_done`` (ok, unless the host's ``fail_next_acquire`` is set),
 * records, per host, every effect with the time it was produced and which
   service addresses the host holds (an acquire that completed ok, until the
-  release completed or the host was killed).
+  release completed or the host was killed), every address of a set included,
+* with ``whole_messages``, hands every receiver the message exactly as its
+  sender built it (the fields wire version 1 leaves out, address-set extras
+  and announced features, included), as a wire that carries them would.
 
 Time only moves from one thing due to the next, so a run of several
 simulated seconds costs milliseconds. Nothing here sleeps or reads a clock.
@@ -21,6 +24,7 @@ simulated seconds costs milliseconds. Nothing here sleeps or reads a clock.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import random
@@ -33,6 +37,8 @@ from rais.core.addr import Addr, pack
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Effect, Event, EventKind, Release, Send
+from rais.core.emit import Sender
+from rais.core.features import FEATURES
 from rais.core.messages import Command, HostEntry, Message
 from rais.core.view import CoreView
 
@@ -71,6 +77,8 @@ def make_config(
     orphan_timeout: float = 86400.0,
     keys: tuple[bytes, ...] = (KEY,),
     preferred: Addr | None = None,
+    extras: tuple[tuple[Addr, int], ...] = (),
+    features: tuple[str, ...] | None = None,
 ) -> CoreConfig:
     """Host ``n``: id 192.0.2.n (plus 198.18.k.n on network k), preferred address
     198.51.100.n/24 unless it is a spare or an observer."""
@@ -87,7 +95,25 @@ def make_config(
         prefixlen=24 if preferred is not None else 0,
         observer=observer,
         orphan_timeout=orphan_timeout,
+        extras=extras,
+        features=FEATURES if features is None else features,
     )
+
+
+class _Recorder(Sender):
+    """A core's sender that also remembers the message behind every datagram."""
+
+    def __init__(self, core: Core, sent: dict[bytes, Message]) -> None:
+        super().__init__(core.config, core.epoch, core.out)
+        self.seq = core.sender.seq
+        self.sent = sent
+
+    def send(self, msg: Message) -> None:
+        before = len(self.out.items)
+        super().send(msg)
+        for item in self.out.items[before:]:
+            if isinstance(item, Send):
+                self.sent[item.data] = msg
 
 
 @dataclass(slots=True)
@@ -131,6 +157,8 @@ class _Action:
     address: Addr
     acquire: bool
     ok: bool
+    extras: tuple[Addr, ...] = ()
+    extras_only: bool = False
 
 
 class Cluster:
@@ -145,6 +173,7 @@ class Cluster:
         seed: int = 0,
         drop: DropFilter | None = None,
         jitter: float = 0.0,
+        whole_messages: bool = False,
     ) -> None:
         self.latency_ticks = max(1, round(latency * TICKS_PER_SECOND))
         self.jitter_ticks = round(jitter * TICKS_PER_SECOND)
@@ -156,6 +185,7 @@ class Cluster:
         self.nodes: list[Node] = []
         self._queue: list[tuple[int, int, _Delivery | _Action]] = []
         self._order = 0
+        self._sent: dict[bytes, Message] | None = {} if whole_messages else None
         for c in configs:
             self.add(c)
 
@@ -169,7 +199,7 @@ class Cluster:
         """Start a new host now; returns its index."""
         index = len(self.nodes)
         seed = self.seed * 1000 + index
-        core = Core(config, epoch=1, rng=random.Random(seed), now=self.now)
+        core = self._record(Core(config, epoch=1, rng=random.Random(seed), now=self.now))
         self.nodes.append(Node(index, config, core, 1, seed))
         self._fire(self.nodes[index])
         return index
@@ -188,7 +218,9 @@ class Cluster:
             self.kill(i)
         node.epoch += 1
         node.seed += 7919
-        node.core = Core(node.config, epoch=node.epoch, rng=random.Random(node.seed), now=self.now)
+        node.core = self._record(
+            Core(node.config, epoch=node.epoch, rng=random.Random(node.seed), now=self.now)
+        )
         node.alive = True
         self._fire(node)
 
@@ -309,6 +341,11 @@ class Cluster:
 
     # ------------------------------------------------------------ internals
 
+    def _record(self, core: Core) -> Core:
+        if self._sent is not None:
+            core.sender = _Recorder(core, self._sent)
+        return core
+
     def _push(self, tick: int, item: _Delivery | _Action) -> None:
         self._order += 1
         heapq.heappush(self._queue, (tick, self._order, item))
@@ -353,22 +390,25 @@ class Cluster:
             return
         if not (node.alive and node.epoch == d.receiver_epoch):
             return
-        node.core.datagram_received(self.now, d.data, d.via)
+        msg = None if self._sent is None else self._sent.get(d.data)
+        if msg is None:
+            node.core.datagram_received(self.now, d.data, d.via)
+        else:
+            dgram = wire.decode(d.data, group_tag=node.core.group_tag, keys=node.config.keys)
+            node.core.receive(self.now, dataclasses.replace(dgram, message=msg), d.via)
         self._drain(node)
 
     def _on_action(self, a: _Action) -> None:
         node = self.nodes[a.node]
         if not (node.alive and node.epoch == a.epoch):
             return
-        if a.acquire:
-            if a.ok:
-                node.held.add(a.address)
+        addresses = (*(() if a.extras_only else (a.address,)), *a.extras)
+        for address in addresses:
+            if a.acquire and a.ok:
+                node.held.add(address)
             else:
-                node.held.discard(a.address)
-                self._close_claims(node, a.address)
-        else:
-            node.held.discard(a.address)
-            self._close_claims(node, a.address)
+                node.held.discard(address)
+                self._close_claims(node, address)
         node.core.action_done(self.now, a.address, a.ok, "" if a.ok else "clusterkit failure")
         self._drain(node)
 
@@ -387,15 +427,18 @@ class Cluster:
             elif isinstance(e, Acquire):
                 ok = not (node.fail_next_acquire or node.fail_acquires)
                 node.fail_next_acquire = False
-                node.claims.append((e.address, now, None))
+                extras = tuple(a for a, _ in e.extras)
+                for address in (*(() if e.extras_only else (e.address,)), *extras):
+                    node.claims.append((address, now, None))
                 self._push(
                     self.tick + self.action_ticks,
-                    _Action(node.index, node.epoch, e.address, True, ok),
+                    _Action(node.index, node.epoch, e.address, True, ok, extras, e.extras_only),
                 )
             elif isinstance(e, Release):
+                extras = tuple(a for a, _ in e.extras)
                 self._push(
                     self.tick + self.action_ticks,
-                    _Action(node.index, node.epoch, e.address, False, True),
+                    _Action(node.index, node.epoch, e.address, False, True, extras, e.extras_only),
                 )
         return effects
 

@@ -90,6 +90,7 @@ class Core(CoreParts):
             self.table.next_deadline(),
             self.control.next_deadline() if self.is_leader else None,
             self.next_announce,
+            self.served.next_retry(),
             self.requests.next_expiry(),
             None if self.settled else self.settle_at,
         ):
@@ -172,6 +173,10 @@ class Core(CoreParts):
         return True
 
     def _request(self, now: float, req: Request) -> str | None:
+        key = self.table.key_of(req.address)
+        if key is not None and key != req.address:
+            # Any address of a set names the set: requests are on keys.
+            req = Request(req.op, key, req.target, req.stamp)
         why = self._refusal(req)
         if why is not None:
             self._timer_stale = True
@@ -338,7 +343,9 @@ class Core(CoreParts):
         if cmd.op == Op.ACQUIRE:
             if not eligible(self.entry()):
                 return
-            changed = self.served.acquire(cmd.address, cmd.prefixlen)
+            full = self._set_extras(cmd.address) or cmd.extras
+            whole, why = self._sets_gate() if full else (True, "")
+            changed = self.served.acquire(cmd.address, cmd.prefixlen, full, whole=whole, why=why)
         else:
             changed = self.served.release(cmd.address)
         if changed:
@@ -371,6 +378,9 @@ class Core(CoreParts):
             if not self._need_pass:
                 break
             self._run_pass(now)
+        if self.served.has_sets():
+            whole, why = self._sets_gate()
+            self.served.reconcile(now, whole, why, self._known_extras)
         if self._send_info:
             self._emit_info(now)
 

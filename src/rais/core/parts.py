@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from rais.core import features, wire
-from rais.core.addr import Addr
+from rais.core.addr import Addr, fmt, id_key
 from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.control import Controller
@@ -37,7 +37,7 @@ class CoreParts:
         self.inbox = Inbox(self.id)
         self.members = Membership(self.id, config.timeout)
         self.table = AddressTable(config.orphan_timeout)
-        self.served = Served(self.out)
+        self.served = Served(self.out, retry=config.timeout)
         self.requests = Requests(self.id)
         self.control = Controller(
             self.out,
@@ -108,6 +108,32 @@ class CoreParts:
         announces (rais.core.features): a feature is used only while it is common."""
         return features.common(self.entry(), self.members.live())
 
+    def _sets_gate(self) -> tuple[bool, str]:
+        """Whether a held address set may be brought whole (``sets`` is common),
+        and if not, why (rais.core.served)."""
+        if features.SETS in self.common_features():
+            return True, ""
+        if features.SETS not in self.config.features:
+            return False, "this host does not announce sets"
+        lacking = sorted(
+            (e.id for e in self.members.live() if features.SETS not in e.features), key=id_key
+        )
+        shown = ", ".join(fmt(h) for h in lacking[:3])
+        more = f" and {len(lacking) - 3} more" if len(lacking) > 3 else ""
+        return False, f"not every live member announces sets: {shown}{more}"
+
+    def _set_extras(self, key: Addr) -> tuple[tuple[Addr, int], ...]:
+        """The other addresses of the set keyed by ``key``, as this host knows it:
+        its own preferred set from its config, else the table's row."""
+        if key == self.config.preferred:
+            return self.config.extras
+        row = self.table.rows.get(key)
+        return row.extras if row is not None else ()
+
+    def _known_extras(self, key: Addr) -> tuple[tuple[Addr, int], ...] | None:
+        """As ``_set_extras``, None when this host knows none (keep what it has)."""
+        return self._set_extras(key) or None
+
     def drops(self) -> dict[str, int]:
         """Datagrams dropped, by reason."""
         return dict(self.inbox.drops)
@@ -129,16 +155,24 @@ class CoreParts:
             rows=self.table.views(now),
             expired=tuple(self.table.expired),
             drops=self.drops(),
+            sets=self.served.views(),
+            common_features=self.common_features(),
         )
 
     def holding(self, address: Addr) -> AddrState | None:
-        """The state in which this host serves ``address`` (None: it does not)."""
-        return self.served.states.get(address)
+        """The state in which this host serves ``address`` (None: it does not):
+        a key, or another address of a set it serves (rais.core.served.holding)."""
+        return self.served.holding(address)
+
+    def key_of(self, address: Addr) -> Addr:
+        """The key of the address set that has ``address`` (a set this host serves,
+        else a row of the table); ``address`` itself if none has it."""
+        return self.served.key_of(address) or self.table.key_of(address) or address
 
     def is_service_address(self, address: Addr) -> bool:
         """Whether ``address`` is a (valid) service address of the group, as
         this host knows it."""
-        return address in self.table.rows
+        return self.table.key_of(address) is not None
 
     def has_work(self) -> bool:
         """Effects are waiting to be drained, or the timer must be asked again."""
