@@ -548,8 +548,14 @@ def test_flipped_bit_anywhere() -> None:
 
 
 def test_wrong_version() -> None:
-    assert reason(frame(raw_body(), version=2)) == "version"
+    assert reason(frame(raw_body(), version=3)) == "version"
     assert reason(frame(raw_body(), version=0)) == "version"
+    # a version-1 body under a version-2 header is not a valid version-2 body
+    assert reason(frame(raw_body(), version=2)) in ("malformed", "truncated")
+    # a host that speaks only version 1 drops version 2, as the old release does
+    with pytest.raises(wire.DecodeError) as info:
+        wire.decode(frame(raw_body(), version=2), group_tag=TAG, keys=(KEY,), versions=(1,))
+    assert info.value.reason == "version"
 
 
 def test_wrong_group() -> None:

@@ -19,6 +19,7 @@ import hmac
 import random
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 from rais.core import wire
 from rais.core.addr import Addr
@@ -26,6 +27,7 @@ from rais.core.messages import (
     NOT_ORPHANED,
     AddrState,
     Command,
+    Hello,
     HostEntry,
     Message,
     Op,
@@ -37,7 +39,8 @@ SEED = 0x5A1_F00D
 KEY = b"fuzz key " * 4
 OTHER_KEY = b"another key"
 TAG = wire.group_tag("fuzz")
-REASONS = {"oversized", "truncated", "malformed", "version", "group", "auth"}
+REASONS = {"oversized", "truncated", "malformed", "version", "group", "auth", "unsupported"}
+FEATURE_NAMES = ("pause", "sets", "x", "a-b", "z9")
 INTERESTING = (0, 1, 2, 3, 4, 5, 8, 15, 16, 17, 32, 33, 127, 128, 129, 254, 255)
 
 
@@ -50,6 +53,44 @@ def rand_addr(rng: random.Random) -> Addr:
 
 def rand_prefix(rng: random.Random, addr: Addr) -> int:
     return rng.randint(0, 8 * len(addr))
+
+
+def rand_extras(rng: random.Random, p: float) -> tuple[tuple[Addr, int], ...]:
+    if rng.random() >= p:
+        return ()
+    out = []
+    for _ in range(rng.randint(1, 3)):
+        addr = rand_addr(rng)
+        out.append((addr, rand_prefix(rng, addr)))
+    return tuple(out)
+
+
+def rand_features(rng: random.Random) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    versions = tuple(sorted({2, *rng.sample(range(1, 9), rng.randint(0, 3))}))
+    return versions, tuple(sorted(rng.sample(FEATURE_NAMES, rng.randint(0, 3))))
+
+
+def rand_unknown(rng: random.Random) -> tuple[tuple[int, bytes], ...]:
+    """Skippable sections of numbers this release does not know."""
+    if rng.random() >= 0.2:
+        return ()
+    numbers = sorted(rng.sample(range(8, 128), rng.randint(1, 2)))
+    return tuple((n, rng.randbytes(rng.randint(0, 12))) for n in numbers)
+
+
+def rand_v2(rng: random.Random, msg: Message) -> Message:
+    """``msg`` with what only version 2 carries."""
+    versions, features = rand_features(rng)
+    entry = replace(
+        msg.entry,
+        versions=versions,
+        features=features,
+        extras=rand_extras(rng, 0.3) if msg.entry.preferred is not None else (),
+        pause_ms=rng.randint(1, 0xFFFFFFFF) if rng.random() < 0.2 else 0,
+    )
+    table = tuple(replace(t, extras=rand_extras(rng, 0.2)) for t in msg.table)
+    commands = tuple(replace(c, extras=rand_extras(rng, 0.2)) for c in msg.commands)
+    return replace(msg, entry=entry, table=table, commands=commands, unknown=rand_unknown(rng))
 
 
 def rand_message(rng: random.Random) -> Message:
@@ -90,12 +131,25 @@ def rand_message(rng: random.Random) -> Message:
     return Message(entry=entry, peers=peers, table=tuple(table), commands=tuple(commands))
 
 
-def corpus(rng: random.Random, n: int) -> tuple[list[bytes], list[bytes]]:
-    """Valid datagrams (single and multi-part) and valid full message bodies."""
+def corpus(rng: random.Random, n: int) -> tuple[list[bytes], list[tuple[int, bytes]]]:
+    """Valid datagrams (single and multi-part, both versions, hellos) and valid
+    full message bodies with their versions."""
     datagrams: list[bytes] = []
-    bodies: list[bytes] = []
+    bodies: list[tuple[int, bytes]] = []
     for _ in range(n):
         msg = rand_message(rng)
+        version = 1 if rng.random() < 0.5 else 2
+        if version == 2:
+            msg = rand_v2(rng, msg)
+        if rng.random() < 0.1:
+            versions, features = rand_features(rng)
+            hello = Hello(versions, features, rand_unknown(rng))
+            datagrams.append(
+                wire.encode_hello_datagram(
+                    hello, group_tag=TAG, sender=msg.entry.id, epoch=1, seq=1, key=KEY
+                )
+            )
+            bodies.append((2, wire.encode_any(hello, 2)))
         max_size = wire.MAX_DATAGRAM if rng.random() < 0.7 else rng.randint(120, wire.MAX_DATAGRAM)
         out, _ = wire.encode(
             msg,
@@ -105,9 +159,10 @@ def corpus(rng: random.Random, n: int) -> tuple[list[bytes], list[bytes]]:
             seq=rng.getrandbits(31),
             key=KEY,
             max_size=max_size,
+            version=version,
         )
         datagrams.extend(out)
-        bodies.append(wire.encode_body(msg))
+        bodies.append((version, wire.encode_any(msg, version)))
     return datagrams, bodies
 
 
@@ -218,17 +273,18 @@ def resign_header(rng: random.Random, datagram: bytes, pool: list[bytes]) -> byt
 # ---------------------------------------------------------------- checks
 
 
-def check_body(body: bytes, outcomes: Counter[str], label: str) -> None:
+def check_body(body: bytes, version: int, outcomes: Counter[str], label: str) -> None:
     try:
-        msg = wire.decode_body(body)
+        msg = wire.decode_any(body, version)
     except wire.DecodeError as exc:
-        assert exc.reason in {"truncated", "malformed"}, (exc, body.hex())
-        outcomes[f"{label}:{exc.reason}"] += 1
+        allowed = {"truncated", "malformed"} | ({"unsupported"} if version == 2 else set())
+        assert exc.reason in allowed, (exc, body.hex())
+        outcomes[f"{label}:v{version}:{exc.reason}"] += 1
         return
     except Exception as exc:
-        raise AssertionError(f"decode_body({body.hex()}) raised {exc!r}") from exc
-    outcomes[f"{label}:ok"] += 1
-    assert wire.encode_body(msg) == body, body.hex()
+        raise AssertionError(f"decode_any({body.hex()}, {version}) raised {exc!r}") from exc
+    outcomes[f"{label}:v{version}:ok"] += 1
+    assert wire.encode_any(msg, version) == body, body.hex()
 
 
 def check_datagram(data: bytes, outcomes: Counter[str], label: str) -> bool:
@@ -246,15 +302,17 @@ def check_datagram(data: bytes, outcomes: Counter[str], label: str) -> bool:
     assert d.group_tag == TAG
     assert len(d.sender) in (4, 16)
     _, chunk = split(data)
+    assert d.version == data[2] in (1, 2)
     if d.parts == 1:
-        assert d.message is not None
+        parsed = d.message or d.hello
+        assert parsed is not None and (d.message is None) != (d.hello is None)
         assert d.chunk == b""
         # canonical: the parsed message re-encodes to the very bytes received
-        assert wire.encode_body(d.message) == chunk, data.hex()
+        assert wire.encode_any(parsed, d.version) == chunk, data.hex()
     else:
-        assert d.message is None
+        assert d.message is None and d.hello is None
         assert d.chunk == chunk
-        check_body(d.chunk, outcomes, "chunk")
+        check_body(d.chunk, d.version, outcomes, "chunk")
     return True
 
 
@@ -286,7 +344,9 @@ def test_fuzz_decode(fuzz_count: int) -> None:
             # without a fresh HMAC only a mutation that rebuilt a valid datagram passes
             assert data in valid, data.hex()
         if label == "resigned-body" and rng.random() < 0.2:
-            check_body(mutate(rng, rng.choice(bodies), bodies), outcomes, "body")
+            version, body = rng.choice(bodies)
+            pool = [b for v, b in bodies if v == version]
+            check_body(mutate(rng, body, pool), version, outcomes, "body")
 
     # The re-signed inputs really reached the parser: few were stopped by the HMAC
     # check, and the parser both accepted and rejected some of them.
@@ -296,4 +356,8 @@ def test_fuzz_decode(fuzz_count: int) -> None:
     assert outcomes["resigned-body:malformed"] > resigned * 0.05
     assert outcomes["resigned-body:truncated"] > resigned * 0.05
     assert outcomes["resigned-header:ok"] > 0
+    # both versions' bodies were parsed, accepted and rejected
+    for version in (1, 2):
+        assert outcomes[f"body:v{version}:ok"] + outcomes[f"chunk:v{version}:ok"] > 0
+        assert outcomes[f"body:v{version}:malformed"] > 0
     print(sorted(outcomes.items()))

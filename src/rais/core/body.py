@@ -28,14 +28,16 @@ from rais.core.messages import (
 MAX_CONTROL = 8
 AGE_CAP = 0xFFFF
 
-Reason = Literal["oversized", "truncated", "malformed", "version", "group", "auth"]
+Reason = Literal["oversized", "truncated", "malformed", "version", "group", "auth", "unsupported"]
 
 
 class DecodeError(Exception):
     """The one exception the decoder raises for any bad input.
 
     ``reason`` is one of "oversized", "truncated", "malformed", "version",
-    "group" or "auth"; the exception's text adds a short detail.
+    "group", "auth" or "unsupported" (a version-2 section marked
+    must-understand that this release does not know); the exception's text
+    adds a short detail.
     """
 
     def __init__(self, reason: Reason, detail: str = "") -> None:
@@ -110,14 +112,22 @@ def encode_peer(p: PeerAge) -> bytes:
 
 def encode_rest(msg: Message) -> bytes:
     """The table and commands sections (everything after the peers)."""
-    out = [_U16.pack(len(msg.table))]
-    for t in msg.table:
+    return encode_table(msg.table) + encode_commands(msg.commands)
+
+
+def encode_table(table: tuple[TableEntry, ...]) -> bytes:
+    out = [_U16.pack(len(table))]
+    for t in table:
         out.append(_addr(t.address))
         out.append(_prefix(t.prefixlen, t.address))
         out.append(_addr(t.preferred))
         out.append(_U32.pack(t.orphan_ms))
-    out.append(_U16.pack(len(msg.commands)))
-    for c in msg.commands:
+    return b"".join(out)
+
+
+def encode_commands(commands: tuple[Command, ...]) -> bytes:
+    out = [_U16.pack(len(commands))]
+    for c in commands:
         if c.op not in _OPS:
             raise ValueError(f"bad command op {c.op!r}")
         out.append(_BYTE[c.op])
@@ -144,7 +154,7 @@ def _malformed(detail: str) -> DecodeError:
 
 
 def decode_body(body: bytes) -> Message:
-    """Parse a whole (reassembled) message body. Raises only DecodeError.
+    """Parse a whole (reassembled) version-1 message body. Raises only DecodeError.
 
     "truncated" if the body ends inside a field, "malformed" for anything
     else that is not a valid encoding (the encoding is canonical: a body that
@@ -157,157 +167,177 @@ def decode_body(body: bytes) -> Message:
     # Every address slice is followed by a read at or past its end, so a body
     # that ends inside an address raises IndexError or struct.error there.
     try:
-        # ---- entry
-        flags = b[0]
-        if flags & ~_ALL_FLAGS:
-            raise _malformed(f"unknown flag bits {flags:#04x}")
-        alen = b[1]
-        if alen != 4 and alen != 16:
-            raise _malformed(f"id address length {alen}")
-        pos = 2 + alen
-        host_id = b[2:pos]
-        load, capacity = _U32X2.unpack_from(b, pos)
-        count = b[pos + 8]
-        pos += 9
-        if not 1 <= count <= MAX_CONTROL:
-            raise _malformed(f"{count} control addresses")
-        control = []
-        for _ in range(count):
-            alen = b[pos]
-            if alen != 4 and alen != 16:
-                raise _malformed(f"control address length {alen}")
-            end = pos + 1 + alen
-            control.append(b[pos + 1 : end])
-            pos = end
-        alen = b[pos]
-        if alen != 0 and alen != 4 and alen != 16:
-            raise _malformed(f"preferred address length {alen}")
-        end = pos + 1 + alen
-        preferred = b[pos + 1 : end] if alen else None
-        prefixlen = b[end]
-        if prefixlen > 8 * alen:
-            raise _malformed(f"preferred prefix length {prefixlen}")
-        (count,) = _U16.unpack_from(b, end + 1)
-        pos = end + 3
-        served = []
-        for _ in range(count):
-            alen = b[pos]
-            if alen != 4 and alen != 16:
-                raise _malformed(f"served address length {alen}")
-            end = pos + 1 + alen
-            state = _STATES.get(b[end])
-            if state is None:
-                raise _malformed(f"address state {b[end]}")
-            served.append((b[pos + 1 : end], state))
-            pos = end + 1
-        requests = []
-        count = b[pos]
-        pos += 1
-        for _ in range(count):
-            rop = _REQOPS.get(b[pos])
-            if rop is None:
-                raise _malformed(f"request op {b[pos]}")
-            alen = b[pos + 1]
-            if alen != 4 and alen != 16:
-                raise _malformed(f"request address length {alen}")
-            end = pos + 2 + alen
-            raddr = b[pos + 2 : end]
-            alen = b[end]
-            if (alen != 0) if rop == ReqOp.FAILBACK else (alen != 4 and alen != 16):
-                raise _malformed(f"request target address length {alen}")
-            pos = end + 1 + alen
-            (stamp,) = _U64.unpack_from(b, pos)
-            requests.append(Request(rop, raddr, b[end + 1 : pos] if alen else None, stamp))
-            pos += 8
-        entry = HostEntry(
-            id=host_id,
-            control=tuple(control),
-            ok=bool(flags & FLAG_OK),
-            quiesced=bool(flags & FLAG_QUIESCED),
-            observer=bool(flags & FLAG_OBSERVER),
-            leaving=bool(flags & FLAG_LEAVING),
-            settled=bool(flags & FLAG_SETTLED),
-            load=load,
-            capacity=capacity,
-            preferred=preferred,
-            prefixlen=prefixlen,
-            served=tuple(served),
-            requests=tuple(requests),
-        )
-        # ---- peers
-        (count,) = _U16.unpack_from(b, pos)
-        pos += 2
-        peers = []
-        for _ in range(count):
-            alen = b[pos]
-            if alen != 4 and alen != 16:
-                raise _malformed(f"peer address length {alen}")
-            end = pos + 1 + alen
-            age, live = _U16U8.unpack_from(b, end)
-            if live > 1:
-                raise _malformed(f"peer live flag {live}")
-            peers.append(PeerAge(id=b[pos + 1 : end], age_ms=age, live=live == 1))
-            pos = end + 3
-        # ---- table
-        (count,) = _U16.unpack_from(b, pos)
-        pos += 2
-        table = []
-        for _ in range(count):
-            alen = b[pos]
-            if alen != 4 and alen != 16:
-                raise _malformed(f"table address length {alen}")
-            end = pos + 1 + alen
-            address = b[pos + 1 : end]
-            prefixlen = b[end]
-            if prefixlen > 8 * alen:
-                raise _malformed(f"table prefix length {prefixlen}")
-            alen = b[end + 1]
-            if alen != 4 and alen != 16:
-                raise _malformed(f"table preferred address length {alen}")
-            pos = end + 2
-            end = pos + alen
-            (orphan,) = _U32.unpack_from(b, end)
-            table.append(
-                TableEntry(
-                    address=address, prefixlen=prefixlen, preferred=b[pos:end], orphan_ms=orphan
-                )
-            )
-            pos = end + 4
-        # ---- commands
-        (count,) = _U16.unpack_from(b, pos)
-        pos += 2
-        commands = []
-        for _ in range(count):
-            op = _OPS.get(b[pos])
-            if op is None:
-                raise _malformed(f"command op {b[pos]}")
-            alen = b[pos + 1]
-            if alen != 4 and alen != 16:
-                raise _malformed(f"command target address length {alen}")
-            pos += 2
-            end = pos + alen
-            target = b[pos:end]
-            alen = b[end]
-            if alen != 4 and alen != 16:
-                raise _malformed(f"command address length {alen}")
-            pos = end + 1
-            end = pos + alen
-            prefixlen = b[end]
-            if prefixlen > 8 * alen:
-                raise _malformed(f"command prefix length {prefixlen}")
-            commands.append(
-                Command(
-                    op=op,
-                    target=target,
-                    address=b[pos:end],
-                    prefixlen=prefixlen,
-                )
-            )
-            pos = end + 1
+        entry, pos = decode_entry(b, 0)
+        peers, pos = decode_peers(b, pos)
+        table, pos = decode_table(b, pos)
+        commands, pos = decode_commands(b, pos)
     except (IndexError, struct.error):
         raise DecodeError("truncated", "message body ends inside a field") from None
     if pos != n:
         if pos > n:  # pragma: no cover - every address is followed by a checked read
             raise DecodeError("truncated", "message body ends inside a field")
         raise _malformed(f"{n - pos} trailing bytes after the commands")
-    return Message(entry=entry, peers=tuple(peers), table=tuple(table), commands=tuple(commands))
+    return Message(entry=entry, peers=peers, table=table, commands=commands)
+
+
+# The part decoders read ``b`` from ``pos`` and return what they parsed and
+# the position after it. They raise DecodeError("malformed") for a bad value,
+# and let IndexError / struct.error escape when ``b`` ends inside a field
+# (the caller turns those into "truncated").
+
+
+def decode_entry(b: bytes, pos: int) -> tuple[HostEntry, int]:
+    flags = b[pos]
+    if flags & ~_ALL_FLAGS:
+        raise _malformed(f"unknown flag bits {flags:#04x}")
+    alen = b[pos + 1]
+    if alen != 4 and alen != 16:
+        raise _malformed(f"id address length {alen}")
+    host_id = b[pos + 2 : pos + 2 + alen]
+    pos += 2 + alen
+    load, capacity = _U32X2.unpack_from(b, pos)
+    count = b[pos + 8]
+    pos += 9
+    if not 1 <= count <= MAX_CONTROL:
+        raise _malformed(f"{count} control addresses")
+    control = []
+    for _ in range(count):
+        alen = b[pos]
+        if alen != 4 and alen != 16:
+            raise _malformed(f"control address length {alen}")
+        end = pos + 1 + alen
+        control.append(b[pos + 1 : end])
+        pos = end
+    alen = b[pos]
+    if alen != 0 and alen != 4 and alen != 16:
+        raise _malformed(f"preferred address length {alen}")
+    end = pos + 1 + alen
+    preferred = b[pos + 1 : end] if alen else None
+    prefixlen = b[end]
+    if prefixlen > 8 * alen:
+        raise _malformed(f"preferred prefix length {prefixlen}")
+    (count,) = _U16.unpack_from(b, end + 1)
+    pos = end + 3
+    served = []
+    for _ in range(count):
+        alen = b[pos]
+        if alen != 4 and alen != 16:
+            raise _malformed(f"served address length {alen}")
+        end = pos + 1 + alen
+        state = _STATES.get(b[end])
+        if state is None:
+            raise _malformed(f"address state {b[end]}")
+        served.append((b[pos + 1 : end], state))
+        pos = end + 1
+    requests = []
+    count = b[pos]
+    pos += 1
+    for _ in range(count):
+        rop = _REQOPS.get(b[pos])
+        if rop is None:
+            raise _malformed(f"request op {b[pos]}")
+        alen = b[pos + 1]
+        if alen != 4 and alen != 16:
+            raise _malformed(f"request address length {alen}")
+        end = pos + 2 + alen
+        raddr = b[pos + 2 : end]
+        alen = b[end]
+        if (alen != 0) if rop == ReqOp.FAILBACK else (alen != 4 and alen != 16):
+            raise _malformed(f"request target address length {alen}")
+        pos = end + 1 + alen
+        (stamp,) = _U64.unpack_from(b, pos)
+        requests.append(Request(rop, raddr, b[end + 1 : pos] if alen else None, stamp))
+        pos += 8
+    entry = HostEntry(
+        id=host_id,
+        control=tuple(control),
+        ok=bool(flags & FLAG_OK),
+        quiesced=bool(flags & FLAG_QUIESCED),
+        observer=bool(flags & FLAG_OBSERVER),
+        leaving=bool(flags & FLAG_LEAVING),
+        settled=bool(flags & FLAG_SETTLED),
+        load=load,
+        capacity=capacity,
+        preferred=preferred,
+        prefixlen=prefixlen,
+        served=tuple(served),
+        requests=tuple(requests),
+    )
+    return entry, pos
+
+
+def decode_peers(b: bytes, pos: int) -> tuple[tuple[PeerAge, ...], int]:
+    (count,) = _U16.unpack_from(b, pos)
+    pos += 2
+    peers = []
+    for _ in range(count):
+        alen = b[pos]
+        if alen != 4 and alen != 16:
+            raise _malformed(f"peer address length {alen}")
+        end = pos + 1 + alen
+        age, live = _U16U8.unpack_from(b, end)
+        if live > 1:
+            raise _malformed(f"peer live flag {live}")
+        peers.append(PeerAge(id=b[pos + 1 : end], age_ms=age, live=live == 1))
+        pos = end + 3
+    return tuple(peers), pos
+
+
+def decode_table(b: bytes, pos: int) -> tuple[tuple[TableEntry, ...], int]:
+    (count,) = _U16.unpack_from(b, pos)
+    pos += 2
+    table = []
+    for _ in range(count):
+        alen = b[pos]
+        if alen != 4 and alen != 16:
+            raise _malformed(f"table address length {alen}")
+        end = pos + 1 + alen
+        address = b[pos + 1 : end]
+        prefixlen = b[end]
+        if prefixlen > 8 * alen:
+            raise _malformed(f"table prefix length {prefixlen}")
+        alen = b[end + 1]
+        if alen != 4 and alen != 16:
+            raise _malformed(f"table preferred address length {alen}")
+        pos = end + 2
+        end = pos + alen
+        (orphan,) = _U32.unpack_from(b, end)
+        table.append(
+            TableEntry(address=address, prefixlen=prefixlen, preferred=b[pos:end], orphan_ms=orphan)
+        )
+        pos = end + 4
+    return tuple(table), pos
+
+
+def decode_commands(b: bytes, pos: int) -> tuple[tuple[Command, ...], int]:
+    (count,) = _U16.unpack_from(b, pos)
+    pos += 2
+    commands = []
+    for _ in range(count):
+        op = _OPS.get(b[pos])
+        if op is None:
+            raise _malformed(f"command op {b[pos]}")
+        alen = b[pos + 1]
+        if alen != 4 and alen != 16:
+            raise _malformed(f"command target address length {alen}")
+        pos += 2
+        end = pos + alen
+        target = b[pos:end]
+        alen = b[end]
+        if alen != 4 and alen != 16:
+            raise _malformed(f"command address length {alen}")
+        pos = end + 1
+        end = pos + alen
+        prefixlen = b[end]
+        if prefixlen > 8 * alen:
+            raise _malformed(f"command prefix length {prefixlen}")
+        commands.append(
+            Command(
+                op=op,
+                target=target,
+                address=b[pos:end],
+                prefixlen=prefixlen,
+            )
+        )
+        pos = end + 1
+    return tuple(commands), pos

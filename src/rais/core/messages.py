@@ -138,6 +138,22 @@ class Message:
     peers: tuple[PeerAge, ...]
     table: tuple[TableEntry, ...]
     commands: tuple[Command, ...]
+    unknown: tuple[tuple[int, bytes], ...] = ()
+    """Sections of wire version 2 this release does not know and may skip
+    (type, payload), kept only so that a decoded body re-encodes to the same bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """What a host sends beside its version-1 info while some live member speaks
+    only version 1: the wire versions and features it supports (a version-2
+    datagram that version-1 hosts drop), so that hosts of this release learn
+    each other's support while they still talk version 1 (docs/protocol.md,
+    "Versions and features")."""
+
+    versions: tuple[int, ...]
+    features: tuple[str, ...]
+    unknown: tuple[tuple[int, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +176,7 @@ class Datagram:
     message: Message | None
     chunk: bytes
     size: int
+    version: int = 1
+    hello: Hello | None = None
+    """A single-part version-2 datagram that carries only the sender's versions
+    and features (``message`` is then None and ``chunk`` empty)."""

@@ -32,7 +32,8 @@ from rais.core.body import (
     encode_peer,
     encode_rest,
 )
-from rais.core.messages import Datagram, Message
+from rais.core.messages import Datagram, Hello, Message
+from rais.core.sections import decode_sections, encode_hello, peers_section, split_info
 
 __all__ = [
     "AGE_CAP",
@@ -41,9 +42,12 @@ __all__ = [
     "VERSION",
     "DecodeError",
     "decode",
+    "decode_any",
+    "encode_any",
     "decode_body",
     "encode",
     "encode_body",
+    "encode_hello_datagram",
     "group_tag",
 ]
 
@@ -51,7 +55,11 @@ MAX_DATAGRAM = 1400
 """Largest datagram sent or accepted, in bytes (UDP payload)."""
 
 VERSION = 1
-"""Wire format version carried in byte 2 of every datagram."""
+"""The first wire format version (byte 2 of every datagram); version 2 is the
+sectioned body of rais.core.sections. Both share the datagram header."""
+
+VERSIONS = (1, 2)
+"""The wire versions this module encodes and decodes."""
 
 MAGIC = b"RS"
 MAC_SIZE = 32
@@ -82,8 +90,11 @@ def encode(
     seq: int,
     key: bytes,
     max_size: int = MAX_DATAGRAM,
+    version: int = VERSION,
 ) -> tuple[list[bytes], int]:
-    """Encode ``msg`` into 1..255 signed datagrams of at most ``max_size`` bytes.
+    """Encode ``msg`` into 1..255 signed datagrams of at most ``max_size`` bytes,
+    in wire ``version`` 1 or 2 (version 1 leaves out what it cannot carry:
+    address-set members, the pause and the announced versions and features).
 
     Part ``i`` carries sequence number ``seq + i``. Returns the datagrams and
     the number of peers included: the peers are best effort, as many of
@@ -105,9 +116,16 @@ def encode(
         raise ValueError(f"max_size must be in {overhead + 1}..{MAX_DATAGRAM}, not {max_size}")
     cap = max_size - overhead
     try:
-        entry = encode_entry(msg.entry)
-        rest = encode_rest(msg)
-        base = len(entry) + 2 + len(rest)
+        if version == 1:
+            head = encode_entry(msg.entry)
+            tail = encode_rest(msg)
+            fixed = 2  # the u16 peer count
+        elif version == 2:
+            head, tail = split_info(msg)
+            fixed = len(peers_section([]))
+        else:
+            raise ValueError(f"unknown wire version {version}")
+        base = len(head) + fixed + len(tail)
         n = -(-base // cap)
         if n > MAX_PARTS:
             raise ValueError(f"message of {base} bytes needs {n} datagrams, max {MAX_PARTS}")
@@ -121,16 +139,71 @@ def encode(
                 break
             spare -= size
             peers.append(encode_peer(p))
-        body = entry + _U16.pack(len(peers)) + b"".join(peers) + rest
-        head = _HEAD.pack(MAGIC, VERSION, _key_hint(key), group_tag, alen) + sender
-        out = []
-        for i in range(n):
-            chunk = body[i * cap : (i + 1) * cap]
-            signed = head + _TAIL.pack(epoch, seq + i, i, n, len(chunk)) + chunk
-            out.append(signed + hmac.digest(key, signed, "sha256"))
+        count = _U16.pack(len(peers))
+        middle = count + b"".join(peers) if version == 1 else peers_section(peers)
+        body = head + middle + tail
+        out = _frame(body, n, cap, version, group_tag, sender, epoch, seq, key)
     except struct.error as exc:
         raise ValueError(f"value out of range for its wire field: {exc}") from None
     return out, len(peers)
+
+
+def _frame(
+    body: bytes,
+    n: int,
+    cap: int,
+    version: int,
+    group_tag: int,
+    sender: Addr,
+    epoch: int,
+    seq: int,
+    key: bytes,
+) -> list[bytes]:
+    head = _HEAD.pack(MAGIC, version, _key_hint(key), group_tag, len(sender)) + sender
+    out = []
+    for i in range(n):
+        chunk = body[i * cap : (i + 1) * cap]
+        signed = head + _TAIL.pack(epoch, seq + i, i, n, len(chunk)) + chunk
+        out.append(signed + hmac.digest(key, signed, "sha256"))
+    return out
+
+
+def encode_hello_datagram(
+    hello: Hello, *, group_tag: int, sender: Addr, epoch: int, seq: int, key: bytes
+) -> bytes:
+    """One signed version-2 datagram carrying only ``hello`` (sequence number ``seq``)."""
+    if len(sender) not in (4, 16) or not key or not 0 <= seq <= 0xFFFFFFFF:
+        raise ValueError("bad sender, key or sequence number")
+    body = encode_hello(hello)
+    if len(body) > MAX_DATAGRAM - _OVERHEAD - len(sender):
+        raise ValueError("hello too large for one datagram")
+    try:
+        return _frame(body, 1, len(body) or 1, 2, group_tag, sender, epoch, seq, key)[0]
+    except struct.error as exc:
+        raise ValueError(f"value out of range for its wire field: {exc}") from None
+
+
+def encode_any(item: Message | Hello, version: int) -> bytes:
+    """The whole body of ``item`` in wire ``version``, every peer included (what
+    :func:`decode_any` parses: a decoded body re-encodes to the same bytes)."""
+    if isinstance(item, Hello):
+        if version != 2:
+            raise ValueError("a hello is a version-2 body")
+        return encode_hello(item)
+    if version == 1:
+        return encode_body(item)
+    head, tail = split_info(item)
+    try:
+        return head + peers_section([encode_peer(p) for p in item.peers]) + tail
+    except struct.error as exc:
+        raise ValueError(f"value out of range for its wire field: {exc}") from None
+
+
+def decode_any(body: bytes, version: int) -> Message | Hello:
+    """Parse a whole (reassembled) body of wire ``version``. Raises only DecodeError."""
+    if version == 1:
+        return decode_body(body)
+    return decode_sections(body)
 
 
 # ---------------------------------------------------------------- decoding
@@ -143,7 +216,9 @@ def _authentic(signed: bytes, mac: bytes, hint: int, keys: Sequence[bytes]) -> b
     return any(hmac.compare_digest(hmac.digest(key, signed, "sha256"), mac) for key in keys if key)
 
 
-def decode(data: bytes, *, group_tag: int, keys: Sequence[bytes]) -> Datagram:
+def decode(
+    data: bytes, *, group_tag: int, keys: Sequence[bytes], versions: Sequence[int] = VERSIONS
+) -> Datagram:
     """Check and parse one datagram.
 
     Checks the size, the header, the group tag and the HMAC (accepted if any
@@ -162,7 +237,7 @@ def decode(data: bytes, *, group_tag: int, keys: Sequence[bytes]) -> Datagram:
     magic, version, hint, tag, alen = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise DecodeError("malformed", "bad magic")
-    if version != VERSION:
+    if version not in versions:
         raise DecodeError("version", f"version {version}")
     if tag != group_tag:
         raise DecodeError("group", f"group tag {tag:#010x}")
@@ -182,9 +257,13 @@ def decode(data: bytes, *, group_tag: int, keys: Sequence[bytes]) -> Datagram:
     if not _authentic(data[:end], data[end:], hint, keys):
         raise DecodeError("auth", "no key verifies the HMAC")
     chunk = data[start:end]
-    message = None
+    message = hello = None
     if parts == 1:
-        message = decode_body(chunk)
+        parsed = decode_body(chunk) if version == 1 else decode_sections(chunk)
+        if isinstance(parsed, Hello):
+            hello = parsed
+        else:
+            message = parsed
         chunk = b""
     return Datagram(
         group_tag=tag,
@@ -196,4 +275,6 @@ def decode(data: bytes, *, group_tag: int, keys: Sequence[bytes]) -> Datagram:
         message=message,
         chunk=chunk,
         size=n,
+        version=version,
+        hello=hello,
     )
