@@ -47,6 +47,9 @@ class HostStatus:
     """Its preferred address with its prefix length (None: a spare or an observer)."""
     served: tuple[ServedStatus, ...]
     last_heard_s: float | None
+    preferred_set: tuple[str, ...] = ()
+    """With an address set: every address of it, with prefix, key first
+    (``preferred`` is the key); empty for a single address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,26 @@ class AddressStatus:
     state: str
     """online, acquiring, releasing, unassigned or duplicate."""
     orphan_s: float | None
+    set: tuple[str, ...] = ()
+    """With an address set (``address`` is its key): every address of it, with
+    prefix, key first; empty for a single address."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetStatus:
+    """An address set this host holds, address by address."""
+
+    key: str
+    state: str
+    """The key's state: acquiring, online or releasing."""
+    up: tuple[str, ...]
+    """Every address of the set configured here, the key first while it is online."""
+    adding: tuple[str, ...]
+    removing: tuple[str, ...]
+    waiting: tuple[str, ...]
+    """Addresses of the set not brought (yet)."""
+    why: str
+    """Why they wait ("" if none wait)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +158,8 @@ class GroupStatus:
     dropped: Mapping[str, int]
     counters: Mapping[str, int]
     dns: DnsStatus | None = None
+    sets: tuple[SetStatus, ...] = ()
+    """The address sets this host holds (those with more than one address)."""
 
     def me(self) -> HostStatus | None:
         """This host's own entry."""
@@ -196,6 +221,7 @@ def _group(g: GroupStatus) -> dict[str, Any]:
                 "holders": list(a.holders),
                 "state": a.state,
                 "orphan_s": a.orphan_s,
+                **({"set": list(a.set)} if a.set else {}),
             }
             for a in g.addresses
         ],
@@ -205,6 +231,19 @@ def _group(g: GroupStatus) -> dict[str, Any]:
     }
     if g.dns is not None:
         out["dns"] = _dns(g.dns)
+    if g.sets:
+        out["sets"] = [
+            {
+                "key": s.key,
+                "state": s.state,
+                "up": list(s.up),
+                "adding": list(s.adding),
+                "removing": list(s.removing),
+                "waiting": list(s.waiting),
+                "why": s.why,
+            }
+            for s in g.sets
+        ]
     return out
 
 
@@ -224,6 +263,7 @@ def _host(h: HostStatus) -> dict[str, Any]:
         "preferred": h.preferred,
         "served": [{"address": s.address, "state": s.state} for s in h.served],
         "last_heard_s": h.last_heard_s,
+        **({"preferred_set": list(h.preferred_set)} if h.preferred_set else {}),
     }
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,11 +126,17 @@ class GroupRunner:
 
     async def reconcile(self) -> None:
         """Remove service addresses a crashed previous run left configured: the
-        ones it recorded as held, and this host's own preferred address. The
-        leader assigns them afresh (release before acquire: never on two hosts)."""
+        ones it recorded as held, and every address of this host's own preferred
+        set. The leader assigns them afresh (release before acquire: never on two
+        hosts). The release script runs once per set found."""
         wanted = set(self.held.load())
-        if self.config.preferred is not None:
-            wanted.add((self.config.preferred.ip, self.config.preferred.network.prefixlen))
+        of = self.held.loaded_keys()
+        pref = self.config.preferred
+        if pref is not None:
+            wanted.add((pref.ip, pref.network.prefixlen))
+            for extra in self.config.extras:
+                wanted.add((extra.ip, extra.network.prefixlen))
+                of.setdefault((extra.ip, extra.network.prefixlen), pref.ip)
         if not wanted:
             return
         try:
@@ -139,11 +145,13 @@ class GroupRunner:
             log.error("group %s: cannot list %s: %s", self.config.name, self.config.interface, exc)
             return
         present_ips = {ip for ip, _ in present}
-        for ip, prefixlen in sorted(wanted, key=lambda w: ip_key(w[0])):
-            if ip in present_ips:
-                log.warning("group %s: removing leftover %s", self.config.name, ip)
-                await self._release_address(ip, prefixlen, script=True)
-                self.counters["reconciled"] += 1
+        leftovers = [w for w in wanted if w[0] in present_ips]
+        for key, members in _by_set(leftovers, of):
+            log.warning(
+                "group %s: removing leftover %s", self.config.name, " ".join(map(str, members))
+            )
+            await self._release_addresses(key, members, script=True)
+            self.counters["reconciled"] += len(members)
         self.held.save(set())
 
     async def leave(self, grace: float) -> None:
@@ -178,9 +186,10 @@ class GroupRunner:
         """Remove every address this host holds for the group, without the core."""
         self._stopped = True
         await self.drain()
-        for ip, prefixlen in sorted(self.held.current(), key=lambda h: ip_key(h[0])):
-            log.warning("group %s: removing %s (the group is broken)", self.config.name, ip)
-            await self._release_address(ip, prefixlen, script=True)
+        for key, members in _by_set(self.held.current(), self.held.keys()):
+            shown = " ".join(map(str, members))
+            log.warning("group %s: removing %s (the group is broken)", self.config.name, shown)
+            await self._release_addresses(key, members, script=True)
 
     def stop(self) -> None:
         self._stopped = True
@@ -265,6 +274,10 @@ class GroupRunner:
         """Whether ``ip`` is a service address of this group (as this host knows)."""
         return self.core.is_service_address(to_addr(ip))
 
+    def set_key(self, ip: IP) -> IP:
+        """The key of the address set that has ``ip`` (``ip`` itself if none)."""
+        return to_ip(self.core.key_of(to_addr(ip)))
+
     def move(self, ip: IP, host: IP, stamp_ms: int) -> str | None:
         """Operator: pin ``ip`` to ``host``; returns why it was refused, or None."""
         why = self.core.move(self.loop.time(), to_addr(ip), to_addr(host), stamp_ms)
@@ -285,11 +298,12 @@ class GroupRunner:
                 if self.metrics is not None:
                     self.metrics.datagram_sent(self.config.name, len(eff.data))
             elif isinstance(eff, Acquire):
-                self._chain(eff.address, self._acquire(eff.address, eff.prefixlen))
+                self._chain(eff.address, self._acquire(eff))
             elif isinstance(eff, Release):
-                self._chain(eff.address, self._release(eff.address, eff.prefixlen))
+                self._chain(eff.address, self._release(eff))
             elif isinstance(eff, Announce):
-                self._spawn(self._announce(to_ip(eff.address)))
+                ips = [to_ip(eff.address), *(to_ip(a) for a, _ in eff.extras)]
+                self._spawn(self._announce(ips))
             else:
                 self.on_event(eff)
         if self.core.left:
@@ -315,7 +329,7 @@ class GroupRunner:
         return task
 
     def _chain(self, address: Addr, coro: Coroutine[Any, Any, None]) -> None:
-        """Run actions on one address one after the other."""
+        """Run actions on one address set (by its key) one after the other."""
         before = self._chains.get(address)
 
         async def run() -> None:
@@ -342,42 +356,58 @@ class GroupRunner:
 
         self._drive(step)
 
-    async def _acquire(self, address: Addr, prefixlen: int) -> None:
-        ip = to_ip(address)
+    async def _acquire(self, eff: Acquire) -> None:
+        """Add every address of the action (the key unless ``extras_only``, and the
+        extras), all or nothing, then run the acquire script once."""
+        key = to_ip(eff.address)
+        members = _members(eff.address, eff.prefixlen, eff.extras, eff.extras_only)
         cfg = self.config
+        added: list[tuple[IP, int]] = []
         try:
-            self.held.add(ip, prefixlen)
-            await self.drivers.addresses.add(cfg.interface, ip, prefixlen, self.lifetime)
-            self._fresh[ip] = self.loop.time()
+            for ip, prefixlen in members:
+                self.held.add(ip, prefixlen, None if ip == key else key)
+                added.append((ip, prefixlen))
+                await self.drivers.addresses.add(cfg.interface, ip, prefixlen, self.lifetime)
+                self._fresh[ip] = self.loop.time()
         except Exception as exc:
             self.counters["acquire_failed"] += 1
-            self._done(address, False, f"add {ip}: {exc}")
+            for ip, prefixlen in added:
+                await self._remove(ip, prefixlen)
+            self._done(eff.address, False, f"add {added[-1][0]}: {exc}")
             return
-        ok, reason = await self.drivers.scripts.run(cfg.acquire_script, self._env(ip, "acquire"))
+        ok, reason = await self.drivers.scripts.run(
+            cfg.acquire_script, self._env(key, "acquire", members)
+        )
         if not ok:
             self.counters["acquire_failed"] += 1
-            await self._remove(ip, prefixlen)
-            self._done(address, False, f"acquire script: {reason}")
+            for ip, prefixlen in members:
+                await self._remove(ip, prefixlen)
+            self._done(eff.address, False, f"acquire script: {reason}")
             return
         self.counters["acquired"] += 1
-        self._done(address, True, "")
+        self._done(eff.address, True, "")
 
-    async def _release(self, address: Addr, prefixlen: int) -> None:
-        ok, reason = await self._release_address(to_ip(address), prefixlen, script=True)
-        self._done(address, ok, reason)
+    async def _release(self, eff: Release) -> None:
+        members = _members(eff.address, eff.prefixlen, eff.extras, eff.extras_only)
+        ok, reason = await self._release_addresses(to_ip(eff.address), members, script=True)
+        self._done(eff.address, ok, reason)
 
-    async def _release_address(self, ip: IP, prefixlen: int, *, script: bool) -> tuple[bool, str]:
+    async def _release_addresses(
+        self, key: IP, members: list[tuple[IP, int]], *, script: bool
+    ) -> tuple[bool, str]:
+        """Run the release script once for these addresses of the set keyed by
+        ``key``, then remove every one of them (all are tried)."""
         reason = ""
         if script and self.config.release_script:
             ok, why = await self.drivers.scripts.run(
-                self.config.release_script, self._env(ip, "release")
+                self.config.release_script, self._env(key, "release", members)
             )
             if not ok:
-                reason = f"release script: {why}"  # the address goes all the same
-        removed = await self._remove(ip, prefixlen)
-        if not removed:
+                reason = f"release script: {why}"  # the addresses go all the same
+        failed = [ip for ip, prefixlen in members if not await self._remove(ip, prefixlen)]
+        if failed:
             self.counters["release_failed"] += 1
-            return False, f"remove {ip} failed"
+            return False, f"remove {' '.join(map(str, failed))} failed"
         self.counters["released"] += 1
         return True, reason
 
@@ -412,8 +442,8 @@ class GroupRunner:
                         f"{ip} not refreshed for {now - since:.2f}s "
                         f"(kernel lifetime {self.lifetime}s)"
                     )
-                # In the address's own queue, so never after its release.
-                self._chain(to_addr(ip), self._refresh(ip, prefixlen))
+                # In its set's queue, so never after its release.
+                self._chain(self.core.key_of(to_addr(ip)), self._refresh(ip, prefixlen))
 
     async def _refresh(self, ip: IP, prefixlen: int) -> None:
         state = self.core.holding(to_addr(ip))
@@ -429,25 +459,58 @@ class GroupRunner:
             self.counters["refresh_errors"] += 1
             log.error("group %s: refresh %s: %s", self.config.name, ip, exc)
 
-    async def _announce(self, ip: IP) -> None:
+    async def _announce(self, ips: list[IP]) -> None:
+        """Announce every address of a set (GARP or unsolicited NA), in bursts."""
         cfg = self.config
         for i in range(max(1, cfg.garp_count)):
             if i:
                 await asyncio.sleep(cfg.garp_interval)
-            if self._stopped or self.core.holding(to_addr(ip)) is None:
-                return
-            try:
-                await self.drivers.announcer.announce(cfg.interface, ip)
-                self.counters["announcements"] += 1
-            except Exception as exc:
-                self.counters["announce_errors"] += 1
-                log.error("group %s: announce %s: %s", cfg.name, ip, exc)
+            for ip in list(ips):
+                if self._stopped:
+                    return
+                if self.core.holding(to_addr(ip)) is None:
+                    ips.remove(ip)
+                    continue
+                try:
+                    await self.drivers.announcer.announce(cfg.interface, ip)
+                    self.counters["announcements"] += 1
+                except Exception as exc:
+                    self.counters["announce_errors"] += 1
+                    log.error("group %s: announce %s: %s", cfg.name, ip, exc)
+                    ips.remove(ip)
+            if not ips:
                 return
 
-    def _env(self, ip: IP, event: str) -> dict[str, str]:
+    def _env(self, key: IP, event: str, members: list[tuple[IP, int]]) -> dict[str, str]:
+        """The scripts' environment: ``RAIS_ADDRESS`` is the set's key (its only
+        address for a single address), ``RAIS_ADDRESSES`` every address this run
+        is about, space-separated (docs/configuration.md)."""
         return {
             "RAIS_GROUP": self.config.name,
-            "RAIS_ADDRESS": str(ip),
+            "RAIS_ADDRESS": str(key),
+            "RAIS_ADDRESSES": " ".join(str(ip) for ip, _ in members),
             "RAIS_INTERFACE": self.config.interface,
             "RAIS_EVENT": event,
         }
+
+
+def _members(
+    key: Addr, prefixlen: int, extras: tuple[tuple[Addr, int], ...], extras_only: bool
+) -> list[tuple[IP, int]]:
+    """The addresses one action on a set is about: its key (unless
+    ``extras_only``), then the extras."""
+    head = [] if extras_only else [(to_ip(key), prefixlen)]
+    return head + [(to_ip(a), p) for a, p in extras]
+
+
+def _by_set(
+    addresses: Iterable[tuple[IP, int]], of: Mapping[tuple[IP, int], IP]
+) -> list[tuple[IP, list[tuple[IP, int]]]]:
+    """Group addresses by the key of their set (``of``: an extra's key; an
+    address not in it is its own key), keys in address order, key first."""
+    groups: dict[IP, list[tuple[IP, int]]] = {}
+    for item in sorted(addresses, key=lambda w: ip_key(w[0])):
+        groups.setdefault(of.get(item, item[0]), []).append(item)
+    for key, members in groups.items():
+        members.sort(key=lambda w: (w[0] != key, ip_key(w[0])))
+    return sorted(groups.items(), key=lambda g: ip_key(g[0]))
