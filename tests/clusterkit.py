@@ -13,10 +13,7 @@ that advances in whole milliseconds (``TICK``). The cluster
   with ``action_done`` (ok, unless the host's ``fail_next_acquire`` is set),
 * records, per host, every effect with the time it was produced and which
   service addresses the host holds (an acquire that completed ok, until the
-  release completed or the host was killed), every address of a set included,
-* with ``whole_messages``, hands every receiver the message exactly as its
-  sender built it (the fields wire version 1 leaves out, address-set extras
-  and announced features, included), as a wire that carries them would.
+  release completed or the host was killed), every address of a set included.
 
 Time only moves from one thing due to the next, so a run of several
 simulated seconds costs milliseconds. Nothing here sleeps or reads a clock.
@@ -24,7 +21,6 @@ simulated seconds costs milliseconds. Nothing here sleeps or reads a clock.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import math
 import random
@@ -37,8 +33,7 @@ from rais.core.addr import Addr, pack
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Effect, Event, EventKind, Release, Send
-from rais.core.emit import Sender
-from rais.core.features import FEATURES
+from rais.core.features import FEATURES, WIRE_VERSIONS
 from rais.core.messages import Command, HostEntry, Message
 from rais.core.view import CoreView
 
@@ -78,7 +73,7 @@ def make_config(
     keys: tuple[bytes, ...] = (KEY,),
     preferred: Addr | None = None,
     extras: tuple[tuple[Addr, int], ...] = (),
-    features: tuple[str, ...] | None = None,
+    old: bool = False,
 ) -> CoreConfig:
     """Host ``n``: id 192.0.2.n (plus 198.18.k.n on network k), preferred address
     198.51.100.n/24 unless it is a spare or an observer."""
@@ -96,24 +91,10 @@ def make_config(
         observer=observer,
         orphan_timeout=orphan_timeout,
         extras=extras,
-        features=FEATURES if features is None else features,
+        # ``old``: the version-1 release (wire version 1, no features)
+        wire_versions=(1,) if old else WIRE_VERSIONS,
+        features=() if old else FEATURES,
     )
-
-
-class _Recorder(Sender):
-    """A core's sender that also remembers the message behind every datagram."""
-
-    def __init__(self, core: Core, sent: dict[bytes, Message]) -> None:
-        super().__init__(core.config, core.epoch, core.out)
-        self.seq = core.sender.seq
-        self.sent = sent
-
-    def send(self, msg: Message) -> None:
-        before = len(self.out.items)
-        super().send(msg)
-        for item in self.out.items[before:]:
-            if isinstance(item, Send):
-                self.sent[item.data] = msg
 
 
 @dataclass(slots=True)
@@ -173,7 +154,6 @@ class Cluster:
         seed: int = 0,
         drop: DropFilter | None = None,
         jitter: float = 0.0,
-        whole_messages: bool = False,
     ) -> None:
         self.latency_ticks = max(1, round(latency * TICKS_PER_SECOND))
         self.jitter_ticks = round(jitter * TICKS_PER_SECOND)
@@ -185,7 +165,6 @@ class Cluster:
         self.nodes: list[Node] = []
         self._queue: list[tuple[int, int, _Delivery | _Action]] = []
         self._order = 0
-        self._sent: dict[bytes, Message] | None = {} if whole_messages else None
         for c in configs:
             self.add(c)
 
@@ -199,7 +178,7 @@ class Cluster:
         """Start a new host now; returns its index."""
         index = len(self.nodes)
         seed = self.seed * 1000 + index
-        core = self._record(Core(config, epoch=1, rng=random.Random(seed), now=self.now))
+        core = Core(config, epoch=1, rng=random.Random(seed), now=self.now)
         self.nodes.append(Node(index, config, core, 1, seed))
         self._fire(self.nodes[index])
         return index
@@ -218,9 +197,7 @@ class Cluster:
             self.kill(i)
         node.epoch += 1
         node.seed += 7919
-        node.core = self._record(
-            Core(node.config, epoch=node.epoch, rng=random.Random(node.seed), now=self.now)
-        )
+        node.core = Core(node.config, epoch=node.epoch, rng=random.Random(node.seed), now=self.now)
         node.alive = True
         self._fire(node)
 
@@ -341,11 +318,6 @@ class Cluster:
 
     # ------------------------------------------------------------ internals
 
-    def _record(self, core: Core) -> Core:
-        if self._sent is not None:
-            core.sender = _Recorder(core, self._sent)
-        return core
-
     def _push(self, tick: int, item: _Delivery | _Action) -> None:
         self._order += 1
         heapq.heappush(self._queue, (tick, self._order, item))
@@ -390,12 +362,7 @@ class Cluster:
             return
         if not (node.alive and node.epoch == d.receiver_epoch):
             return
-        msg = None if self._sent is None else self._sent.get(d.data)
-        if msg is None:
-            node.core.datagram_received(self.now, d.data, d.via)
-        else:
-            dgram = wire.decode(d.data, group_tag=node.core.group_tag, keys=node.config.keys)
-            node.core.receive(self.now, dataclasses.replace(dgram, message=msg), d.via)
+        node.core.datagram_received(self.now, d.data, d.via)
         self._drain(node)
 
     def _on_action(self, a: _Action) -> None:

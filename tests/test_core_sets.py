@@ -23,9 +23,8 @@ def _group(*, old: bool = False, jitter: float = 0.0, seed: int = 0) -> Cluster:
         [
             make_config(1, extras=SET1),
             make_config(2),
-            make_config(3, spare=True, features=() if old else None),
+            make_config(3, spare=True, old=old),
         ],
-        whole_messages=True,
         jitter=jitter,
         seed=seed,
     )

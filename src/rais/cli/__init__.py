@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--exact-duplicates", action="store_true", help="deliver every copy of every datagram"
     )
+    sim.add_argument(
+        "--old",
+        type=float,
+        default=0.0,
+        help="chance that a host boots as the version-1 release (a mixed group)",
+    )
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--trace", metavar="FILE", help="write the event trace ('-' for stdout)")
 

@@ -10,6 +10,7 @@ drained with ``effects()``; ``get_timer()`` says when to call
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from rais.core import wire
@@ -21,6 +22,7 @@ from rais.core.messages import (
     AddrState,
     Command,
     Datagram,
+    Hello,
     HostEntry,
     Message,
     Op,
@@ -29,6 +31,7 @@ from rais.core.messages import (
 )
 from rais.core.parts import CoreParts
 from rais.core.requests import winning
+from rais.core.versions import send_version
 
 
 class Core(CoreParts):
@@ -59,7 +62,12 @@ class Core(CoreParts):
     def datagram_received(self, now: float, data: bytes, via: int) -> None:
         """A datagram arrived on control address ``via``: authenticate and process it."""
         try:
-            dgram = wire.decode(data, group_tag=self.group_tag, keys=self.config.keys)
+            dgram = wire.decode(
+                data,
+                group_tag=self.group_tag,
+                keys=self.config.keys,
+                versions=self.config.wire_versions,
+            )
         except wire.DecodeError as exc:
             self.inbox.drops[exc.reason] += 1
             return
@@ -223,14 +231,37 @@ class Core(CoreParts):
         return False
 
     def _on_datagram(self, now: float, dgram: Datagram) -> bool:
+        if dgram.version not in self.config.wire_versions:
+            self.inbox.drops["version"] += 1
+            return False
         msg = self.inbox.accept(dgram)
         if msg is None:
             return False
+        if isinstance(msg, Hello):
+            return self._on_hello(now, dgram.sender, dgram.epoch, msg)
         if msg.entry.id != dgram.sender:
             self.inbox.drops["malformed"] += 1
             return False
+        entry = self.versions.read(msg.entry, dgram.epoch, dgram.version)
+        if entry is not msg.entry:
+            msg = dataclasses.replace(msg, entry=entry)
         # Only these can bring the timer forward (see ``_input``).
         return self._on_message(now, msg) or self._need_pass or self._send_info
+
+    def _on_hello(self, now: float, sender: Addr, epoch: int, hello: Hello) -> bool:
+        """What a host of this release says beside its version-1 infos."""
+        if not self.versions.hello(sender, epoch, hello):
+            return False
+        rec = self.members.records.get(sender)
+        if rec is None:
+            return False
+        entry = self.versions.apply(rec.entry)
+        if entry is rec.entry:
+            return False
+        rec.entry = entry
+        if self.is_leader:
+            self._need_pass = True
+        return True
 
     def _on_timer(self, now: float) -> bool:
         if not self.settled and now >= self.settle_at:
@@ -403,12 +434,18 @@ class Core(CoreParts):
             ),
             commands=self.control.pending() if leading else (),
         )
-        self.sender.send(msg)
+        self._send(msg)
+
+    def _send(self, msg: Message) -> None:
+        version = send_version(msg.entry, self.members.live())
+        self.sender.send(msg, version)
+        if version == 1 and len(msg.entry.versions) > 1:
+            self.sender.hello(Hello(msg.entry.versions, msg.entry.features))
 
     def _say_goodbye(self, now: float) -> None:
         """The last word of a leaving host, sent twice against loss."""
         self.left = True
         msg = Message(entry=self.entry(), peers=(), table=(), commands=())
-        self.sender.send(msg)
-        self.sender.send(msg)
+        self._send(msg)
+        self._send(msg)
         self._send_info = False

@@ -13,7 +13,7 @@ from rais.core.config import CoreConfig
 from rais.core.effects import Send
 from rais.core.hosts import fit
 from rais.core.membership import HostRecord
-from rais.core.messages import HostEntry, Message, PeerAge, TableEntry
+from rais.core.messages import Hello, HostEntry, Message, PeerAge, TableEntry
 from rais.core.outbox import Outbox
 
 
@@ -91,7 +91,7 @@ class Sender:
         self.seq = 0
         self.vias = tuple(range(len(config.control)))
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message, version: int = 1) -> None:
         c = self.config
         datagrams, _ = wire.encode(
             msg,
@@ -101,7 +101,22 @@ class Sender:
             seq=self.seq,
             key=c.keys[0],
             max_size=c.max_datagram,
+            version=version,
         )
         self.seq = (self.seq + len(datagrams)) & 0xFFFFFFFF
         for data in datagrams:
             self.out.items.append(Send(data, self.vias))
+
+    def hello(self, hello: Hello) -> None:
+        """One version-2 datagram with only this host's versions and features."""
+        c = self.config
+        data = wire.encode_hello_datagram(
+            hello,
+            group_tag=self.group_tag,
+            sender=c.host_id,
+            epoch=self.epoch,
+            seq=self.seq,
+            key=c.keys[0],
+        )
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        self.out.items.append(Send(data, self.vias))

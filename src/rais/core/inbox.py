@@ -19,7 +19,8 @@ from collections import Counter
 
 from rais.core.addr import Addr
 from rais.core.body import DecodeError, decode_body
-from rais.core.messages import Datagram, Message
+from rais.core.messages import Datagram, Hello, Message
+from rais.core.sections import decode_sections
 
 WINDOW = 64
 
@@ -77,8 +78,9 @@ class Inbox:
         """(epoch, first sequence number) of the newest message taken, per sender."""
         self.drops: Counter[str] = Counter()
 
-    def accept(self, dgram: Datagram) -> Message | None:
-        """The whole message this datagram completes, or None (dropped or incomplete)."""
+    def accept(self, dgram: Datagram) -> Message | Hello | None:
+        """The whole message (or hello) this datagram completes, or None
+        (dropped or incomplete)."""
         sender = dgram.sender
         if sender == self.self_id:
             self.drops["own"] += 1
@@ -91,9 +93,13 @@ class Inbox:
             if reason is not None:
                 self.drops[reason] += 1
                 return None
-        message = dgram.message if dgram.parts == 1 else self._reassemble(dgram)
-        if message is None:
-            return None
+        message: Message | Hello | None
+        if dgram.parts == 1:
+            message = dgram.message if dgram.hello is None else dgram.hello
+        else:
+            message = self._reassemble(dgram)
+        if message is None or isinstance(message, Hello):
+            return message  # a hello says nothing that a newer info could undo
         key = (dgram.epoch, dgram.seq - dgram.part)
         newest = self._newest.get(sender)
         if newest is not None and key < newest:
@@ -102,7 +108,7 @@ class Inbox:
         self._newest[sender] = key
         return message
 
-    def _reassemble(self, dgram: Datagram) -> Message | None:
+    def _reassemble(self, dgram: Datagram) -> Message | Hello | None:
         base = dgram.seq - dgram.part
         partial = self._partials.get(dgram.sender)
         if (
@@ -122,7 +128,7 @@ class Inbox:
         del self._partials[dgram.sender]
         body = b"".join(partial.chunks[i] for i in range(partial.parts))
         try:
-            return decode_body(body)
+            return decode_body(body) if dgram.version == 1 else decode_sections(body)
         except DecodeError as exc:
             self.drops[exc.reason] += 1
             return None

@@ -19,6 +19,7 @@ from rais.core.messages import AddrState, HostEntry
 from rais.core.outbox import Outbox
 from rais.core.requests import Requests
 from rais.core.served import Served
+from rais.core.versions import Versions, send_version
 from rais.core.view import CoreView, MemberView
 
 
@@ -35,6 +36,7 @@ class CoreParts:
         self.out = Outbox(config.group, self.id)
         self.sender = Sender(config, self.epoch, self.out)
         self.inbox = Inbox(self.id)
+        self.versions = Versions()
         self.members = Membership(self.id, config.timeout)
         self.table = AddressTable(config.orphan_timeout)
         self.served = Served(self.out, retry=config.timeout)
@@ -155,8 +157,9 @@ class CoreParts:
             rows=self.table.views(now),
             expired=tuple(self.table.expired),
             drops=self.drops(),
+            wire_version=send_version(own, live := self.members.live()),
+            common_features=tuple(sorted(features.common(own, live))),
             sets=self.served.views(),
-            common_features=self.common_features(),
         )
 
     def holding(self, address: Addr) -> AddrState | None:

@@ -95,11 +95,13 @@ class CoreView:
     expired: tuple[Addr, ...]
     """Service addresses whose orphan countdown ran out."""
     drops: Mapping[str, int]
+    wire_version: int = 1
+    """The wire version this host sends in now (rais.core.versions)."""
+    common_features: tuple[str, ...] = ()
+    """The features every live member announces, sorted: only these are used."""
     """Datagrams dropped, by reason."""
     sets: tuple[SetView, ...] = ()
     """The address sets this host serves that have other addresses than their key."""
-    common_features: frozenset[str] = frozenset()
-    """The features every live member (this host included) announces."""
 
     @property
     def is_leader(self) -> bool:

@@ -28,6 +28,7 @@ def params_from(args: argparse.Namespace, seed: int) -> SimParams:
         orphan_timeout=args.orphan_timeout,
         ipv6=args.ipv6,
         exact_duplicates=args.exact_duplicates,
+        old=args.old,
     )
 
 
@@ -56,6 +57,8 @@ def replay_command(p: SimParams) -> str:
         parts.append("--ipv6")
     if p.exact_duplicates:
         parts.append("--exact-duplicates")
+    if p.old:
+        parts.append(f"--old {p.old:g}")
     return " ".join(parts)
 
 

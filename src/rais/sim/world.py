@@ -14,6 +14,7 @@ import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rais.core import wire
 from rais.core.addr import Addr
@@ -83,6 +84,10 @@ class Trace:
             self.lines.append(line)
 
 
+OLD_RELEASE: dict[str, Any] = {"wire_versions": (1,), "features": ()}
+"""What makes a core behave as the version-1 release on the wire."""
+
+
 class World:
     """The hosts, the control networks (``net``) and the service network
     (``holders``). Fault methods change their state; draining the effects of a
@@ -150,6 +155,7 @@ class World:
             prefixlen=(24 if pref is not None and len(pref) == 4 else 64) if pref else 0,
             observer=h.observer,
             orphan_timeout=p.orphan_timeout,
+            **(OLD_RELEASE if p.old and self.rng.random() < p.old else {}),
         )
         rng = random.Random((p.seed * 1_000_003 + h.index) * 131 + h.epoch)
         h.core = core = self.core_factory(cfg, epoch=h.epoch, rng=rng, now=now)

@@ -1,0 +1,71 @@
+"""Which wire version this host sends, and what it knows of the others'
+versions and features (docs/protocol.md, "Versions and features").
+
+A host sends version 2 while every live member speaks it; otherwise version 1,
+which every release reads, followed by a *hello* (a version-2 datagram with
+only its versions and features) that version-1 hosts drop and hosts of this
+release take in. What a hello says holds for the sender's epoch: the
+version-1 infos of that epoch are read as coming from a host that announced
+it. A new epoch (the sender restarted, perhaps into another release) forgets
+it until the sender says it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rais.core.addr import Addr
+from rais.core.features import common_version
+from rais.core.messages import Hello, HostEntry
+
+
+class Versions:
+    """Per sender: its epoch last seen and what its hello of that epoch said."""
+
+    __slots__ = ("_epochs", "_hellos")
+
+    def __init__(self) -> None:
+        self._epochs: dict[Addr, int] = {}
+        self._hellos: dict[Addr, tuple[int, Hello]] = {}
+
+    def read(self, entry: HostEntry, epoch: int, version: int) -> HostEntry:
+        """The entry of an info that arrived in wire ``version`` and sender ``epoch``,
+        with the versions and features its sender announced in that epoch."""
+        self._epochs[entry.id] = epoch
+        if version != 1:
+            return entry
+        known = self._hellos.get(entry.id)
+        if known is None or known[0] != epoch:
+            return entry
+        hello = known[1]
+        return dataclasses.replace(entry, versions=hello.versions, features=hello.features)
+
+    def hello(self, sender: Addr, epoch: int, hello: Hello) -> bool:
+        """Take in a hello; True if it concerns the sender's current epoch (the
+        caller then updates the sender's entry with :meth:`apply`)."""
+        known = self._hellos.get(sender)
+        if known is not None and known[0] > epoch:
+            return False
+        self._hellos[sender] = (epoch, hello)
+        return self._epochs.get(sender) == epoch
+
+    def apply(self, entry: HostEntry) -> HostEntry:
+        """``entry`` with what its sender's hello of its current epoch says."""
+        known = self._hellos.get(entry.id)
+        if known is None or known[0] != self._epochs.get(entry.id):
+            return entry
+        hello = known[1]
+        if (entry.versions, entry.features) == (hello.versions, hello.features):
+            return entry
+        return dataclasses.replace(entry, versions=hello.versions, features=hello.features)
+
+    def forget(self, sender: Addr) -> None:
+        self._epochs.pop(sender, None)
+        self._hellos.pop(sender, None)
+
+
+def send_version(own: HostEntry, live: list[HostEntry]) -> int:
+    """The wire version to send in: the highest that this host and every live member speak."""
+    if len(own.versions) == 1:
+        return own.versions[0]
+    return common_version(own, live)
