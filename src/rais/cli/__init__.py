@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="chance that a host boots as the version-1 release (a mixed group)",
     )
+    sim.add_argument(
+        "--sets",
+        type=float,
+        default=0.0,
+        help="chance that a host with a preferred address prefers an address set",
+    )
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--trace", metavar="FILE", help="write the event trace ('-' for stdout)")
 

@@ -409,9 +409,12 @@ class Core(CoreParts):
             if not self._need_pass:
                 break
             self._run_pass(now)
-        if self.served.has_sets():
+        if self.served.sets and (
+            # A set it holds, or one whose other addresses it learnt since it took the key.
+            self.served.has_sets() or any(self._set_extras(k) for k in self.served.states)
+        ):
             whole, why = self._sets_gate()
-            self.served.reconcile(now, whole, why, self._known_extras)
+            self.served.reconcile(now, whole, why, self._known_extras, grow=eligible(self.entry()))
         if self._send_info:
             self._emit_info(now)
 

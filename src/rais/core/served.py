@@ -179,12 +179,20 @@ class Served:
         return any(s.full or s.up for s in self.sets.values())
 
     def reconcile(
-        self, now: float, common: bool, why: str, full_of: Callable[[Addr], Extras | None]
+        self,
+        now: float,
+        common: bool,
+        why: str,
+        full_of: Callable[[Addr], Extras | None],
+        *,
+        grow: bool = True,
     ) -> None:
         """Bring every online set to what it may be: whole while ``sets`` is
         ``common``, else the key alone (``why``: the reason). ``full_of(key)``
         gives a set's extras as now known (None: keep what this host knows).
-        One action at a time per set: a set with an action in flight waits."""
+        Without ``grow`` (the host is not eligible: quiesced) nothing is added,
+        as a quiesced host takes no new address. One action at a time per set:
+        a set with an action in flight waits."""
         for key, s in self.sets.items():
             if self.states[key] != AddrState.ONLINE or s.action is not None:
                 continue
@@ -200,7 +208,9 @@ class Served:
                 self.out.release(key, s.prefixlen, extra, extras_only=True)
                 continue
             missing = _minus(wanted, s.up)
-            if missing and (s.retry_at is None or s.retry_at <= now):
+            if missing and not grow:
+                s.why = "this host is not eligible (quiesced)"
+            elif missing and (s.retry_at is None or s.retry_at <= now):
                 s.retry_at = None
                 s.action, s.change = _EXTEND, missing
                 self.out.acquire(key, s.prefixlen, missing, extras_only=True)

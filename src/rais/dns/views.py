@@ -4,7 +4,6 @@ core's read model (its own entry and the other hosts' entries)."""
 from __future__ import annotations
 
 import ipaddress
-
 from collections.abc import Iterable
 
 from rais.core.addr import Addr, fmt

@@ -57,7 +57,13 @@ from rais.sim.hearing import Hearing
 from rais.sim.knowers import Knowers
 from rais.sim.network import TICK
 from rais.sim.params import Violation
+from rais.sim.sets import SetJudge
 from rais.sim.world import World
+
+
+def world_has_sets(world: World) -> bool:
+    return bool(world.extras)
+
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)
 
@@ -108,6 +114,7 @@ class Checker:
         """Addresses that entered the group: their preferred host was up, OK and
         not quiesced, and put them in its table."""
         self.introducing: set[int] = set()
+        self.sets = SetJudge(world, self.violate)
         self._known = Knowers(world)
         self.knowers = self._known.knowers
 
@@ -297,6 +304,9 @@ class Checker:
             if owner is not None and owner in self.holders.get(address, ()):
                 del self.early[address]
         problem = self._settled_state(now, strict=True)
+        set_problem = self.sets.settled() if world_has_sets(self.world) else None
+        if set_problem is not None:
+            self.violate("I8", now, set_problem)
         if problem is not None:
             self.violate("I1/I4", now, problem)
         else:
@@ -311,11 +321,12 @@ class Checker:
     def _dns_answers(self, now: float) -> str | None:
         world = self.world
         expected = sorted_ips(
-            ipaddress.ip_address(h.preferred)
+            ipaddress.ip_address(a)
             for h in world.hosts
             if h.preferred is not None
             and eligible(h)
             and h.index in self.holders.get(h.preferred, ())
+            for a in (h.preferred, *self.sets.whole(h.index))
         )
         for h in world.hosts:
             if h.up and h.core is not None:
