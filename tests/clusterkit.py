@@ -107,6 +107,8 @@ class Node:
     epoch: int
     seed: int
     alive: bool = True
+    stopped_in_place: bool = False
+    """Its process stopped after ``rais pause``; its addresses stay configured."""
     fail_next_acquire: bool = False
     fail_acquires: bool = False
     """Every acquire on this host fails (a broken acquire script)."""
@@ -190,15 +192,37 @@ class Cluster:
         node.held.clear()
         self._close_claims(node, None)
 
-    def restart(self, i: int) -> None:
-        """Boot host ``i`` again with a fresh core and the next epoch."""
+    def stop_in_place(self, i: int) -> None:
+        """Stop host ``i``'s process without a leave (after ``rais pause``): it
+        sends and hears nothing more, but its addresses stay configured."""
         node = self.nodes[i]
-        if node.alive:
+        node.alive = False
+        node.stopped_in_place = True
+
+    def kernel_drop(self, i: int) -> None:
+        """The kernel lifetime of a stopped host's addresses ran out."""
+        node = self.nodes[i]
+        node.stopped_in_place = False
+        node.held.clear()
+        self._close_claims(node, None)
+
+    def restart(self, i: int, *, resume: bool = False) -> None:
+        """Boot host ``i`` again with a fresh core and the next epoch; with
+        ``resume`` after ``stop_in_place``, the new core holds what is still
+        configured (``Core.resume``), else whatever was left is removed."""
+        node = self.nodes[i]
+        if node.alive or (node.stopped_in_place and not resume):
             self.kill(i)
+        node.stopped_in_place = False
         node.epoch += 1
         node.seed += 7919
         node.core = Core(node.config, epoch=node.epoch, rng=random.Random(node.seed), now=self.now)
         node.alive = True
+        if resume and node.held:
+            node.core.resume(
+                self.now, [(a, node.config.prefixlen or 24) for a in sorted(node.held)]
+            )
+            self._drain(node)
         self._fire(node)
 
     # -------------------------------------------------------------- running
@@ -267,8 +291,10 @@ class Cluster:
         return [n for n in self.nodes if n.alive]
 
     def holders(self, address: Addr) -> list[int]:
-        """Indexes of the live hosts that hold ``address`` now."""
-        return [n.index for n in self.nodes if n.alive and address in n.held]
+        """Indexes of the live (or stopped in place) hosts that hold ``address`` now."""
+        return [
+            n.index for n in self.nodes if (n.alive or n.stopped_in_place) and address in n.held
+        ]
 
     def leaders(self) -> set[Addr | None]:
         """The leaders the live, not-left hosts see (one element once they agree)."""

@@ -46,6 +46,9 @@ class Stub:
     def failback(self, address: IP | Sequence[IP], group: str | None) -> str:
         raise ValueError("refused")
 
+    def pause(self, duration: float) -> dict[str, Any]:
+        return {"groups": ["www"], "for_s": duration}
+
     def metrics_text(self) -> tuple[bytes, str]:
         return b"rais_x 1\n", "text/plain; version=0.0.4; charset=utf-8"
 

@@ -34,9 +34,16 @@ PUBLIC_MODULES = {
 inputs and outputs (messages, effects, the wire codec), the read model and the
 shared leaves (addresses, the host predicates, utilization, the feature names)."""
 
-SHARED_RULES = {("requests", "winning")}
+SHARED_RULES = {
+    ("requests", "winning"),
+    ("pause", "out_of_bounds"),
+    ("pause", "kernel_lifetime"),
+    ("pause", "KERNEL_MARGIN"),
+}
 """Pure rules outside those modules that others may use as they are (the
-simulator's checker judges operator requests with the core's own rule)."""
+simulator's checker judges operator requests with the core's own rule; the
+agent bounds a pause, sets its kernel lifetime and judges its record by the
+core's own rules of ``rais pause``)."""
 
 
 def _is_core(node: ast.expr) -> bool:

@@ -182,6 +182,17 @@ class Group:
         groups = json.loads(proc.stdout)["groups"]
         return {str(h["id"]) for g in groups for h in g["hosts"] if h["live"]}
 
+    def wire(self, host: str) -> tuple[int, list[str], dict[str, list[int]]] | None:
+        """What a new agent says of the wire: the version it sends, the group's
+        common features and every live host's versions (None: an old agent)."""
+        if self.current[host].version != "new":
+            return None
+        proc = self.cli(host, "new", "status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        (g,) = json.loads(proc.stdout)["groups"]
+        hosts = {str(h["id"]): list(h["wire_versions"]) for h in g["hosts"] if h["live"]}
+        return int(g["wire_version"]), list(g["common_features"]), hosts
+
     def new_lost(self) -> Counter[tuple[str, str]]:
         """host-lost events logged by any agent since the last call."""
         now: Counter[tuple[str, str]] = Counter()
@@ -358,6 +369,17 @@ async def test_rolling_upgrade_downgrade_and_mixed_failover(group: Group) -> Non
             step.end = time.monotonic()
             await asyncio.sleep(QUIET)
             step.lost = g.new_lost()
+            # the new agents talk version 2 only once every host is new
+            all_new = all(g.current[h].version == "new" for h in HOSTS)
+            for h in HOSTS:
+                seen = g.wire(h)
+                if seen is None:
+                    continue
+                version, common, versions = seen
+                want = {host_id(o): [1, 2] if g.current[o].version == "new" else [1] for o in HOSTS}
+                assert versions == want, (step.name, h, versions)
+                assert version == (2 if all_new else 1), (step.name, h, version)
+                assert (common == ["pause", "sets"]) == all_new, (step.name, h, common)
 
         # (a) all old, settled
         first = Step("a", "all old start", "*", time.monotonic())

@@ -13,7 +13,7 @@ from rais.cli import main
 from rais.core.addr import Addr
 from rais.core.core import Core
 from rais.core.effects import Effect, Release
-from rais.core.messages import Command, Datagram, HostEntry, Op
+from rais.core.messages import Command, Datagram, HostEntry, Message, Op
 from rais.sim import SimParams, Simulation
 from rais.sim.cli import summary
 
@@ -82,6 +82,71 @@ def test_random_faults_with_loss_across_seeds(
             unjudged.append(seed)
     assert not failed, json.dumps(failed[:3], indent=1)
     assert not unjudged, f"seeds never judged: {unjudged}"
+
+
+@pytest.mark.timeout(SWEEP_TIMEOUT)
+@pytest.mark.parametrize(
+    ("hosts", "spares", "duration", "loss", "quick"),
+    [(4, 1, 60.0, 0.0, 30), (4, 1, 60.0, 0.05, 30), (8, 2, 40.0, 0.05, 12)],
+    ids=["4-lossless", "4-loss", "8-loss"],
+)
+def test_mixed_versions_across_seeds(
+    request: pytest.FixtureRequest,
+    hosts: int,
+    spares: int,
+    duration: float,
+    loss: float,
+    quick: int,
+) -> None:
+    """A group of this release and the version-1 release, each boot drawing its
+    release (``old=0.5``: every restart an upgrade or a downgrade), under random
+    faults and loss: every invariant holds (1,000 seeds with --slow)."""
+    failed = []
+    boots = [0, 0]
+    for seed in _seeds(request, quick, 1000):
+        params = SimParams(
+            hosts=hosts,
+            spares=spares,
+            duration=duration,
+            seed=seed,
+            faults="random",
+            loss=loss,
+            old=0.5,
+        )
+        sim = Simulation(params)
+        result = sim.run()
+        boots = [a + b for a, b in zip(boots, sim.world.boots, strict=True)]
+        if result.violations or not result.convergences:
+            failed.append(summary(result))
+    assert not failed, json.dumps(failed[:3], indent=1)
+    new, old = boots
+    assert new > hosts and old > hosts, boots
+
+
+class AlwaysV2(Core):
+    """A core of this release that forgets the rule: it always sends version 2."""
+
+    def _send(self, msg: Message) -> None:
+        if len(msg.entry.versions) > 1:
+            self.sender.send(msg, 2)
+        else:
+            super()._send(msg)
+
+
+def test_mixed_sweep_catches_a_core_that_old_hosts_cannot_hear() -> None:
+    """The mixed sweep can fail: hosts of this release that send version 2 to
+    version-1 hosts split the group, and two hosts hold one address (I3)."""
+    caught: set[str] = set()
+    for seed in range(1, 6):
+        params = SimParams(hosts=4, spares=1, duration=30, seed=seed, faults="random", old=0.5)
+        result = Simulation(params, core_factory=AlwaysV2).run()
+        caught |= {v.invariant.split("/")[0] for v in result.violations}
+        if caught:
+            break
+    assert caught, "no violation"
+    # In a group of this release alone, the same core is correct.
+    params = SimParams(hosts=4, spares=1, duration=30, seed=1, faults="random")
+    assert not Simulation(params, core_factory=AlwaysV2).run().violations
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ POST /v1/move?address=A&host=H[&group=G]   pin service address A to host H
 POST /v1/failback?address=A[&group=G]      give A back to its preferred host now
     (A: any address of an address set acts on the whole set; several, all of one
     set, as address=A&address=B or address=A,B)
+POST /v1/pause               body {"for": "30s"}: restart in place within that
+                             long (409 with "error", "group", "hosts" if refused)
 GET  /metrics                Prometheus metrics
 """
 
@@ -20,7 +22,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from rais.admin.facade import Refused
 from rais.admin.web import Source, add_routes, is_public, same_origin_middleware
+from rais.base.durations import parse_duration
 from rais.base.ip import IP
 
 
@@ -39,6 +43,10 @@ class Controlled(Protocol):
         ...
 
     def failback(self, address: IP | Sequence[IP], group: str | None) -> str: ...
+
+    def pause(self, duration: float) -> dict[str, Any]:
+        """Restart in place within ``duration`` s (rais.admin.facade.Refused: refused)."""
+        ...
 
     def metrics_text(self) -> tuple[bytes, str]:
         """Prometheus exposition: body and content type."""
@@ -68,6 +76,7 @@ def make_app(
     app.router.add_post("/v1/unquiesce", _unquiesce)
     app.router.add_post("/v1/move", _move)
     app.router.add_post("/v1/failback", _failback)
+    app.router.add_post("/v1/pause", _pause)
     app.router.add_get("/metrics", _metrics)
     return app
 
@@ -195,6 +204,25 @@ async def _move(request: web.Request) -> web.Response:
 
 async def _failback(request: web.Request) -> web.Response:
     return await _request(request, False)
+
+
+async def _pause(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    text = body.get("for") if isinstance(body, dict) else None
+    if not isinstance(text, str):
+        return web.json_response({"error": 'the body must be {"for": DURATION}'}, status=400)
+    try:
+        duration = parse_duration(text)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    try:
+        done = request.app[AGENT].pause(duration)
+    except Refused as exc:
+        return web.json_response(exc.body, status=409)
+    return web.json_response(done)
 
 
 def read_token(path: str | None) -> str | None:

@@ -16,6 +16,7 @@ from rais.admin.status_view import AgentStatus, status_json
 from rais.config import IP
 from rais.runtime.events import Entry, EventBus, record
 from rais.runtime.group import GroupRunner
+from rais.runtime.lifecycle import PauseRefused
 
 QUEUE_SIZE = 1000
 """Events a subscriber's queue holds (a slow reader loses the newer ones)."""
@@ -29,15 +30,17 @@ class AgentFacade:
         status: Callable[[], AgentStatus],
         bus: EventBus,
         metrics: Metrics,
+        pause: Callable[[float], PauseRefused | None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``groups``: the agent's groups by name; ``clock``: the wall clock
-        that stamps operator requests."""
+        """``groups``: the agent's groups by name; ``pause``: the agent's pause
+        (``rais pause``); ``clock``: the wall clock that stamps operator requests."""
         self.groups = groups
         self._status = status
         self.bus = bus
         self.metrics = metrics
         self.clock = clock
+        self._pause = pause
         self._subscriptions: dict[asyncio.Queue[dict[str, Any]], Callable[[], None]] = {}
 
     def status(self) -> dict[str, Any]:
@@ -125,3 +128,27 @@ class AgentFacade:
         if why:
             raise ValueError(why)
         return runner.config.name
+
+    def pause(self, duration: float) -> dict[str, Any]:
+        """Operator: restart in place within ``duration`` seconds (``POST
+        /v1/pause``); raises ``Refused`` with the JSON of the refusal."""
+        if self._pause is None:
+            raise Refused({"error": "this agent cannot pause", "group": None, "hosts": []})
+        refused = self._pause(duration)
+        if refused is not None:
+            raise Refused(
+                {
+                    "error": refused.reason,
+                    "group": refused.group or None,
+                    "hosts": list(refused.hosts),
+                }
+            )
+        return {"groups": list(self.groups), "for_s": duration}
+
+
+class Refused(Exception):
+    """An operator request refused, with the JSON that says why."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error", "refused"))
+        self.body = body

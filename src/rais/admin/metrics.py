@@ -37,7 +37,8 @@ what ``GET /v1/status`` renders; one call of ``source()`` per scrape):
                                              control datagrams received and
                                              dropped: oversized, truncated,
                                              malformed, version, group, auth,
-                                             replay, duplicate, own, stale-part, stale
+                                             unsupported, replay, duplicate, own,
+                                             stale-part, stale
 ``rais_control_send_errors_total{group}``    control datagrams the transport
                                              could not send
 ``rais_control_receive_errors_total{group}`` errors reported by a receiving socket

@@ -59,6 +59,9 @@ def _host(m: MemberView, scale: int) -> HostStatus:
         ),
         served=tuple(ServedStatus(fmt(a), s.name.lower()) for a, s in entry.served),
         last_heard_s=0.0 if m.this_host else round(m.age, 3),
+        wire_versions=entry.versions,
+        features=entry.features,
+        paused_s=None if m.paused_s is None else round(m.paused_s, 3),
         preferred_set=(
             (f"{fmt(entry.preferred)}/{entry.prefixlen}", *_shown(entry.extras))
             if entry.preferred is not None and entry.extras
@@ -124,6 +127,8 @@ def group_status(
         dropped=dict(view.drops),
         counters=dict(counters),
         dns=dns,
+        wire_version=view.wire_version,
+        common_features=view.common_features,
         sets=tuple(_set(s) for s in view.sets),
     )
 
@@ -148,16 +153,22 @@ def render(status: dict[str, Any]) -> str:
             state = {True: "passing", False: "FAILING", None: "pending"}[t["ok"]]
             why = f"  ({t['reason']})" if t["reason"] and t["ok"] is not True else ""
             lines.append(f"  test {t['name']:<20} {state}{why}")
+        if "wire_version" in g:
+            common = ", ".join(g.get("common_features", [])) or "none"
+            lines.append(f"  wire version {g['wire_version']}, common features: {common}")
         lines.append(
             f"  {'host':<24} {'live':<5} {'ok':<5} {'quiesced':<9} {'spare':<6} "
-            f"utilization (load/capacity)"
+            f"{'wire':<6} utilization (load/capacity)"
         )
         for h in g["hosts"]:
             util = h.get("utilization")
             load = f"{util} ({h['load']}/{h['capacity']})" if util is not None else "-"
+            wire = ",".join(str(v) for v in h.get("wire_versions", [1]))
+            paused = h.get("paused_s")
+            pause = f"  paused, {paused:.0f}s left" if paused is not None else ""
             lines.append(
                 f"  {h['id']:<24} {_yn(h['live']):<5} {_yn(h['ok']):<5} "
-                f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {load}"
+                f"{_yn(h['quiesced']):<9} {_yn(h['spare']):<6} {wire:<6} {load}{pause}"
             )
         lines.append(f"  {'address':<28} {'state':<11} {'holder':<24} preferred host")
         for a in g["addresses"]:

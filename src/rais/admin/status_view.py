@@ -47,6 +47,13 @@ class HostStatus:
     """Its preferred address with its prefix length (None: a spare or an observer)."""
     served: tuple[ServedStatus, ...]
     last_heard_s: float | None
+    wire_versions: tuple[int, ...] = (1,)
+    """The wire versions it speaks (a host of the version-1 release: 1 only)."""
+    features: tuple[str, ...] = ()
+    """The features it announces."""
+    paused_s: float | None = None
+    """Seconds left of the pause it announced (``rais pause``: it restarts in
+    place and keeps its addresses meanwhile); None: not pausing."""
     preferred_set: tuple[str, ...] = ()
     """With an address set: every address of it, with prefix, key first
     (``preferred`` is the key); empty for a single address."""
@@ -158,6 +165,10 @@ class GroupStatus:
     dropped: Mapping[str, int]
     counters: Mapping[str, int]
     dns: DnsStatus | None = None
+    wire_version: int = 1
+    """The wire version this host sends in now."""
+    common_features: tuple[str, ...] = ()
+    """The features every live host announces: only these are used."""
     sets: tuple[SetStatus, ...] = ()
     """The address sets this host holds (those with more than one address)."""
 
@@ -231,6 +242,8 @@ def _group(g: GroupStatus) -> dict[str, Any]:
     }
     if g.dns is not None:
         out["dns"] = _dns(g.dns)
+    out["wire_version"] = g.wire_version
+    out["common_features"] = list(g.common_features)
     if g.sets:
         out["sets"] = [
             {
@@ -263,6 +276,9 @@ def _host(h: HostStatus) -> dict[str, Any]:
         "preferred": h.preferred,
         "served": [{"address": s.address, "state": s.state} for s in h.served],
         "last_heard_s": h.last_heard_s,
+        "paused_s": h.paused_s,
+        "wire_versions": list(h.wire_versions),
+        "features": list(h.features),
         **({"preferred_set": list(h.preferred_set)} if h.preferred_set else {}),
     }
 

@@ -78,7 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("address", help="a service address; for an address set, any of it (or A,B,...)")
     for p in (mv, fb):
         p.add_argument("--group", metavar="G", help="default: the group that has the address")
-    for p in (status, sub.choices["quiesce"], sub.choices["unquiesce"], mv, fb, ev):
+    pa = sub.add_parser(
+        "pause", help="keep this host's addresses in place while its agent restarts"
+    )
+    pa.add_argument(
+        "--for",
+        dest="duration",
+        required=True,
+        metavar="DURATION",
+        help="the longest the restart may take (e.g. 30s; from 2 x timeout, at least 2s, to 5m)",
+    )
+    for p in (status, sub.choices["quiesce"], sub.choices["unquiesce"], mv, fb, ev, pa):
         p.add_argument("--api", metavar="HOST:PORT", help=api_help)
         p.add_argument("--config", metavar="FILE", help="read the API address and token from it")
 
@@ -108,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "events": commands.events,
         "move": commands.move,
         "failback": commands.failback,
+        "pause": commands.pause,
         "dev": commands.dev,
     }[args.command]
     return handler(args)

@@ -88,9 +88,12 @@ def _api(args: argparse.Namespace) -> tuple[str, str | None]:
     return f"http://{address}", token
 
 
-def _call(args: argparse.Namespace, method: str, path: str) -> Any:
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     base, token = _api(args)
-    req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    req = urllib.request.Request(base + path, method=method, data=data)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -176,6 +179,15 @@ def failback(args: argparse.Namespace) -> int:
     )
     data = _call(args, "POST", f"/v1/failback?{query}")
     print(f"group {data['group']}: {data['address']} goes back to its preferred host")
+    return 0
+
+
+def pause(args: argparse.Namespace) -> int:
+    """``rais pause --for DURATION``: restart the agent in place within DURATION
+    (then restart it: ``systemctl restart rais``)."""
+    data = _call(args, "POST", "/v1/pause", {"for": args.duration})
+    groups = ", ".join(data["groups"]) or "no groups"
+    print(f"paused for {data['for_s']:g}s: {groups}; restart the agent now")
     return 0
 
 

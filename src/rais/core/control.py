@@ -34,6 +34,11 @@ pending (``_decide``, step 610):
    preferred host (if it claims and is not quiesced), else a random claiming
    spare, else a random claimant; the others are told to release.
 
+A host that announced a pause (``rais pause``, core/hosts.py ``pausing``) is in
+no list and is given nothing, and an address it claims is left alone by every
+rule (no release, move, failback or duplicate resolution): it keeps them while
+its agent restarts in place.
+
 Commands stay *pending* until the target's own info shows them obeyed, the
 target is gone, or ``command_timeout`` passes; an address with a pending
 command is not decided again, so a random pick is never second-guessed.
@@ -47,7 +52,7 @@ from dataclasses import dataclass, field
 from rais.core.addr import Addr
 from rais.core.addrtable import AddressTable, AddrRow
 from rais.core.effects import EventKind
-from rais.core.hosts import eligible
+from rais.core.hosts import eligible, pausing
 from rais.core.messages import AddrState, Command, HostEntry, Op, ReqOp, Request
 from rais.core.outbox import Outbox
 from rais.core.utilization import utilization
@@ -76,6 +81,8 @@ class _Pass:
     claims: dict[Addr, list[tuple[Addr, AddrState]]]
     load: dict[Addr, list[int]]
     requests: dict[Addr, Request]
+    held: set[Addr]
+    """Addresses a pausing host claims: no rule touches them."""
     new: list[Command] = field(default_factory=list)
 
 
@@ -84,6 +91,11 @@ def _obeyed(cmd: Command, entry: HostEntry) -> bool:
         if address == cmd.address:
             return cmd.op == Op.ACQUIRE or state == AddrState.RELEASING
     return cmd.op == Op.RELEASE
+
+
+def _takes(h: HostEntry) -> bool:
+    """May be given an address: eligible and not pausing."""
+    return eligible(h) and not pausing(h)
 
 
 class Controller:
@@ -254,12 +266,17 @@ class Controller:
         spares: list[Addr] = []
         others: list[Addr] = []
         claims: dict[Addr, list[tuple[Addr, AddrState]]] = {}
+        held: set[Addr] = set()
         for h in hosts:
-            if eligible(h):
+            if _takes(h):
                 (spares if h.preferred is None else others).append(h.id)
             for address, state in h.served:
                 claims.setdefault(address, []).append((h.id, state))
-        p = _Pass(now, command_timeout, by_id, spares, others, claims, self._loads(hosts), requests)
+            if pausing(h):
+                held.update(a for a, _ in h.served)
+        p = _Pass(
+            now, command_timeout, by_id, spares, others, claims, self._loads(hosts), requests, held
+        )
         self._track_eligible(now, hosts, by_id)
         return p
 
@@ -270,7 +287,7 @@ class Controller:
         (rule 4); the delayed failbacks of this pass set ``_wake`` afresh."""
         fit_since = self._fit_since
         for h in hosts:
-            if eligible(h):
+            if _takes(h):
                 fit_since.setdefault(h.id, now)
             else:
                 fit_since.pop(h.id, None)
@@ -304,7 +321,7 @@ class Controller:
         expired ... else send release message"): a claimant of an address that is
         not in the table (unknown or expired) is told to release it."""
         for address, claimants in p.claims.items():
-            if address in rows or address in self._pending:
+            if address in rows or address in self._pending or address in p.held:
                 continue
             for host, state in claimants:
                 if state != AddrState.RELEASING:
@@ -319,7 +336,7 @@ class Controller:
             self._assign_unserved(p, address, row)
             return
         self._cannot.discard(address)
-        if any(state in _BUSY for _, state in claimants):
+        if address in p.held or any(state in _BUSY for _, state in claimants):
             return
         holders = [host for host, _ in claimants]
         if self._move(p, address, row, holders) or self._fail_back(p, address, row, holders):
@@ -406,7 +423,7 @@ class Controller:
         return (
             pref is not None
             and pref.preferred == address
-            and eligible(pref)
+            and _takes(pref)
             and self._may_take(p.now, row.preferred, address)
         )
 
@@ -416,7 +433,7 @@ class Controller:
         if req is None or req.op != ReqOp.MOVE or req.target is None:
             return None
         target = p.by_id.get(req.target)
-        if target is None or not eligible(target) or not self._may_take(p.now, target.id, address):
+        if target is None or not _takes(target) or not self._may_take(p.now, target.id, address):
             return None
         return target.id
 
@@ -425,7 +442,7 @@ class Controller:
         group's load_scale, the same value DNS uses), addresses it serves]."""
         out: dict[Addr, list[int]] = {}
         for h in hosts:
-            if eligible(h):
+            if _takes(h):
                 util = utilization(h.load, h.capacity, self.load_scale)
                 out[h.id] = [0, util, len(h.served)]
         return out

@@ -30,6 +30,7 @@ from rais.core.messages import (
     Request,
 )
 from rais.core.parts import CoreParts
+from rais.core.pause import out_of_bounds, refusal_text
 from rais.core.requests import winning
 from rais.core.versions import send_version
 
@@ -47,6 +48,7 @@ class Core(CoreParts):
         leaves the cached timer alone: an early wake-up is harmless."""
         if wake:
             self._timer_stale = True
+        self.now = now
         if self.left:
             return
         if body(now):
@@ -101,6 +103,7 @@ class Core(CoreParts):
             self.served.next_retry(),
             self.requests.next_expiry(),
             None if self.settled else self.settle_at,
+            self.own_pause.until,
         ):
             if d is not None and d < t:
                 t = d
@@ -134,6 +137,28 @@ class Core(CoreParts):
     def failback(self, now: float, address: Addr, stamp: int) -> str | None:
         """Operator: give ``address`` back to its preferred host now (``rais failback``)."""
         return self._request(now, Request(ReqOp.FAILBACK, address, None, stamp))
+
+    def pause(self, now: float, duration: float) -> str | None:
+        """Operator: this host's agent restarts in place within ``duration``
+        seconds (``rais pause``; rais.core.pause). Returns why it was refused, or
+        None. The caller checks ``pause_lacking`` in every group of the host first."""
+        if self.left or self.leaving:
+            return "this host is leaving the group"
+        why = out_of_bounds(duration, self.config.timeout)
+        if why is not None:
+            return why
+        lacking = self.pause_lacking()
+        if lacking:
+            return refusal_text(self.config.group, lacking)
+        self._input(now, lambda now: self._pause(now, duration))
+        return None
+
+    def resume(self, now: float, addresses: list[tuple[Addr, int]]) -> None:
+        """Start input of a new process after an in-place restart, before
+        ``start_listening``: the previous process kept ``addresses`` configured
+        through its pause; this one holds them ONLINE from the start (announced
+        again, refreshed by the driver) and takes over without a move."""
+        self._input(now, lambda now: self._resume(now, addresses))
 
     def leave(self, now: float) -> None:
         """Graceful leave: release everything, then tell the group (done when ``left``)."""
@@ -181,10 +206,7 @@ class Core(CoreParts):
         return True
 
     def _request(self, now: float, req: Request) -> str | None:
-        key = self.table.key_of(req.address)
-        if key is not None and key != req.address:
-            # Any address of a set names the set: requests are on keys.
-            req = Request(req.op, key, req.target, req.stamp)
+        req = self._on_key(req)
         why = self._refusal(req)
         if why is not None:
             self._timer_stale = True
@@ -210,6 +232,22 @@ class Core(CoreParts):
             self.out.event(now, EventKind.MOVE_REQUESTED, req.address, f"to {fmt(req.target)}")
         else:
             self.out.event(now, EventKind.FAILBACK_REQUESTED, req.address, "operator")
+        self._self_changed(now)
+        return True
+
+    def _pause(self, now: float, duration: float) -> bool:
+        self.own_pause.until = now + duration
+        self.out.event(now, EventKind.PAUSED, None, f"for {duration:g}s")
+        self._self_changed(now)
+        self._elect(now)
+        return True
+
+    def _resume(self, now: float, addresses: list[tuple[Addr, int]]) -> bool:
+        for address, prefixlen in addresses:
+            if self.served.resume(address, prefixlen):
+                self.out.event(now, EventKind.RESUMED, address, "held across an in-place restart")
+        if self.served.online() and self.next_announce is None:
+            self.next_announce = now + self.config.announce_interval
         self._self_changed(now)
         return True
 
@@ -268,9 +306,16 @@ class Core(CoreParts):
             self.settled = True
             self._self_changed(now)
             self._elect(now)
+        if self.own_pause.lapsed(now):
+            self.out.event(now, EventKind.PAUSE_ENDED, None, "the pause ran out")
+            self._self_changed(now)
+            self._elect(now)
         gone = self.members.expire(now)
         for host in gone:
-            self._host_gone(now, host, EventKind.HOST_LOST, "timeout")
+            ran_out = self.members.records[host].pause_until is not None
+            self._host_gone(
+                now, host, EventKind.HOST_LOST, "its pause ran out" if ran_out else "timeout"
+            )
         if gone:
             self._elect(now, gone=gone)
         deadline = self.table.next_deadline()
@@ -310,6 +355,11 @@ class Core(CoreParts):
                 self._pages.ids.append(entry.id)
             self.out.event(now, EventKind.HOST_JOINED, None, f"host {fmt(entry.id)}")
             self.control.membership_changed()
+        if heard.pause > 0:
+            why = f"host {fmt(entry.id)}: for {entry.pause_ms} ms"
+            self.out.event(now, EventKind.HOST_PAUSED, None, why)
+        elif heard.pause < 0:
+            self.out.event(now, EventKind.HOST_RESUMED, None, f"host {fmt(entry.id)}")
         if heard.left:
             self._host_gone(now, entry.id, EventKind.HOST_LEFT, "left")
         if heard.changed:
@@ -343,7 +393,9 @@ class Core(CoreParts):
     def _host_gone(self, now: float, host: Addr, kind: EventKind, reason: str) -> None:
         rec = self.members.records[host]
         self.out.event(now, kind, None, f"host {fmt(host)}: {reason}")
-        self.table.preferred_gone(now, rec.entry, rec.last_heard)
+        # A host lost after its pause counts as gone from the end of the pause.
+        since = rec.last_heard if rec.pause_until is None else rec.pause_until
+        self.table.preferred_gone(now, rec.entry, since)
         self.control.host_gone(host)
         self.control.membership_changed()
         self.inbox.forget(host)
@@ -372,11 +424,9 @@ class Core(CoreParts):
     def _obey(self, now: float, cmd: Command) -> None:
         """Figures 4B and 4C: an acquire or release from this host's leader."""
         if cmd.op == Op.ACQUIRE:
-            if not eligible(self.entry()):
+            if not eligible(self.entry()) or self.own_pause.until is not None:
                 return
-            full = self._set_extras(cmd.address) or cmd.extras
-            whole, why = self._sets_gate() if full else (True, "")
-            changed = self.served.acquire(cmd.address, cmd.prefixlen, full, whole=whole, why=why)
+            changed = self._acquire_set(cmd)
         else:
             changed = self.served.release(cmd.address)
         if changed:
@@ -409,12 +459,7 @@ class Core(CoreParts):
             if not self._need_pass:
                 break
             self._run_pass(now)
-        if self.served.sets and (
-            # A set it holds, or one whose other addresses it learnt since it took the key.
-            self.served.has_sets() or any(self._set_extras(k) for k in self.served.states)
-        ):
-            whole, why = self._sets_gate()
-            self.served.reconcile(now, whole, why, self._known_extras, grow=eligible(self.entry()))
+        self._reconcile_sets(now)
         if self._send_info:
             self._emit_info(now)
 

@@ -28,6 +28,11 @@ class EventKind(StrEnum):
     ORPHAN_EXPIRED = "orphan-expired"
     MOVE_REQUESTED = "move-requested"
     FAILBACK_REQUESTED = "failback-requested"
+    PAUSED = "paused"
+    PAUSE_ENDED = "pause-ended"
+    RESUMED = "resumed"
+    HOST_PAUSED = "host-paused"
+    HOST_RESUMED = "host-resumed"
     SET_PARTIAL = "set-partial"
     """A held address set is up without some of its other addresses (they wait:
     the reason says which and why); the event's address is the set's key."""

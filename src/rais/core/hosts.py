@@ -10,8 +10,11 @@ The flags of the entry decide three things, each written once here:
   spare and non-spare eligible lists (figure 6A, step 608), the hosts it places
   orphans on and moves addresses to (core/control.py), and what a host itself
   accepts an acquire from its leader for (figure 4B).
-* **can lead**: settled, not an observer, not leaving (step 602,
+* **can lead**: settled, not an observer, not leaving, not pausing (step 602,
   core/membership.py).
+* **paused** (``rais pause``, beyond the patent): the host announced that it
+  restarts in place; the leader gives it nothing and touches none of its
+  addresses (core/control.py), and it cannot lead (rais.core.pause).
 
 "Leaving" is the entry's flag: the host has left the group. Views that fold
 that into liveness instead (the DNS thread's ``HostView``, the simulator's
@@ -51,6 +54,11 @@ def eligible(host: Flags) -> bool:
     return fit(host) and not host.observer
 
 
+def pausing(entry: HostEntry) -> bool:
+    """Announced a pause (``rais pause``): keep its addresses where they are."""
+    return entry.pause_ms > 0
+
+
 def can_lead(entry: HostEntry) -> bool:
-    """May be the leader: settled, not an observer, not leaving."""
-    return entry.settled and not entry.observer and not entry.leaving
+    """May be the leader: settled, not an observer, not leaving, not pausing."""
+    return entry.settled and not entry.observer and not entry.leaving and not entry.pause_ms

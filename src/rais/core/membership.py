@@ -1,7 +1,10 @@
 """Who is in the group, who is live, and who leads (patent steps 450-452, 602-606).
 
 A host is live while its last info is younger than ``timeout``; a host that
-announces it is leaving is gone at once. The leader is the live host with the
+announces it is leaving is gone at once. A host whose last info announced a
+pause (``HostEntry.pause_ms``, ``rais pause``) stays live until that many
+milliseconds after the info arrived, or ``timeout``, whichever is later: it is
+*paused* once silent past ``timeout`` (rais.core.pause). The leader is the live host with the
 lowest id (IPv4 before IPv6, then numerically) among those that are not
 observers, not leaving, and *settled* (have listened for one ``timeout`` since
 they started, so that a host that has just booted does not issue commands
@@ -28,6 +31,18 @@ class HostRecord:
     last_heard: float
     live: bool
     lost_at: float | None = None
+    pause_until: float | None = None
+    """While its last info announced a pause: when that pause runs out (this
+    host's clock: the info's arrival plus its ``pause_ms``)."""
+
+    def paused(self, now: float, timeout: float) -> bool:
+        """Live only by its pause: silent past ``timeout``, inside the window."""
+        return (
+            self.live
+            and self.pause_until is not None
+            and now >= self.last_heard + timeout
+            and now < self.pause_until
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +53,9 @@ class Heard:
     left: bool
     changed: bool
     previous: HostEntry | None
+    pause: int = 0
+    """1: this info started a pause; -1: it ended one (the host came back, in
+    its new process, or its pause lapsed); 0: neither."""
 
 
 _SAME = Heard(joined=False, left=False, changed=False, previous=None)
@@ -55,6 +73,7 @@ def same_state(a: HostEntry, b: HostEntry) -> bool:
         and a.observer == b.observer
         and a.preferred == b.preferred
         and a.extras == b.extras
+        and (a.pause_ms > 0) == (b.pause_ms > 0)
         and a.versions == b.versions
         and a.features == b.features
     )
@@ -63,7 +82,7 @@ def same_state(a: HostEntry, b: HostEntry) -> bool:
 class Membership:
     """The host information database of one host (figure 2B, 'other host information')."""
 
-    __slots__ = ("_by_age", "records", "self_id", "timeout")
+    __slots__ = ("_by_age", "_paused", "records", "self_id", "timeout")
 
     def __init__(self, self_id: Addr, timeout: float) -> None:
         self.self_id = self_id
@@ -71,15 +90,19 @@ class Membership:
         self.records: dict[Addr, HostRecord] = {}
         # Live hosts, oldest last_heard first: the head is the next to expire.
         self._by_age: OrderedDict[Addr, None] = OrderedDict()
+        # Live hosts whose last info announced a pause, with when they expire
+        # (kept apart: their expiry is not last_heard + timeout).
+        self._paused: dict[Addr, float] = {}
 
     def heard(self, now: float, entry: HostEntry) -> Heard:
         """Record an info from ``entry.id``."""
         rec = self.records.get(entry.id)
         if rec is None:
-            self.records[entry.id] = HostRecord(entry, now, not entry.leaving)
+            rec = self.records[entry.id] = HostRecord(entry, now, not entry.leaving)
             if not entry.leaving:
-                self._by_age[entry.id] = None
-            return Heard(joined=not entry.leaving, left=False, changed=True, previous=None)
+                self._track(rec, now)
+            start = 1 if rec.pause_until is not None else 0
+            return Heard(not entry.leaving, False, True, None, start)
         previous = rec.entry
         rec.entry = entry
         rec.last_heard = now
@@ -88,22 +111,44 @@ class Membership:
             if was_live:
                 rec.live = False
                 rec.lost_at = now
-                del self._by_age[entry.id]
+                self._untrack(rec)
             return Heard(joined=False, left=was_live, changed=was_live, previous=previous)
+        was_paused = rec.live and rec.pause_until is not None
         if not rec.live:
             rec.live = True
             rec.lost_at = None
-            self._by_age[entry.id] = None
-            return Heard(joined=True, left=False, changed=True, previous=previous)
-        self._by_age.move_to_end(entry.id)
-        if previous is entry or same_state(previous, entry):
+            self._track(rec, now)
+            start = 1 if rec.pause_until is not None else 0
+            return Heard(True, False, True, previous, start)
+        self._track(rec, now)
+        pause = (rec.pause_until is not None) - was_paused
+        if pause == 0 and (previous is entry or same_state(previous, entry)):
             return _SAME
-        return Heard(joined=False, left=False, changed=True, previous=previous)
+        return Heard(joined=False, left=False, changed=True, previous=previous, pause=pause)
+
+    def _track(self, rec: HostRecord, now: float) -> None:
+        """Queue a live host for expiry by its latest info."""
+        host = rec.entry.id
+        if rec.entry.pause_ms > 0:
+            rec.pause_until = now + rec.entry.pause_ms / 1000.0
+            self._by_age.pop(host, None)
+            self._paused[host] = max(rec.pause_until, now + self.timeout)
+        else:
+            rec.pause_until = None
+            self._paused.pop(host, None)
+            self._by_age[host] = None
+            self._by_age.move_to_end(host)
+
+    def _untrack(self, rec: HostRecord) -> None:
+        self._by_age.pop(rec.entry.id, None)
+        self._paused.pop(rec.entry.id, None)
 
     def next_expiry(self) -> float | None:
+        best = min(self._paused.values()) if self._paused else None
         for host in self._by_age:
-            return self.records[host].last_heard + self.timeout
-        return None
+            t = self.records[host].last_heard + self.timeout
+            return t if best is None or t < best else best
+        return best
 
     def expire(self, now: float) -> list[Addr]:
         """Mark silent hosts dead (patent step 606); return their ids."""
@@ -118,18 +163,37 @@ class Membership:
             rec.live = False
             rec.lost_at = now
             gone.append(host)
+        for host, until in list(self._paused.items()):
+            if until <= now:
+                del self._paused[host]
+                rec = self.records[host]
+                rec.live = False
+                rec.lost_at = now
+                gone.append(host)
         return gone
 
     def live(self) -> list[HostEntry]:
         """Entries of the live hosts other than this one."""
-        return [self.records[h].entry for h in self._by_age]
+        out = [self.records[h].entry for h in self._by_age]
+        out.extend(self.records[h].entry for h in self._paused)
+        return out
 
     def views(self, now: float) -> tuple[MemberView, ...]:
         """Every host heard, in the order first heard (rais.core.view)."""
-        return tuple(MemberView(r.entry, r.live, now - r.last_heard) for r in self.records.values())
+        return tuple(
+            MemberView(
+                r.entry,
+                r.live,
+                now - r.last_heard,
+                paused_s=(
+                    max(0.0, r.pause_until - now) if r.live and r.pause_until is not None else None
+                ),
+            )
+            for r in self.records.values()
+        )
 
     def live_ids(self) -> list[Addr]:
-        return list(self._by_age)
+        return [*self._by_age, *self._paused]
 
     def is_live(self, host: Addr) -> bool:
         rec = self.records.get(host)
@@ -138,7 +202,7 @@ class Membership:
     def elect(self, own: HostEntry) -> Addr | None:
         """The leader from this host's view, by a full scan."""
         best: Addr | None = own.id if can_lead(own) else None
-        for host in self._by_age:
+        for host in self.live_ids():
             if (best is None or id_key(host) < id_key(best)) and can_lead(self.records[host].entry):
                 best = host
         return best

@@ -13,10 +13,12 @@ from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.control import Controller
 from rais.core.emit import PeerPages, Sender
+from rais.core.hosts import eligible
 from rais.core.inbox import Inbox
 from rais.core.membership import Membership
-from rais.core.messages import AddrState, HostEntry
+from rais.core.messages import AddrState, Command, HostEntry, Request
 from rais.core.outbox import Outbox
+from rais.core.pause import OwnPause, lacking
 from rais.core.requests import Requests
 from rais.core.served import Served
 from rais.core.versions import Versions, send_version
@@ -61,6 +63,9 @@ class CoreParts:
         self.load = 0
         self.capacity = 0
         self.started = now
+        self.now = now
+        """The ``now`` of the latest input (the own entry's pause countdown reads it)."""
+        self.own_pause = OwnPause()
         self.settle_at = now + config.timeout
         self.next_heartbeat = now
         self.next_announce: float | None = None
@@ -101,6 +106,7 @@ class CoreParts:
             served=self.served.snapshot(),
             requests=self.requests.snapshot(),
             extras=c.extras,
+            pause_ms=self.own_pause.remaining_ms(self.now),
             versions=c.wire_versions,
             features=c.features,
         )
@@ -109,6 +115,11 @@ class CoreParts:
         """The features every live member of the group, this host included,
         announces (rais.core.features): a feature is used only while it is common."""
         return features.common(self.entry(), self.members.live())
+
+    def pause_lacking(self) -> list[Addr]:
+        """The hosts of the group, this one included, that do not announce the
+        ``pause`` feature: while there is any, ``rais pause`` is refused."""
+        return [e.id for e in lacking(self.entry(), self.members.live())]
 
     def _sets_gate(self) -> tuple[bool, str]:
         """Whether a held address set may be brought whole (``sets`` is common),
@@ -132,6 +143,30 @@ class CoreParts:
         row = self.table.rows.get(key)
         return row.extras if row is not None else ()
 
+    def _on_key(self, req: Request) -> Request:
+        """Any address of a set names the set: requests are on keys."""
+        key = self.table.key_of(req.address)
+        if key is None or key == req.address:
+            return req
+        return Request(req.op, key, req.target, req.stamp)
+
+    def _acquire_set(self, cmd: Command) -> bool:
+        """Obey an acquire (the caller checked this host may): the set keyed by
+        ``cmd.address``, whole only while ``sets`` is common (rais.core.served)."""
+        full = self._set_extras(cmd.address) or cmd.extras
+        whole, why = self._sets_gate() if full else (True, "")
+        return self.served.acquire(cmd.address, cmd.prefixlen, full, whole=whole, why=why)
+
+    def _reconcile_sets(self, now: float) -> None:
+        """After every input: bring each held set to what it may be now."""
+        served = self.served
+        if served.sets and (
+            # A set it holds, or one whose other addresses it learnt since it took the key.
+            served.has_sets() or any(self._set_extras(k) for k in served.states)
+        ):
+            whole, why = self._sets_gate()
+            served.reconcile(now, whole, why, self._known_extras, grow=eligible(self.entry()))
+
     def _known_extras(self, key: Addr) -> tuple[tuple[Addr, int], ...] | None:
         """As ``_set_extras``, None when this host knows none (keep what it has)."""
         return self._set_extras(key) or None
@@ -153,7 +188,16 @@ class CoreParts:
             quiesced=self.quiesced,
             left=self.left,
             entry=own,
-            members=(MemberView(own, True, 0.0, this_host=True), *self.members.views(now)),
+            members=(
+                MemberView(
+                    own,
+                    True,
+                    0.0,
+                    this_host=True,
+                    paused_s=None if self.own_pause.until is None else self.own_pause.until - now,
+                ),
+                *self.members.views(now),
+            ),
             rows=self.table.views(now),
             expired=tuple(self.table.expired),
             drops=self.drops(),

@@ -102,6 +102,19 @@ class Served:
         self.out.acquire(address, prefixlen, change)
         return True
 
+    def resume(self, address: Addr, prefixlen: int) -> bool:
+        """Hold ``address`` ONLINE at once: the previous process of this host
+        kept it configured across an in-place restart (rais.core.pause). False
+        if it is served already."""
+        if address in self.states:
+            return False
+        self.states[address] = AddrState.ONLINE
+        # A set's key alone: its other addresses were removed at the restart,
+        # and ``reconcile`` adds them again once it may.
+        self.sets[address] = _Set(prefixlen, ())
+        self.out.announce(address, prefixlen)
+        return True
+
     def release(self, address: Addr) -> bool:
         """Start releasing an address this host serves (with every extra of its
         set that is up). False if there was nothing to do now."""

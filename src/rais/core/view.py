@@ -30,6 +30,10 @@ class MemberView:
     age: float
     """Seconds since its last info was taken (this host: 0)."""
     this_host: bool = False
+    paused_s: float | None = None
+    """Seconds left of the pause it announced (``rais pause``; this host's own
+    too), None when it announced none. While paused it keeps its addresses:
+    live, but it cannot lead and is given nothing."""
 
     @property
     def id(self) -> Addr:

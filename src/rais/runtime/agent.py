@@ -32,7 +32,8 @@ from rais.probes.spec import LoadSpec, TestSpec
 from rais.runtime.dns_service import DnsService
 from rais.runtime.events import AgentEventKind, AnyEvent, EventBus
 from rais.runtime.group import Drivers, GroupRunner, to_addr
-from rais.runtime.lifecycle import DriverFactory, Groups, Probes, reloaded
+from rais.runtime.lifecycle import DriverFactory, Groups, PauseRefused, Probes, reloaded
+from rais.runtime.pause import PauseRecord, boot_id
 from rais.runtime.state import next_epoch
 from rais.runtime.supervise import Part, Supervisor
 from rais.snmp.sender import TrapSender
@@ -73,9 +74,11 @@ class Agent:
         leave_grace: float = 5.0,
         trap_sender: Callable[..., TrapSender] = TrapSender,
         group_dns: Callable[..., GroupDns] = GroupDns,
+        boot: Callable[[], str] = boot_id,
     ) -> None:
         """``drivers``, ``probes``, ``trap_sender`` and ``group_dns`` make the
-        parts (tests give fakes)."""
+        parts (tests give fakes); ``boot()`` is this boot's id (the pause record
+        of an in-place restart is valid only within one boot)."""
         self.config = config
         self.make_traps = trap_sender
         self.groups: dict[str, GroupRunner] = {}
@@ -102,7 +105,12 @@ class Agent:
             rng=rng or random.Random(),
             leave_grace=leave_grace,
         )
-        self.api = AgentFacade(self.groups, status=self.status, bus=self.bus, metrics=self.metrics)
+        self.api = AgentFacade(
+            self.groups, status=self.status, bus=self.bus, metrics=self.metrics, pause=self.pause
+        )
+        self.pause_record = PauseRecord(config.host.state_dir, boot())
+        self.paused_until: float | None = None
+        """While this agent pauses (``rais pause``): until when (loop time)."""
         self.traps: TrapSender | None = None
         self.epoch = 0
         self.ready = asyncio.Event()
@@ -128,6 +136,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.epoch = next_epoch(self.config.host.state_dir)
+        resume_until = self.pause_record.take(loop.time())
         host, port = self.config.host.api
         token = read_token(self.config.host.api_token_file)
         api = await serve(make_app(self.api, token, source=self.api), host, port)
@@ -152,7 +161,7 @@ class Agent:
                         on_outcome=self.metrics.trap_outcome,
                     )
                     sup.keep("snmp", self.traps.run)
-                await self.lifecycle.join_all(self.config.groups, self.epoch)
+                await self.lifecycle.join_all(self.config.groups, self.epoch, resume_until)
                 # After the groups: a zone the server does not know yet is
                 # REFUSED, where a warming group's names get no answer at all.
                 await self.dns.serve(self.config.dns.listen)
@@ -168,7 +177,11 @@ class Agent:
                 self.ready.set()
                 await self._stop.wait()
                 async with self._reload_lock:  # not while a reload starts or stops groups
-                    await self.lifecycle.leave_all()
+                    if self._in_pause(loop.time()):
+                        await self.lifecycle.stop_all_in_place()
+                    else:
+                        self.pause_record.clear()
+                        await self.lifecycle.leave_all()
                 if self.traps is not None and "snmp" in sup.parts:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.traps.flush(), 1.0)
@@ -190,6 +203,23 @@ class Agent:
     def stop(self) -> None:
         if self._stop is not None:
             self._stop.set()
+
+    def pause(self, duration: float) -> PauseRefused | None:
+        """Operator (``rais pause --for``): this agent restarts in place within
+        ``duration`` seconds; a stop within the window then leaves every address
+        configured for the next process (rais.runtime.pause). Returns why it was
+        refused, or None."""
+        if self._stop is None or self._stop.is_set():
+            return PauseRefused("the agent is stopping", "", ())
+        refused = self.lifecycle.pause(duration)
+        if refused is None:
+            self.paused_until = asyncio.get_running_loop().time() + duration
+            self.pause_record.write(self.paused_until)
+        return refused
+
+    def _in_pause(self, now: float) -> bool:
+        """Stopping in place: paused, the pause not over, no failure."""
+        return self.paused_until is not None and now < self.paused_until and not self.exit_code
 
     def request_reload(self) -> None:
         """SIGHUP: reload soon (requests made while one runs give one more reload)."""

@@ -9,13 +9,11 @@ serialized per address, so a heartbeat never waits behind it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from rais.admin.metrics import Metrics
@@ -27,7 +25,10 @@ from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, Release, Send
 from rais.core.messages import AddrState
-from rais.drivers.base import Addresses, Announcer, Scripts, Transport
+from rais.core.pause import kernel_lifetime
+from rais.runtime.actions import Drivers as Drivers  # re-exported: tests take it from here
+from rais.runtime.actions import SetActions, _by_set, to_ip
+from rais.runtime.actions import to_addr as to_addr  # re-exported: the agent takes it from here
 from rais.runtime.state import HeldFile
 
 log = logging.getLogger("rais.group")
@@ -41,23 +42,7 @@ def _raise(part: str, reason: str) -> None:
     raise RuntimeError(f"{part}: {reason}")
 
 
-def to_ip(addr: Addr) -> IP:
-    return ipaddress.ip_address(addr)
-
-
-def to_addr(ip: IP) -> Addr:
-    return ip.packed
-
-
-@dataclass(frozen=True, slots=True)
-class Drivers:
-    transport: Transport
-    addresses: Addresses
-    announcer: Announcer
-    scripts: Scripts
-
-
-class GroupRunner:
+class GroupRunner(SetActions):
     def __init__(
         self,
         config: GroupConfig,
@@ -108,11 +93,15 @@ class GroupRunner:
         self.refresh_every = min(0.25, self.lifetime / 4)
         self._fresh: dict[IP, float] = {}
         """When each held address was last added or refreshed."""
+        self.pause_until: float | None = None
+        """While this host pauses (``rais pause``): until when (loop time)."""
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Clean up what a previous run left, open the control channel, start beating."""
+    async def start(self, resume_until: float | None = None) -> None:
+        """Clean up what a previous run left (or, with ``resume_until``, the end
+        of the previous process's pause, take it over), open the control
+        channel, start beating."""
         try:
             await self.drivers.addresses.prepare(self.config.interface)
         except Exception as exc:
@@ -120,17 +109,22 @@ class GroupRunner:
             # addresses the kernel drops with a removed primary.
             self.counters["prepare_failed"] += 1
             log.warning("group %s: %s", self.config.name, exc)
-        await self.reconcile()
+        await self.reconcile(resume_until)
         await self.drivers.transport.start(self._on_datagram, self._on_transport_lost)
         self._drive(self._start_listening)
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, resume_until: float | None = None) -> None:
         """Remove service addresses a crashed previous run left configured: the
         ones it recorded as held, and every address of this host's own preferred
         set. The leader assigns them afresh (release before acquire: never on two
-        hosts). The release script runs once per set found."""
+        hosts); the release script runs once per set found. After an in-place
+        restart (``resume_until`` given) the held keys still configured are taken
+        over instead (``Core.resume``); the other addresses of their sets are
+        removed, and the core adds them again once it may (docs/protocol.md,
+        *Address sets*)."""
         wanted = set(self.held.load())
         of = self.held.loaded_keys()
+        kept: list[tuple[IP, int]] = []
         pref = self.config.preferred
         if pref is not None:
             wanted.add((pref.ip, pref.network.prefixlen))
@@ -145,14 +139,38 @@ class GroupRunner:
             log.error("group %s: cannot list %s: %s", self.config.name, self.config.interface, exc)
             return
         present_ips = {ip for ip, _ in present}
-        leftovers = [w for w in wanted if w[0] in present_ips]
+        held = self.held.load() if resume_until is not None else set()
+        leftovers: list[tuple[IP, int]] = []
+        for ip, prefixlen in sorted(wanted, key=lambda w: ip_key(w[0])):
+            if ip not in present_ips:
+                continue
+            if (ip, prefixlen) in held and (ip, prefixlen) not in of:
+                kept.append((ip, prefixlen))
+                continue
+            leftovers.append((ip, prefixlen))
         for key, members in _by_set(leftovers, of):
             log.warning(
                 "group %s: removing leftover %s", self.config.name, " ".join(map(str, members))
             )
             await self._release_addresses(key, members, script=True)
             self.counters["reconciled"] += len(members)
-        self.held.save(set())
+        self.held.save(set(kept))
+        if kept:
+            self._resume(kept)
+
+    def _resume(self, kept: list[tuple[IP, int]]) -> None:
+        """Take over what the paused previous process kept (held ONLINE, refreshed)."""
+        now = self.loop.time()
+        for ip, prefixlen in kept:
+            log.info("group %s: taking over %s after an in-place restart", self.config.name, ip)
+            self._fresh[ip] = now
+            self._chain(to_addr(ip), self._refresh(ip, prefixlen))
+        self.counters["resumed"] += len(kept)
+        self._drive(lambda: self._input(self.core.resume, [(to_addr(i), p) for i, p in kept]))
+
+    def _input(self, call: Callable[[float, Any], object], arg: Any) -> None:
+        call(self.loop.time(), arg)
+        self._pump()
 
     async def leave(self, grace: float) -> None:
         """Graceful leave: release everything, tell the group, wait until done.
@@ -270,6 +288,21 @@ class GroupRunner:
     def load_sample(self, load: int, capacity: int) -> None:
         self.core.load_sample(self.loop.time(), load, capacity)
 
+    def pause_lacking(self) -> list[IP]:
+        return [to_ip(a) for a in self.core.pause_lacking()]
+
+    def pause(self, duration: float) -> str | None:
+        """Operator: restart in place within ``duration`` s; the held addresses'
+        kernel lifetime covers the window at once (rais.core.pause)."""
+        now = self.loop.time()
+        why = self.core.pause(now, duration)
+        self._pump()
+        if why is None:
+            self.pause_until = now + duration
+            for ip, prefixlen in self.held.current():
+                self._chain(to_addr(ip), self._refresh(ip, prefixlen))
+        return why
+
     def serves_group_address(self, ip: IP) -> bool:
         """Whether ``ip`` is a service address of this group (as this host knows)."""
         return self.core.is_service_address(to_addr(ip))
@@ -356,71 +389,6 @@ class GroupRunner:
 
         self._drive(step)
 
-    async def _acquire(self, eff: Acquire) -> None:
-        """Add every address of the action (the key unless ``extras_only``, and the
-        extras), all or nothing, then run the acquire script once."""
-        key = to_ip(eff.address)
-        members = _members(eff.address, eff.prefixlen, eff.extras, eff.extras_only)
-        cfg = self.config
-        added: list[tuple[IP, int]] = []
-        try:
-            for ip, prefixlen in members:
-                self.held.add(ip, prefixlen, None if ip == key else key)
-                added.append((ip, prefixlen))
-                await self.drivers.addresses.add(cfg.interface, ip, prefixlen, self.lifetime)
-                self._fresh[ip] = self.loop.time()
-        except Exception as exc:
-            self.counters["acquire_failed"] += 1
-            for ip, prefixlen in added:
-                await self._remove(ip, prefixlen)
-            self._done(eff.address, False, f"add {added[-1][0]}: {exc}")
-            return
-        ok, reason = await self.drivers.scripts.run(
-            cfg.acquire_script, self._env(key, "acquire", members)
-        )
-        if not ok:
-            self.counters["acquire_failed"] += 1
-            for ip, prefixlen in members:
-                await self._remove(ip, prefixlen)
-            self._done(eff.address, False, f"acquire script: {reason}")
-            return
-        self.counters["acquired"] += 1
-        self._done(eff.address, True, "")
-
-    async def _release(self, eff: Release) -> None:
-        members = _members(eff.address, eff.prefixlen, eff.extras, eff.extras_only)
-        ok, reason = await self._release_addresses(to_ip(eff.address), members, script=True)
-        self._done(eff.address, ok, reason)
-
-    async def _release_addresses(
-        self, key: IP, members: list[tuple[IP, int]], *, script: bool
-    ) -> tuple[bool, str]:
-        """Run the release script once for these addresses of the set keyed by
-        ``key``, then remove every one of them (all are tried)."""
-        reason = ""
-        if script and self.config.release_script:
-            ok, why = await self.drivers.scripts.run(
-                self.config.release_script, self._env(key, "release", members)
-            )
-            if not ok:
-                reason = f"release script: {why}"  # the addresses go all the same
-        failed = [ip for ip, prefixlen in members if not await self._remove(ip, prefixlen)]
-        if failed:
-            self.counters["release_failed"] += 1
-            return False, f"remove {' '.join(map(str, failed))} failed"
-        self.counters["released"] += 1
-        return True, reason
-
-    async def _remove(self, ip: IP, prefixlen: int) -> bool:
-        try:
-            await self.drivers.addresses.remove(self.config.interface, ip, prefixlen)
-        except Exception as exc:
-            log.error("group %s: remove %s: %s", self.config.name, ip, exc)
-            return False
-        self.held.discard(ip, prefixlen)
-        self._fresh.pop(ip, None)
-        return True
-
     async def refresh_forever(self) -> None:
         """The dead man's switch, run by the agent as a part it cannot do
         without: refreshes every held address's kernel lifetime. Raises
@@ -452,65 +420,11 @@ class GroupRunner:
         if (ip, prefixlen) not in self.held.current():
             return
         try:
-            await self.drivers.addresses.add(self.config.interface, ip, prefixlen, self.lifetime)
+            left = None if self.pause_until is None else self.pause_until - self.loop.time()
+            lifetime = kernel_lifetime(self.lifetime, left)
+            await self.drivers.addresses.add(self.config.interface, ip, prefixlen, lifetime)
             self._fresh[ip] = self.loop.time()
             self.counters["refreshes"] += 1
         except Exception as exc:
             self.counters["refresh_errors"] += 1
             log.error("group %s: refresh %s: %s", self.config.name, ip, exc)
-
-    async def _announce(self, ips: list[IP]) -> None:
-        """Announce every address of a set (GARP or unsolicited NA), in bursts."""
-        cfg = self.config
-        for i in range(max(1, cfg.garp_count)):
-            if i:
-                await asyncio.sleep(cfg.garp_interval)
-            for ip in list(ips):
-                if self._stopped:
-                    return
-                if self.core.holding(to_addr(ip)) is None:
-                    ips.remove(ip)
-                    continue
-                try:
-                    await self.drivers.announcer.announce(cfg.interface, ip)
-                    self.counters["announcements"] += 1
-                except Exception as exc:
-                    self.counters["announce_errors"] += 1
-                    log.error("group %s: announce %s: %s", cfg.name, ip, exc)
-                    ips.remove(ip)
-            if not ips:
-                return
-
-    def _env(self, key: IP, event: str, members: list[tuple[IP, int]]) -> dict[str, str]:
-        """The scripts' environment: ``RAIS_ADDRESS`` is the set's key (its only
-        address for a single address), ``RAIS_ADDRESSES`` every address this run
-        is about, space-separated (docs/configuration.md)."""
-        return {
-            "RAIS_GROUP": self.config.name,
-            "RAIS_ADDRESS": str(key),
-            "RAIS_ADDRESSES": " ".join(str(ip) for ip, _ in members),
-            "RAIS_INTERFACE": self.config.interface,
-            "RAIS_EVENT": event,
-        }
-
-
-def _members(
-    key: Addr, prefixlen: int, extras: tuple[tuple[Addr, int], ...], extras_only: bool
-) -> list[tuple[IP, int]]:
-    """The addresses one action on a set is about: its key (unless
-    ``extras_only``), then the extras."""
-    head = [] if extras_only else [(to_ip(key), prefixlen)]
-    return head + [(to_ip(a), p) for a, p in extras]
-
-
-def _by_set(
-    addresses: Iterable[tuple[IP, int]], of: Mapping[tuple[IP, int], IP]
-) -> list[tuple[IP, list[tuple[IP, int]]]]:
-    """Group addresses by the key of their set (``of``: an extra's key; an
-    address not in it is its own key), keys in address order, key first."""
-    groups: dict[IP, list[tuple[IP, int]]] = {}
-    for item in sorted(addresses, key=lambda w: ip_key(w[0])):
-        groups.setdefault(of.get(item, item[0]), []).append(item)
-    for key, members in groups.items():
-        members.sort(key=lambda w: (w[0] != key, ip_key(w[0])))
-    return sorted(groups.items(), key=lambda g: ip_key(g[0]))

@@ -9,12 +9,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from rais.admin.metrics import Metrics
 from rais.config import IP, AgentConfig, GroupConfig, HostConfig
+from rais.core.pause import out_of_bounds
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.runtime.dns_service import DnsService
 from rais.runtime.events import AnyEvent
@@ -44,6 +45,16 @@ class Probes(Protocol):
 
     def stopped(self, reason: str) -> None:
         """Every test counts as failing (the probes' task failed) until they run again."""
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRefused:
+    """Why ``rais pause`` was refused: the text, the group, the hosts lacking
+    the ``pause`` feature (empty when that is not why)."""
+
+    reason: str
+    group: str
+    hosts: tuple[str, ...]
 
 
 class Groups:
@@ -79,7 +90,9 @@ class Groups:
         self.leave_grace = leave_grace
         self._unsubscribe: dict[str, Callable[[], None]] = {}
 
-    async def join(self, group: GroupConfig, epoch: int) -> None:
+    async def join(self, group: GroupConfig, epoch: int, resume_until: float | None = None) -> None:
+        """Start ``group``; ``resume_until``: the end of the pause of the previous
+        process of this agent, whose addresses the group then takes over."""
         control = self.host.control
         runner = GroupRunner(
             group,
@@ -94,7 +107,7 @@ class Groups:
             metrics=self.metrics,
             on_fatal=self._fatal,
         )
-        await runner.start()
+        await runner.start(resume_until)
         self.runners[group.name] = runner
         sup = self.supervisor()
         sup.need(f"refresher {group.name}", runner.refresh_forever, group=group.name)
@@ -120,8 +133,50 @@ class Groups:
         runner.stop()
         log.info("group %s: left", name)
 
-    async def join_all(self, groups: Sequence[GroupConfig], epoch: int) -> None:
-        await asyncio.gather(*(self.join(group, epoch) for group in groups))
+    async def join_all(
+        self, groups: Sequence[GroupConfig], epoch: int, resume_until: float | None = None
+    ) -> None:
+        await asyncio.gather(*(self.join(group, epoch, resume_until) for group in groups))
+
+    def pause_refused(self, duration: float) -> PauseRefused | None:
+        """Why this host cannot pause every group now (None: it can)."""
+        for name, runner in self.runners.items():
+            why = out_of_bounds(duration, runner.core_config.timeout)
+            if why is not None:
+                return PauseRefused(f"group {name}: {why}", name, ())
+            hosts = runner.pause_lacking()
+            if hosts:
+                lacking = ", ".join(str(h) for h in hosts)
+                why = f"group {name}: {lacking} cannot keep a pause (no 'pause' feature)"
+                return PauseRefused(why, name, tuple(str(h) for h in hosts))
+        return None
+
+    def pause(self, duration: float) -> PauseRefused | None:
+        """Operator: pause every group (all or none; rais.core.pause)."""
+        refused = self.pause_refused(duration)
+        if refused is not None:
+            return refused
+        for name, runner in self.runners.items():
+            why = runner.pause(duration)
+            if why is not None:
+                return PauseRefused(f"group {name}: {why}", name, ())
+        return None
+
+    async def stop_all_in_place(self) -> None:
+        """End the groups without a leave (after a pause): their addresses stay
+        configured for the next process of this agent."""
+        sup = self.supervisor()
+        for name in list(self.runners):
+            runner = self.runners.pop(name)
+            unsubscribe = self._unsubscribe.pop(name, None)
+            if unsubscribe is not None:
+                unsubscribe()
+            for part in [p for p in sup.parts.values() if p.group == name]:
+                sup.stop(part.name)
+            self.dns.remove(name)
+            runner.stop()
+            await runner.drain()
+            log.info("group %s: stopped in place (paused)", name)
 
     async def leave_all(self) -> None:
         await asyncio.gather(*(self.leave(name) for name in list(self.runners)))

@@ -11,7 +11,7 @@ from math import ceil
 from typing import Any
 
 from rais.core import wire
-from rais.core.addr import Addr, fmt
+from rais.core.addr import fmt
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, EventKind, Release, Send
 from rais.sim.episodes import Operator

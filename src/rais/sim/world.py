@@ -63,6 +63,8 @@ class SimHost:
     timer_tick: int = -1
     """The engine's: the step its core's timer is scheduled for (-1: none)."""
     last_rx: bytes = b""
+    old: bool = False
+    """Runs the version-1 model (wire version 1, no features) since its last boot."""
 
     @property
     def leaving(self) -> bool:
@@ -139,6 +141,8 @@ class World:
         self.holders: dict[Addr, set[int]] = {}
         """The service network: which hosts have each address online."""
         self.trace = Trace(keep_trace)
+        self.boots = [0, 0]
+        """Boots of this release and of the version-1 model (``SimParams.old``)."""
 
     # ------------------------------------------------------- service network
 
@@ -166,6 +170,8 @@ class World:
         p = self.params
         h.epoch += 1
         pref = h.preferred
+        h.old = bool(p.old) and self.rng.random() < p.old
+        self.boots[h.old] += 1
         cfg = CoreConfig(
             group=GROUP,
             control=h.control,
@@ -176,11 +182,7 @@ class World:
             prefixlen=(24 if pref is not None and len(pref) == 4 else 64) if pref else 0,
             observer=h.observer,
             orphan_timeout=p.orphan_timeout,
-            **(
-                OLD_RELEASE
-                if p.old and self.rng.random() < p.old
-                else {"extras": self.extras.get(h.index, ())}
-            ),
+            **(OLD_RELEASE if h.old else {"extras": self.extras.get(h.index, ())}),
         )
         rng = random.Random((p.seed * 1_000_003 + h.index) * 131 + h.epoch)
         h.core = core = self.core_factory(cfg, epoch=h.epoch, rng=rng, now=now)

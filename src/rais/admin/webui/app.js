@@ -370,13 +370,17 @@
     );
     renderIfChanged(view.dns, g.dns || null, renderDns);
     const notes = [];
+    if (g.wire_version != null) {
+      const common = (g.common_features || []).join(", ") || "none";
+      notes.push(`sends wire v${g.wire_version}, common features: ${common}`);
+    }
     if ((g.expired || []).length) notes.push(`expired: ${g.expired.join(", ")}`);
     const dropped = Object.entries(g.dropped || {}).filter(([, v]) => v);
     if (dropped.length) notes.push(`dropped datagrams: ${dropped.map(([k, v]) => `${k} ${v}`).join(", ")}`);
     setText(view.extra, notes.join(" · "));
   }
 
-  const HOST_COLUMNS = ["Host", "Live", "OK", "Quiesced", "Role", "Utilization", "Last heard"];
+  const HOST_COLUMNS = ["Host", "Live", "OK", "Quiesced", "Role", "Utilization", "Last heard", "Wire"];
 
   function updateHost(tr, x, g, scale) {
     const td = tr.children;
@@ -405,9 +409,14 @@
             h("span", { class: "util", text: ` ${x.utilization} (${x.load}/${x.capacity})` }),
           ],
     );
-    if (x.id === g.host) setText(td[6], "this host");
+    const pause = x.paused_s == null ? "" : `, paused (${seconds(Math.max(0, x.paused_s - elapsed()))} left)`;
+    if (x.id === g.host) setText(td[6], `this host${pause}`);
     else if (x.last_heard_s == null) setText(td[6], "never");
-    else setText(td[6], `${seconds(x.last_heard_s + elapsed())} ago`);
+    else setText(td[6], `${seconds(x.last_heard_s + elapsed())} ago${pause}`);
+    const versions = (x.wire_versions || [1]).map((v) => `v${v}`).join(" ");
+    const features = (x.features || []).join(", ");
+    setText(td[7], features ? `${versions} (${features})` : versions);
+    td[7].title = "wire versions it speaks (features it announces)";
   }
 
   const ADDRESS_COLUMNS = ["Address", "State", "Holder", "Preferred host", "Orphan", "Actions"];
