@@ -39,11 +39,12 @@ SHARED_RULES = {
     ("pause", "out_of_bounds"),
     ("pause", "kernel_lifetime"),
     ("pause", "KERNEL_MARGIN"),
+    ("pause", "bounds"),
 }
 """Pure rules outside those modules that others may use as they are (the
 simulator's checker judges operator requests with the core's own rule; the
 agent bounds a pause, sets its kernel lifetime and judges its record by the
-core's own rules of ``rais pause``)."""
+core's own rules of ``rais pause``; the simulator draws pauses within its bounds)."""
 
 
 def _is_core(node: ast.expr) -> bool:

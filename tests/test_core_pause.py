@@ -183,3 +183,39 @@ def test_the_entry_counts_the_pause_down() -> None:
     core.handle_timer(5.0)
     assert core.entry().pause_ms == 0
     assert core.view(5.0).members[0].paused_s is None
+
+
+def test_a_host_that_boots_during_a_pause_learns_it_from_the_others() -> None:
+    """Host 1 (the leader, lowest id) restarts while host 2 is paused: it never
+    heard host 2's pause, and learns it from the others' relays (PAUSED), so
+    once it leads again it takes nothing from host 2."""
+    c = _started()
+    t0 = c.now
+    _pause(c, 1, 4.0)
+    c.step(0.005)
+    c.stop_in_place(1)
+    c.restart(0)
+    _watch(c, t0 + 3.0, service(2), 1)
+    assert c.leaders() == {host_id(1)}  # led again once settled
+    member = next(m for m in c.view(0).members if m.id == host_id(2))
+    assert member.live and member.paused_s is not None
+    assert [a for a in c.acquires(service(2)) if a[0] > t0] == []
+    c.restart(1, resume=True)
+    _watch(c, t0 + 6.0, service(2), 1)
+    assert c.all_events(EventKind.HOST_LOST) == []
+
+
+def test_a_host_that_missed_the_pause_info_learns_it_from_the_others() -> None:
+    """The leader loses the one info that announced the pause; the others
+    relay it before the leader's timeout, and nothing moves."""
+    c = _started()
+    t0 = c.now
+    c.drop = lambda s, r, via: s == 1 and r == 0  # host 2's infos never reach host 1
+    _pause(c, 1, 3.0)
+    c.step(0.005)
+    c.stop_in_place(1)
+    c.drop = None
+    _watch(c, t0 + 2.0, service(2), 1)
+    member = next(m for m in c.view(0).members if m.id == host_id(2))
+    assert member.live and member.paused_s is not None
+    assert c.events(0, EventKind.HOST_LOST) == []

@@ -31,6 +31,7 @@ from rais.core.messages import (
     HostEntry,
     Message,
     Op,
+    PausedPeer,
     PeerAge,
     TableEntry,
 )
@@ -90,7 +91,22 @@ def rand_v2(rng: random.Random, msg: Message) -> Message:
     )
     table = tuple(replace(t, extras=rand_extras(rng, 0.2)) for t in msg.table)
     commands = tuple(replace(c, extras=rand_extras(rng, 0.2)) for c in msg.commands)
-    return replace(msg, entry=entry, table=table, commands=commands, unknown=rand_unknown(rng))
+    paused = tuple(
+        PausedPeer(
+            replace(rand_message(rng).entry, requests=()),
+            rng.randint(1, 0xFFFFFFFF),
+            rng.getrandbits(32),
+        )
+        for _ in range(rng.randint(1, 2) if rng.random() < 0.15 else 0)
+    )
+    return replace(
+        msg,
+        entry=entry,
+        table=table,
+        commands=commands,
+        paused=paused,
+        unknown=rand_unknown(rng),
+    )
 
 
 def rand_message(rng: random.Random) -> Message:

@@ -23,7 +23,16 @@ from test_wire import (
 )
 
 from rais.core import wire
-from rais.core.messages import NOT_ORPHANED, Command, Hello, Message, Op, PeerAge, TableEntry
+from rais.core.messages import (
+    NOT_ORPHANED,
+    Command,
+    Hello,
+    Message,
+    Op,
+    PausedPeer,
+    PeerAge,
+    TableEntry,
+)
 
 
 def sec(kind: int, payload: bytes) -> bytes:
@@ -114,6 +123,22 @@ def test_sets_and_pause_sections() -> None:
 )
 def test_bad_sets_section(sets: bytes) -> None:
     assert reason2(v2_body(sec(0x06, sets))) in ("malformed", "truncated")
+
+
+def test_paused_section() -> None:
+    # one paused peer: 2500 ms left, last heard 400 ms ago, then its entry
+    paused = b"\x00\x01" + (2500).to_bytes(4, "big") + (400).to_bytes(4, "big") + ENTRY_BYTES
+    body = v2_body(sec(0x08, paused))
+    msg = body2(body)
+    want = dataclasses.replace(
+        V2_MESSAGE, paused=(PausedPeer(RAW_MESSAGE.entry, remaining_ms=2500, age_ms=400),)
+    )
+    assert msg == want
+    assert wire.encode_any(want, 2) == body
+    assert reason2(v2_body(sec(0x08, b"\x00\x00"))) == "malformed"  # empty: left out
+    zero = b"\x00\x01" + bytes(4) + (400).to_bytes(4, "big") + ENTRY_BYTES
+    assert reason2(v2_body(sec(0x08, zero))) == "malformed"
+    assert reason2(v2_body(sec(0x08, paused + b"\x00"))) == "malformed"
 
 
 def test_pause_of_zero_or_wrong_size_is_malformed() -> None:

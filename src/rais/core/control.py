@@ -36,8 +36,9 @@ pending (``_decide``, step 610):
 
 A host that announced a pause (``rais pause``, core/hosts.py ``pausing``) is in
 no list and is given nothing, and an address it claims is left alone by every
-rule (no release, move, failback or duplicate resolution): it keeps them while
-its agent restarts in place.
+rule (no release, move or failback): it keeps them while its agent restarts in
+place. Another claimant of such an address (a duplicate from a partition that
+healed during the pause) is told to release it: the pausing host cannot.
 
 Commands stay *pending* until the target's own info shows them obeyed, the
 target is gone, or ``command_timeout`` passes; an address with a pending
@@ -336,7 +337,14 @@ class Controller:
             self._assign_unserved(p, address, row)
             return
         self._cannot.discard(address)
-        if address in p.held or any(state in _BUSY for _, state in claimants):
+        if any(state in _BUSY for _, state in claimants):
+            return
+        if address in p.held:
+            # A pausing host claims it and cannot let it go: any other claimant
+            # (a duplicate from before the pause, a partition healed since) does.
+            for host, _ in claimants:
+                if not pausing(p.by_id[host]):
+                    self._command(p, Op.RELEASE, host, address, row.prefixlen)
             return
         holders = [host for host, _ in claimants]
         if self._move(p, address, row, holders) or self._fail_back(p, address, row, holders):

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from rais.core import wire
 from rais.core.addr import Addr, fmt
 from rais.core.effects import Effect, EventKind
-from rais.core.emit import orphan_rows
+from rais.core.emit import info
 from rais.core.hosts import can_lead, eligible
+from rais.core.membership import Heard
 from rais.core.messages import (
     AddrState,
     Command,
@@ -30,7 +31,6 @@ from rais.core.messages import (
     Request,
 )
 from rais.core.parts import CoreParts
-from rais.core.pause import out_of_bounds, refusal_text
 from rais.core.requests import winning
 from rais.core.versions import send_version
 
@@ -142,14 +142,9 @@ class Core(CoreParts):
         """Operator: this host's agent restarts in place within ``duration``
         seconds (``rais pause``; rais.core.pause). Returns why it was refused, or
         None. The caller checks ``pause_lacking`` in every group of the host first."""
-        if self.left or self.leaving:
-            return "this host is leaving the group"
-        why = out_of_bounds(duration, self.config.timeout)
+        why = self.pause_refusal(duration)
         if why is not None:
             return why
-        lacking = self.pause_lacking()
-        if lacking:
-            return refusal_text(self.config.group, lacking)
         self._input(now, lambda now: self._pause(now, duration))
         return None
 
@@ -207,23 +202,11 @@ class Core(CoreParts):
 
     def _request(self, now: float, req: Request) -> str | None:
         req = self._on_key(req)
-        why = self._refusal(req)
+        why = self.refusal(req)
         if why is not None:
             self._timer_stale = True
             return why
         self._input(now, lambda now: self._requested(now, req))
-        return None
-
-    def _refusal(self, req: Request) -> str | None:
-        """Why an operator request cannot be taken here (None: it can)."""
-        if self.left or self.leaving:
-            return "this host is leaving the group"
-        if req.address not in self.table.rows:
-            return f"{fmt(req.address)} is not a service address of group {self.config.group}"
-        if req.target is not None and req.target != self.id:
-            rec = self.members.records.get(req.target)
-            if rec is None or not rec.live:
-                return f"host {fmt(req.target)} is not a live member of group {self.config.group}"
         return None
 
     def _requested(self, now: float, req: Request) -> bool:
@@ -288,18 +271,10 @@ class Core(CoreParts):
 
     def _on_hello(self, now: float, sender: Addr, epoch: int, hello: Hello) -> bool:
         """What a host of this release says beside its version-1 infos."""
-        if not self.versions.hello(sender, epoch, hello):
-            return False
-        rec = self.members.records.get(sender)
-        if rec is None:
-            return False
-        entry = self.versions.apply(rec.entry)
-        if entry is rec.entry:
-            return False
-        rec.entry = entry
-        if self.is_leader:
+        changed = self.versions.take(sender, epoch, hello, self.members.records)
+        if changed and self.is_leader:
             self._need_pass = True
-        return True
+        return changed
 
     def _on_timer(self, now: float) -> bool:
         if not self.settled and now >= self.settle_at:
@@ -348,7 +323,28 @@ class Core(CoreParts):
     def _on_message(self, now: float, msg: Message) -> bool:
         """Take in an info; True if anything but the sender's liveness changed."""
         entry = msg.entry
-        heard = self.members.heard(now, entry)
+        news = self._take_entry(now, entry, self.members.heard(now, entry))
+        for p in msg.paused:
+            if p.entry.id != self.id:
+                relayed = dataclasses.replace(p.entry, pause_ms=p.remaining_ms)
+                heard = self.members.relayed(now, relayed, p.age_ms / 1000.0)
+                if heard is not None:
+                    news = self._take_entry(now, relayed, heard) or news
+        from_leader = entry.id == self._leader
+        if from_leader:
+            self._leader_rows = frozenset(te.address for te in msg.table)
+        if msg.table:
+            self.table.merge(now, msg.table, leader=from_leader)
+            news = True
+        if from_leader:
+            for cmd in msg.commands:
+                if cmd.target == self.id:
+                    self._obey(now, cmd)
+                    news = True
+        return news
+
+    def _take_entry(self, now: float, entry: HostEntry, heard: Heard) -> bool:
+        """Act on a host's entry, heard from it (or relayed while it is paused)."""
         news = heard.changed
         if heard.joined:
             if heard.previous is None:
@@ -377,17 +373,6 @@ class Core(CoreParts):
                 self._need_pass = True
         if self.is_leader and self.control.has_pending() and self.control.observe(entry):
             self._need_pass = True
-        from_leader = entry.id == self._leader
-        if from_leader:
-            self._leader_rows = frozenset(te.address for te in msg.table)
-        if msg.table:
-            self.table.merge(now, msg.table, leader=from_leader)
-            news = True
-        if from_leader:
-            for cmd in msg.commands:
-                if cmd.target == self.id:
-                    self._obey(now, cmd)
-                    news = True
         return news
 
     def _host_gone(self, now: float, host: Addr, kind: EventKind, reason: str) -> None:
@@ -465,24 +450,20 @@ class Core(CoreParts):
 
     def _emit_info(self, now: float) -> None:
         self._send_info = False
-        peers = self._pages.next(now, self.members.records)
-        leading = self.is_leader
         entry = self.entry()
         # This host's own address enters the table as the group learns of it.
         self.table.observe(now, entry)
-        msg = Message(
-            entry=entry,
-            peers=peers,
-            table=orphan_rows(
-                self.table.to_wire(now),
-                leading=leading,
-                me=self.entry(),
+        self._send(
+            info(
+                now,
+                entry,
+                pages=self._pages,
+                members=self.members,
+                table=self.table,
                 leader_rows=self._leader_rows,
-                records=self.members.records,
-            ),
-            commands=self.control.pending() if leading else (),
+                commands=self.control.pending() if self.is_leader else None,
+            )
         )
-        self._send(msg)
 
     def _send(self, msg: Message) -> None:
         version = send_version(msg.entry, self.members.live())

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 
 from rais.core import wire
 from rais.core.addr import Addr
+from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.effects import Send
 from rais.core.hosts import fit
-from rais.core.membership import HostRecord
-from rais.core.messages import Hello, HostEntry, Message, PeerAge, TableEntry
+from rais.core.membership import HostRecord, Membership
+from rais.core.messages import Command, Hello, HostEntry, Message, PeerAge, TableEntry
 from rais.core.outbox import Outbox
 
 
@@ -46,6 +47,34 @@ def orphan_rows(
             continue  # its preferred host brings it in with its own entry
         out.append(te)
     return tuple(out)
+
+
+def info(
+    now: float,
+    entry: HostEntry,
+    *,
+    pages: PeerPages,
+    members: Membership,
+    table: AddressTable,
+    leader_rows: frozenset[Addr],
+    commands: tuple[Command, ...] | None,
+) -> Message:
+    """This host's next info: its entry, a page of peers, the orphan rows it
+    sends (all of them, with ``commands``, when it leads), the paused hosts it
+    knows of."""
+    return Message(
+        entry=entry,
+        peers=pages.next(now, members.records),
+        table=orphan_rows(
+            table.to_wire(now),
+            leading=commands is not None,
+            me=entry,
+            leader_rows=leader_rows,
+            records=members.records,
+        ),
+        commands=commands or (),
+        paused=members.paused_peers(now),
+    )
 
 
 class PeerPages:

@@ -14,12 +14,14 @@ view; nothing is negotiated.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from rais.core.addr import Addr, id_key
 from rais.core.hosts import can_lead
-from rais.core.messages import HostEntry
+from rais.core.messages import HostEntry, PausedPeer
 from rais.core.view import MemberView
 
 
@@ -125,6 +127,38 @@ class Membership:
         if pause == 0 and (previous is entry or same_state(previous, entry)):
             return _SAME
         return Heard(joined=False, left=False, changed=True, previous=previous, pause=pause)
+
+    def relayed(self, now: float, entry: HostEntry, age: float) -> Heard | None:
+        """Another host says ``entry.id`` is paused (``entry.pause_ms`` left) and
+        that it heard it ``age`` seconds ago. Taken, as if heard then, only by a
+        host that has never heard it (it booted since the pause began) or that
+        heard it last before the relayer did (it lost the info that announced
+        the pause, or was cut off from the group then and took the host for
+        failed); but a host whose pause has lapsed here stays gone. None: not taken."""
+        rec = self.records.get(entry.id)
+        heard_at = now - age
+        if rec is not None and (
+            rec.last_heard >= heard_at
+            or rec.paused(now, self.timeout)
+            or (not rec.live and rec.pause_until is not None)  # its pause lapsed here
+        ):
+            return None
+        heard = self.heard(now, entry)
+        self.records[entry.id].last_heard = heard_at
+        return heard
+
+    def paused_peers(self, now: float) -> tuple[PausedPeer, ...]:
+        """The paused hosts this host knows, to relay in its infos."""
+        if not self._paused:
+            return ()
+        out = []
+        for host in self._paused:
+            rec = self.records[host]
+            if rec.pause_until is not None and rec.pause_until > now:
+                left = math.ceil((rec.pause_until - now) * 1000)
+                age = int((now - rec.last_heard) * 1000)
+                out.append(PausedPeer(dataclasses.replace(rec.entry, pause_ms=0), left, age))
+        return tuple(out)
 
     def _track(self, rec: HostRecord, now: float) -> None:
         """Queue a live host for expiry by its latest info."""

@@ -131,6 +131,18 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
+class PausedPeer:
+    """A host the sender knows to be paused (``rais pause``), relayed so that a
+    host that missed the pause (it booted since, or lost the info) does not take
+    the silent host for failed: its last entry, the milliseconds left of its
+    pause and how long ago the sender last heard it (wire version 2 only)."""
+
+    entry: HostEntry
+    remaining_ms: int
+    age_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A whole info message, once reassembled from its datagrams."""
 
@@ -138,6 +150,8 @@ class Message:
     peers: tuple[PeerAge, ...]
     table: tuple[TableEntry, ...]
     commands: tuple[Command, ...]
+    paused: tuple[PausedPeer, ...] = ()
+    """The paused hosts the sender knows of (wire version 2 only)."""
     unknown: tuple[tuple[int, bytes], ...] = ()
     """Sections of wire version 2 this release does not know and may skip
     (type, payload), kept only so that a decoded body re-encodes to the same bytes."""

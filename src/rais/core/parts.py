@@ -18,7 +18,7 @@ from rais.core.inbox import Inbox
 from rais.core.membership import Membership
 from rais.core.messages import AddrState, Command, HostEntry, Request
 from rais.core.outbox import Outbox
-from rais.core.pause import OwnPause, lacking
+from rais.core.pause import OwnPause, lacking, out_of_bounds, refusal_text
 from rais.core.requests import Requests
 from rais.core.served import Served
 from rais.core.versions import Versions, send_version
@@ -116,10 +116,40 @@ class CoreParts:
         announces (rais.core.features): a feature is used only while it is common."""
         return features.common(self.entry(), self.members.live())
 
+    def pause_refusal(self, duration: float) -> str | None:
+        """Why this host cannot pause for ``duration`` seconds (None: it can):
+        it is leaving, the duration is out of bounds, a live member lacks the
+        feature, or no other member is live to remember the pause (a host that
+        boots meanwhile learns of it only from them)."""
+        if self.left or self.leaving:
+            return "this host is leaving the group"
+        why = out_of_bounds(duration, self.config.timeout)
+        if why is not None:
+            return why
+        lacking = self.pause_lacking()
+        if lacking:
+            return refusal_text(self.config.group, lacking)
+        if not self.members.live_ids():
+            return f"group {self.config.group}: no other live member would remember the pause"
+        return None
+
     def pause_lacking(self) -> list[Addr]:
         """The hosts of the group, this one included, that do not announce the
         ``pause`` feature: while there is any, ``rais pause`` is refused."""
         return [e.id for e in lacking(self.entry(), self.members.live())]
+
+    def refusal(self, req: Request) -> str | None:
+        """Why an operator request (``rais move`` / ``rais failback``) cannot be
+        taken here (None: it can)."""
+        if self.left or self.leaving:
+            return "this host is leaving the group"
+        if req.address not in self.table.rows:
+            return f"{fmt(req.address)} is not a service address of group {self.config.group}"
+        if req.target is not None and req.target != self.id:
+            rec = self.members.records.get(req.target)
+            if rec is None or not rec.live:
+                return f"host {fmt(req.target)} is not a live member of group {self.config.group}"
+        return None
 
     def _sets_gate(self) -> tuple[bool, str]:
         """Whether a held address set may be brought whole (``sets`` is common),

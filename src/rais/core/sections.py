@@ -10,8 +10,8 @@ sections this release knows decode as strictly as version 1 (canonical: a body
 that parses re-encodes to the same bytes; skipped sections are kept in
 ``Message.unknown`` for that).
 
-An info carries FEATURES, ENTRY, PEERS, TABLE and COMMANDS, and SETS and PAUSE
-when it has something to say in them. A body with FEATURES and no ENTRY is a
+An info carries FEATURES, ENTRY, PEERS, TABLE and COMMANDS, and SETS, PAUSE and
+PAUSED when it has something to say in them. A body with FEATURES and no ENTRY is a
 *hello* (rais.core.messages.Hello).
 """
 
@@ -32,7 +32,7 @@ from rais.core.body import (
     encode_entry,
     encode_table,
 )
-from rais.core.messages import Command, Hello, HostEntry, Message, TableEntry
+from rais.core.messages import Command, Hello, HostEntry, Message, PausedPeer, TableEntry
 
 MUST = 0x80
 FEATURES = 0x01
@@ -42,11 +42,13 @@ TABLE = MUST | 0x04
 COMMANDS = MUST | 0x05
 SETS = 0x06
 PAUSE = 0x07
+PAUSED = 0x08
 
-_KNOWN = {t & 0x7F: t for t in (FEATURES, ENTRY, PEERS, TABLE, COMMANDS, SETS, PAUSE)}
+_KNOWN = {t & 0x7F: t for t in (FEATURES, ENTRY, PEERS, TABLE, COMMANDS, SETS, PAUSE, PAUSED)}
 _HEAD = struct.Struct(">BI")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_U32X2 = struct.Struct(">II")
 _NAME = re.compile(rb"[a-z0-9][a-z0-9-]{0,31}")
 SECTION_OVERHEAD = _HEAD.size
 
@@ -115,6 +117,8 @@ def split_info(msg: Message) -> tuple[bytes, bytes]:
         parts.append((SETS, sets))
     if e.pause_ms:
         parts.append((PAUSE, _U32.pack(e.pause_ms)))
+    if msg.paused:
+        parts.append((PAUSED, encode_paused(msg.paused)))
     parts.extend(msg.unknown)
     parts.sort(key=lambda p: p[0] & 0x7F)
     numbers = [t & 0x7F for t, _ in parts]
@@ -123,6 +127,16 @@ def split_info(msg: Message) -> tuple[bytes, bytes]:
     head = b"".join(section(t, p) for t, p in parts if t & 0x7F < PEERS)
     tail = b"".join(section(t, p) for t, p in parts if t & 0x7F > PEERS)
     return head, tail
+
+
+def encode_paused(paused: tuple[PausedPeer, ...]) -> bytes:
+    out = [_U16.pack(len(paused))]
+    for p in paused:
+        if not 0 < p.remaining_ms <= 0xFFFFFFFF or p.entry.pause_ms:
+            raise ValueError(f"bad paused peer {p!r}")
+        out.append(_U32X2.pack(p.remaining_ms, min(p.age_ms, 0xFFFFFFFF)))
+        out.append(encode_entry(p.entry))
+    return b"".join(out)
 
 
 def peers_section(records: list[bytes]) -> bytes:
@@ -287,5 +301,26 @@ def _assemble(found: dict[int, bytes], unknown: tuple[tuple[int, bytes], ...]) -
         (pause_ms,) = _U32.unpack(payload)
         if not pause_ms:
             raise _malformed("a pause of 0 ms")
+    paused: tuple[PausedPeer, ...] = ()
+    if PAUSED in found:
+        paused = _decode_paused(found[PAUSED])
     entry = dataclasses.replace(entry, versions=versions, features=features, pause_ms=pause_ms)
-    return Message(entry=entry, peers=peers, table=table, commands=commands, unknown=unknown)
+    return Message(
+        entry=entry, peers=peers, table=table, commands=commands, paused=paused, unknown=unknown
+    )
+
+
+def _decode_paused(b: bytes) -> tuple[PausedPeer, ...]:
+    (count,) = _U16.unpack_from(b, 0)
+    if not count:
+        raise _malformed("an empty paused section")
+    pos = 2
+    out = []
+    for _ in range(count):
+        remaining, age = _U32X2.unpack_from(b, pos)
+        if not remaining:
+            raise _malformed("a paused peer with 0 ms left")
+        entry, pos = decode_entry(b, pos + 8)
+        out.append(PausedPeer(entry, remaining, age))
+    _exact(pos, b, "paused")
+    return tuple(out)

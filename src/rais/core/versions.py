@@ -13,9 +13,11 @@ it until the sender says it again.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from rais.core.addr import Addr
 from rais.core.features import common_version
+from rais.core.membership import HostRecord
 from rais.core.messages import Hello, HostEntry
 
 
@@ -58,6 +60,22 @@ class Versions:
         if (entry.versions, entry.features) == (hello.versions, hello.features):
             return entry
         return dataclasses.replace(entry, versions=hello.versions, features=hello.features)
+
+    def take(
+        self, sender: Addr, epoch: int, hello: Hello, records: Mapping[Addr, HostRecord]
+    ) -> bool:
+        """Take in a hello and update its sender's entry in ``records``; True if
+        that entry changed."""
+        if not self.hello(sender, epoch, hello):
+            return False
+        rec = records.get(sender)
+        if rec is None:
+            return False
+        entry = self.apply(rec.entry)
+        if entry is rec.entry:
+            return False
+        rec.entry = entry
+        return True
 
     def forget(self, sender: Addr) -> None:
         self._epochs.pop(sender, None)

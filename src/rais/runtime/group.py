@@ -291,6 +291,9 @@ class GroupRunner(SetActions):
     def pause_lacking(self) -> list[IP]:
         return [to_ip(a) for a in self.core.pause_lacking()]
 
+    def pause_refusal(self, duration: float) -> str | None:
+        return self.core.pause_refusal(duration)
+
     def pause(self, duration: float) -> str | None:
         """Operator: restart in place within ``duration`` s; the held addresses'
         kernel lifetime covers the window at once (rais.core.pause)."""

@@ -149,6 +149,9 @@ class Groups:
                 lacking = ", ".join(str(h) for h in hosts)
                 why = f"group {name}: {lacking} cannot keep a pause (no 'pause' feature)"
                 return PauseRefused(why, name, tuple(str(h) for h in hosts))
+            why = runner.pause_refusal(duration)
+            if why is not None:
+                return PauseRefused(why, name, ())
         return None
 
     def pause(self, duration: float) -> PauseRefused | None:

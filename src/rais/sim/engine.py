@@ -14,6 +14,7 @@ from rais.core import wire
 from rais.core.addr import fmt
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, EventKind, Release, Send
+from rais.core.pause import KERNEL_MARGIN
 from rais.sim.episodes import Operator
 from rais.sim.faults import FaultAction, schedule
 from rais.sim.inject import inject_bad
@@ -356,6 +357,50 @@ class Simulation:
                 self._after(asker, now)
         elif kind == "drained-":
             net.drained(now)
+        elif kind in ("pause+", "pause-", "lapse+"):
+            for index in act.hosts:
+                self._pause(now, kind, self.hosts[index], act.value)
+
+    def _pause(self, now: float, kind: str, h: SimHost, window: float) -> None:
+        """``rais pause --for window``, the agent stopped in place (its addresses
+        stay on the service network), then back in time (``resume``), too late,
+        or never; "lapse+": the kernel lifetime of a paused host's addresses ran
+        out (KERNEL_MARGIN before the window ends), which is a crash."""
+        if kind == "pause+":
+            if h.core is None or not h.up:
+                return
+            why = h.core.pause(now, window)
+            if why is not None:
+                self._log(now, f"pause refused {h.index}: {why}")
+                self.world.pauses["refused"] += 1
+                return
+            self.world.pauses["paused"] += 1
+            self._after(h, now)  # the info announcing the pause goes out
+            held = self.world.stop_in_place(h, now, now + window)
+            self.checker.paused(now, h.index, held, now + window - KERNEL_MARGIN)
+            lapse = now + window - KERNEL_MARGIN
+            until = now + window
+            self._at(ceil(lapse / TICK), (_FAULT, FaultAction(lapse, "lapse+", (h.index,), until)))
+            self._log(now, f"paused {h.index} holding {sorted(map(fmt, held))}")
+        elif kind == "lapse+":
+            if h.paused_until == window and h.core is None:
+                h.paused_until = None
+                self.checker.pause_over(now, h.index)
+                self.world.pauses["lapsed"] += 1
+                self._down(h, now, "pause lapsed")
+        elif h.paused_until is not None and h.core is None:
+            # back in time: the new process takes over what the kernel still has
+            kept = [(a, 24 if len(a) == 4 else 64) for a in self.world.held_by(h.index)]
+            h.paused_until = None
+            self.world.boot(h, now, resume=kept)
+            h.timer_tick = -1
+            self.checker.host_up(now, h.index)
+            self.checker.pause_over(now, h.index)
+            self.world.pauses["resumed"] += 1
+            self._log(now, f"resumed {h.index} epoch {h.epoch}")
+            self._after(h, now)
+        elif not h.up:
+            self._boot(h, now)
 
     def _inject(self, now: float, index: int) -> None:
         n, changed = inject_bad(self.world, now, self.hosts[index])

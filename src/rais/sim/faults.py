@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from rais.core.pause import KERNEL_MARGIN, bounds
+
 KINDS = (
     "crash",
     "leave",
@@ -22,8 +24,9 @@ KINDS = (
     "loss",
     "latency",
     "move",
+    "pause",
 )
-WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1, 2)
+WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1, 2, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +60,12 @@ def schedule(
     last_end = t
     while t < end_of_faults and candidates:
         kind = rng.choices(KINDS, WEIGHTS)[0]
+        window = 0.0
         if kind == "netcut" and (networks < 2 or netcut_until > t):
             # One control network at a time: two cut at once is a partition.
             kind = "loss"
         free = [h for h in candidates if busy_until.get(h, 0.0) <= t]
-        if kind in ("crash", "leave", "test", "quiesce") and not free:
+        if kind in ("crash", "leave", "test", "quiesce", "pause") and not free:
             t += quiet
             continue
         if kind in ("crash", "leave"):
@@ -73,6 +77,15 @@ def schedule(
             )
         elif kind in ("test", "quiesce"):
             length = rng.uniform(0.3, 5.0)
+        elif kind == "pause":
+            # ``rais pause --for D`` then a restart in place: mostly back in time
+            # (with the KERNEL_MARGIN the agent needs left), sometimes too late.
+            shortest = bounds(timeout)[0]
+            window = rng.uniform(shortest, max(4.0, shortest + 1.0))
+            if rng.random() < 0.8:
+                length = rng.uniform(0.2, window - KERNEL_MARGIN - 0.1)
+            else:
+                length = window + rng.uniform(0.1, 3.0)
         elif kind == "latency":
             length = rng.uniform(0.2, 2.0)
         elif kind == "move":
@@ -85,7 +98,11 @@ def schedule(
             break
         hosts_hit: tuple[int, ...] = ()
         value = 0.0
-        if kind in ("crash", "leave", "test", "quiesce"):
+        if kind == "pause":
+            hosts_hit = (rng.choice(free),)
+            busy_until[hosts_hit[0]] = t + length + quiet
+            value = window
+        elif kind in ("crash", "leave", "test", "quiesce"):
             count = 1 if rng.random() < 0.8 else min(len(free), 2)
             hosts_hit = tuple(sorted(rng.sample(free, count)))
             for h in hosts_hit:

@@ -67,13 +67,13 @@ def world_has_sets(world: World) -> bool:
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)
 
-DISTURBANCES = ("partition", "loss", "latency", "drained", "behind")
+DISTURBANCES = ("partition", "loss", "latency", "drained", "behind", "pause")
 """Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
 quiesce and a cut control network are states the group must converge under. A
 receiver being behind on a sender after a lost datagram (sim/hearing.py) also
 lasts, until it has caught up ('behind+' and 'behind-')."""
 
-_UNFIT = ("crash+", "leave+", "test+", "quiesce+")
+_UNFIT = ("crash+", "leave+", "test+", "quiesce+", "lapse+")
 _FIT = ("boot", "crash-", "leave-", "test-", "quiesce-")
 
 
@@ -117,6 +117,13 @@ class Checker:
         self.sets = SetJudge(world, self.violate)
         self._known = Knowers(world)
         self.knowers = self._known.knowers
+        self.paused_hold: dict[int, tuple[frozenset[Addr], float]] = {}
+        """P1: what each paused host held when its agent stopped, and until when
+        (its kernel lifetime) nobody may take it from it."""
+        self.cut = 0
+        """Partitions and latency spikes going on: a pause that overlaps one is
+        not judged by P1 (a host cut off from the pausing one, or hearing it
+        later than its timeout, takes it for failed, as any host: issue 13)."""
 
     # ------------------------------------------------------- who knows what
 
@@ -137,6 +144,11 @@ class Checker:
         with it. True if that left nobody behind where somebody was: the engine
         then schedules a judgement."""
         self._known.down(now, index)
+        for paused in list(self.paused_hold):
+            if not self._remembered(now, paused):
+                # nobody up knows of the pause any more: a host that boots now
+                # cannot learn it (docs/protocol.md, "Restarting in place")
+                del self.paused_hold[paused]
         quiet_again = self.hearing.forget(index) and self._caught_up(now)
         for address in released:
             self.unheld(now, address, index, True)
@@ -197,6 +209,12 @@ class Checker:
                 self._disturbance(now)
             else:
                 self.active -= 1
+        if base in ("partition", "latency", "drained"):
+            if kind in ("partition+", "latency+"):
+                self.cut += 1
+                self.paused_hold.clear()  # not judged: see ``cut``
+            elif kind in ("partition-", "drained-"):
+                self.cut -= 1
         if base not in ("behind", "start"):
             self._introduce = True
         self._restart(now)
@@ -228,8 +246,42 @@ class Checker:
         self.judged = False
         self.dirty = True
 
+    def paused(self, now: float, index: int, held: list[Addr], kernel_until: float) -> None:
+        """Host ``index``'s agent stopped in place after a pause, holding ``held``."""
+        if not self.cut and self.world.net.last_change < now - self.timeout:
+            self.paused_hold[index] = (frozenset(held), kernel_until)
+
+    def _remembered(self, now: float, index: int) -> bool:
+        """Some other host that is up knows host ``index`` is paused."""
+        paused_id = self.world.hosts[index].id
+        for h in self.world.hosts:
+            if h.index != index and h.up and h.core is not None:
+                for m in h.core.view(now).members:
+                    if m.id == paused_id and m.paused_s is not None:
+                        return True
+        return False
+
+    def pause_over(self, now: float, index: int) -> None:
+        """The paused host is back (a new process that took over) or its
+        addresses' kernel lifetime ran out. Back: it must still hold them all."""
+        hold, _ = self.paused_hold.pop(index, (frozenset(), 0.0))
+        h = self.world.hosts[index]
+        if h.core is not None:
+            for address in hold:
+                if h.core.holding(address) is None:
+                    self.violate("P1", now, f"host {index} resumed without {fmt(address)}")
+
+    def _moved_off_pause(self, now: float, address: Addr, host: int) -> None:
+        for index, (hold, until) in self.paused_hold.items():
+            if index != host and address in hold and now < until:
+                self.violate(
+                    "P1", now, f"host {host} acquired {fmt(address)} of paused host {index}"
+                )
+
     def held(self, now: float, address: Addr, host: int) -> None:
         """The host has put the address online (the world has it already)."""
+        if self.paused_hold:
+            self._moved_off_pause(now, address, host)
         if self.world.hosts[host].preferred == address:
             before = self._last_good(address, now)
             if self.active:
@@ -256,6 +308,10 @@ class Checker:
     def unheld(self, now: float, address: Addr, host: int, held: bool) -> None:
         """The host has taken the address offline (the world has it already);
         ``held``: whether it had it."""
+        if held and host in self.paused_hold:
+            hold, until = self.paused_hold[host]
+            if address in hold and now < until:
+                self.violate("P1", now, f"paused host {host} lost {fmt(address)}")
         if held:
             hs = self.holders[address]
             if self.world.hosts[host].preferred == address:

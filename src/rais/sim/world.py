@@ -65,6 +65,9 @@ class SimHost:
     last_rx: bytes = b""
     old: bool = False
     """Runs the version-1 model (wire version 1, no features) since its last boot."""
+    paused_until: float | None = None
+    """Its agent is stopped in place after ``rais pause`` until then: it counts
+    as up, its addresses stay on the service network, it has no core."""
 
     @property
     def leaving(self) -> bool:
@@ -142,6 +145,8 @@ class World:
         """The service network: which hosts have each address online."""
         self.trace = Trace(keep_trace)
         self.boots = [0, 0]
+        self.pauses = {"paused": 0, "resumed": 0, "lapsed": 0, "refused": 0}
+        """What became of the pauses (for the sweeps' own checks)."""
         """Boots of this release and of the version-1 model (``SimParams.old``)."""
 
     # ------------------------------------------------------- service network
@@ -165,12 +170,14 @@ class World:
 
     # ---------------------------------------------------------------- faults
 
-    def boot(self, h: SimHost, now: float) -> None:
-        """Start a new core (a new epoch) on a host that is down."""
+    def boot(self, h: SimHost, now: float, resume: list[tuple[Addr, int]] | None = None) -> None:
+        """Start a new core (a new epoch) on a host that is down, or, with
+        ``resume``, on one stopped in place that takes over those addresses
+        (an in-place restart is into this release: it needs the pause feature)."""
         p = self.params
         h.epoch += 1
         pref = h.preferred
-        h.old = bool(p.old) and self.rng.random() < p.old
+        h.old = resume is None and bool(p.old) and self.rng.random() < p.old
         self.boots[h.old] += 1
         cfg = CoreConfig(
             group=GROUP,
@@ -189,10 +196,23 @@ class World:
         h.up = True
         h.started_at = now
         h.last_rx = b""
+        if resume is not None:
+            core.resume(now, resume)
         if not h.ok:
             core.test_result(now, False, "still failing")
         if h.quiesced:
             core.quiesce(now)
+
+    def held_by(self, index: int) -> list[Addr]:
+        """The addresses host ``index`` has online, in address order."""
+        return sorted(a for a, hs in self.holders.items() if index in hs)
+
+    def stop_in_place(self, h: SimHost, now: float, until: float) -> list[Addr]:
+        """The agent of a paused host stops without leaving: its core is gone,
+        its addresses stay. Returns them."""
+        h.core = None
+        h.paused_until = until
+        return self.held_by(h.index)
 
     def down(self, h: SimHost, now: float) -> list[Addr]:
         """The host stops (a crash, or the end of a graceful leave); its
