@@ -118,9 +118,8 @@ class CoreParts:
 
     def pause_refusal(self, duration: float) -> str | None:
         """Why this host cannot pause for ``duration`` seconds (None: it can):
-        it is leaving, the duration is out of bounds, a live member lacks the
-        feature, or no other member is live to remember the pause (a host that
-        boots meanwhile learns of it only from them)."""
+        it is leaving, the duration is out of bounds, or a live member lacks the
+        feature."""
         if self.left or self.leaving:
             return "this host is leaving the group"
         why = out_of_bounds(duration, self.config.timeout)
@@ -129,8 +128,6 @@ class CoreParts:
         lacking = self.pause_lacking()
         if lacking:
             return refusal_text(self.config.group, lacking)
-        if not self.members.live_ids():
-            return f"group {self.config.group}: no other live member would remember the pause"
         return None
 
     def pause_lacking(self) -> list[Addr]:

@@ -19,9 +19,17 @@ class _Dup:
 
 
 class Duplicates:
-    def __init__(self, world: World, violate: Callable[[str, float, str], None]) -> None:
+    def __init__(
+        self,
+        world: World,
+        violate: Callable[[str, float, str], None],
+        excused: Callable[[int], bool] = lambda index: False,
+    ) -> None:
         self.world = world
         self.violate = violate
+        self.excused = excused
+        """A host whose duplicates are not judged (a paused host nobody may know
+        of: sim/invariants.py, P1)."""
         p = world.params
         self.hb = p.heartbeat
         self.dups: dict[tuple[Addr, int, int], _Dup] = {}
@@ -33,7 +41,7 @@ class Duplicates:
         for address, hs in self.world.holders.items():
             if len(hs) < 2:
                 continue
-            ordered = sorted(hs)
+            ordered = sorted(h for h in hs if not self.excused(h))
             for i, a in enumerate(ordered):
                 for b in ordered[i + 1 :]:
                     if net.connected(now, a, b):

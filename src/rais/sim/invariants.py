@@ -106,7 +106,7 @@ class Checker:
         self.converged = True
         self.judged = True
         self.dirty = False
-        self._i3 = Duplicates(world, self.violate)
+        self._i3 = Duplicates(world, self.violate, self._unjudged_pause)
         self.dups = self._i3.dups
         self.i1_checks = 0
         self.early: dict[Addr, float] = {}
@@ -246,9 +246,16 @@ class Checker:
         self.judged = False
         self.dirty = True
 
+    def _unjudged_pause(self, index: int) -> bool:
+        """Host ``index`` is stopped in place by a pause that P1 does not judge."""
+        return self.world.hosts[index].paused_until is not None and index not in self.paused_hold
+
     def paused(self, now: float, index: int, held: list[Addr], kernel_until: float) -> None:
-        """Host ``index``'s agent stopped in place after a pause, holding ``held``."""
-        if not self.cut and self.world.net.last_change < now - self.timeout:
+        """Host ``index``'s agent stopped in place after a pause, holding ``held``.
+        Judged by P1 unless a partition or latency spike is going on or just
+        was, or no other host is up to remember the pause."""
+        others = any(h.up and h.index != index for h in self.world.hosts)
+        if others and not self.cut and self.world.net.last_change < now - self.timeout:
             self.paused_hold[index] = (frozenset(held), kernel_until)
 
     def _remembered(self, now: float, index: int) -> bool:
