@@ -392,6 +392,7 @@ class Simulation:
             # back in time: the new process takes over what the kernel still has
             kept = [(a, 24 if len(a) == 4 else 64) for a in self.world.held_by(h.index)]
             h.paused_until = None
+            self.world.drop_extras(h.index)
             self.world.boot(h, now, resume=kept)
             h.timer_tick = -1
             self.checker.host_up(now, h.index)

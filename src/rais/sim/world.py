@@ -168,6 +168,13 @@ class World:
     def release_extra(self, address: Addr, host: int) -> None:
         self.extra_holders.get(address, set()).discard(host)
 
+    def drop_extras(self, host: int) -> None:
+        """The other addresses of every set ``host`` holds go: its agent removes
+        them when it restarts in place, and its core adds them again once it may
+        (rais.runtime.group.reconcile)."""
+        for hs in self.extra_holders.values():
+            hs.discard(host)
+
     # ---------------------------------------------------------------- faults
 
     def boot(self, h: SimHost, now: float, resume: list[tuple[Addr, int]] | None = None) -> None:
