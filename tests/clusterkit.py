@@ -13,7 +13,7 @@ that advances in whole milliseconds (``TICK``). The cluster
   with ``action_done`` (ok, unless the host's ``fail_next_acquire`` is set),
 * records, per host, every effect with the time it was produced and which
   service addresses the host holds (an acquire that completed ok, until the
-  release completed or the host was killed).
+  release completed or the host was killed), every address of a set included.
 
 Time only moves from one thing due to the next, so a run of several
 simulated seconds costs milliseconds. Nothing here sleeps or reads a clock.
@@ -33,6 +33,7 @@ from rais.core.addr import Addr, pack
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Effect, Event, EventKind, Release, Send
+from rais.core.features import FEATURES, WIRE_VERSIONS
 from rais.core.messages import Command, HostEntry, Message
 from rais.core.view import CoreView
 
@@ -71,6 +72,8 @@ def make_config(
     orphan_timeout: float = 86400.0,
     keys: tuple[bytes, ...] = (KEY,),
     preferred: Addr | None = None,
+    extras: tuple[tuple[Addr, int], ...] = (),
+    old: bool = False,
 ) -> CoreConfig:
     """Host ``n``: id 192.0.2.n (plus 198.18.k.n on network k), preferred address
     198.51.100.n/24 unless it is a spare or an observer."""
@@ -87,6 +90,10 @@ def make_config(
         prefixlen=24 if preferred is not None else 0,
         observer=observer,
         orphan_timeout=orphan_timeout,
+        extras=extras,
+        # ``old``: the version-1 release (wire version 1, no features)
+        wire_versions=(1,) if old else WIRE_VERSIONS,
+        features=() if old else FEATURES,
     )
 
 
@@ -133,6 +140,8 @@ class _Action:
     address: Addr
     acquire: bool
     ok: bool
+    extras: tuple[Addr, ...] = ()
+    extras_only: bool = False
 
 
 class Cluster:
@@ -386,15 +395,13 @@ class Cluster:
         node = self.nodes[a.node]
         if not (node.alive and node.epoch == a.epoch):
             return
-        if a.acquire:
-            if a.ok:
-                node.held.add(a.address)
+        addresses = (*(() if a.extras_only else (a.address,)), *a.extras)
+        for address in addresses:
+            if a.acquire and a.ok:
+                node.held.add(address)
             else:
-                node.held.discard(a.address)
-                self._close_claims(node, a.address)
-        else:
-            node.held.discard(a.address)
-            self._close_claims(node, a.address)
+                node.held.discard(address)
+                self._close_claims(node, address)
         node.core.action_done(self.now, a.address, a.ok, "" if a.ok else "clusterkit failure")
         self._drain(node)
 
@@ -413,15 +420,18 @@ class Cluster:
             elif isinstance(e, Acquire):
                 ok = not (node.fail_next_acquire or node.fail_acquires)
                 node.fail_next_acquire = False
-                node.claims.append((e.address, now, None))
+                extras = tuple(a for a, _ in e.extras)
+                for address in (*(() if e.extras_only else (e.address,)), *extras):
+                    node.claims.append((address, now, None))
                 self._push(
                     self.tick + self.action_ticks,
-                    _Action(node.index, node.epoch, e.address, True, ok),
+                    _Action(node.index, node.epoch, e.address, True, ok, extras, e.extras_only),
                 )
             elif isinstance(e, Release):
+                extras = tuple(a for a, _ in e.extras)
                 self._push(
                     self.tick + self.action_ticks,
-                    _Action(node.index, node.epoch, e.address, False, True),
+                    _Action(node.index, node.epoch, e.address, False, True, extras, e.extras_only),
                 )
         return effects
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -39,10 +40,10 @@ class Stub:
         self.quiesced -= set(names)
         return names
 
-    def move(self, address: IP, host: IP, group: str | None) -> str:
+    def move(self, address: IP | Sequence[IP], host: IP, group: str | None) -> str:
         raise LookupError("not here")
 
-    def failback(self, address: IP, group: str | None) -> str:
+    def failback(self, address: IP | Sequence[IP], group: str | None) -> str:
         raise ValueError("refused")
 
     def pause(self, duration: float) -> dict[str, Any]:

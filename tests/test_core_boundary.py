@@ -23,6 +23,7 @@ PUBLIC_MODULES = {
     "config",
     "core",
     "effects",
+    "features",
     "hosts",
     "messages",
     "utilization",
@@ -31,7 +32,7 @@ PUBLIC_MODULES = {
 }
 """Modules of rais.core that others may import: the Core, its config, its
 inputs and outputs (messages, effects, the wire codec), the read model and the
-shared leaves (addresses, the host predicates, utilization)."""
+shared leaves (addresses, the host predicates, utilization, the feature names)."""
 
 SHARED_RULES = {
     ("requests", "winning"),

@@ -5,6 +5,8 @@ POST /v1/quiesce[?group=G]   quiesce every group, or one
 POST /v1/unquiesce[?group=G]
 POST /v1/move?address=A&host=H[&group=G]   pin service address A to host H
 POST /v1/failback?address=A[&group=G]      give A back to its preferred host now
+    (A: any address of an address set acts on the whole set; several, all of one
+    set, as address=A&address=B or address=A,B)
 POST /v1/pause               body {"for": "30s"}: restart in place within that
                              long (409 with "error", "group", "hosts" if refused)
 GET  /metrics                Prometheus metrics
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,11 +37,12 @@ class Controlled(Protocol):
 
     def unquiesce(self, group: str | None) -> list[str]: ...
 
-    def move(self, address: IP, host: IP, group: str | None) -> str:
-        """Pin ``address`` to ``host``; returns the group (LookupError, ValueError: refused)."""
+    def move(self, address: IP | Sequence[IP], host: IP, group: str | None) -> str:
+        """Pin ``address`` (any address of a set, or several, all of one set) to
+        ``host``; returns the group (LookupError, ValueError: refused)."""
         ...
 
-    def failback(self, address: IP, group: str | None) -> str: ...
+    def failback(self, address: IP | Sequence[IP], group: str | None) -> str: ...
 
     def pause(self, duration: float) -> dict[str, Any]:
         """Restart in place within ``duration`` s (rais.admin.facade.Refused: refused)."""
@@ -153,16 +157,33 @@ def _ip(request: web.Request, name: str) -> IP:
         ) from None
 
 
+def _ips(request: web.Request, name: str) -> list[IP]:
+    """One or more addresses: ``name`` repeated, or comma-separated."""
+    texts = [t for v in request.query.getall(name, []) for t in v.split(",") if t]
+    if not texts:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "missing {name}"}}', content_type="application/json"
+        )
+    try:
+        return [ipaddress.ip_address(t) for t in texts]
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "{name} is not an IP address"}}', content_type="application/json"
+        ) from None
+
+
 async def _request(request: web.Request, host: bool) -> web.Response:
     agent = request.app[AGENT]
-    address = _ip(request, "address")
+    addresses = _ips(request, "address")
+    address = addresses[0]
+    asked: IP | list[IP] = address if len(addresses) == 1 else addresses
     group = request.query.get("group")
     try:
         if host:
             target = _ip(request, "host")
-            done = agent.move(address, target, group)
+            done = agent.move(asked, target, group)
         else:
-            done = agent.failback(address, group)
+            done = agent.failback(asked, group)
     except KeyError:
         return web.json_response({"error": f"no group {group!r}"}, status=404)
     except LookupError as exc:
@@ -170,6 +191,8 @@ async def _request(request: web.Request, host: bool) -> web.Response:
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=409)
     out: dict[str, Any] = {"group": done, "address": str(address)}
+    if len(addresses) > 1:
+        out["addresses"] = [str(a) for a in addresses]
     if host:
         out["host"] = str(target)
     return web.json_response(out)

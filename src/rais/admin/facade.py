@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rais.admin.metrics import Metrics
@@ -102,17 +102,29 @@ class AgentFacade:
         where = f"group {group}" if group else "any group of this host"
         raise LookupError(f"{address} is not a service address of {where}")
 
-    def move(self, address: IP, host: IP, group: str | None) -> str:
-        """Operator: pin ``address`` to ``host`` (LookupError / ValueError: refused)."""
-        runner = self._owner(address, group)
-        why = runner.move(address, host, int(self.clock() * 1000))
+    def _one_set(self, address: IP | Sequence[IP], group: str | None) -> tuple[GroupRunner, IP]:
+        """The group and the key of the address set that has ``address`` (any of
+        its addresses, or several, all of one set; ValueError: of several sets)."""
+        addresses = [address] if not isinstance(address, Sequence) else list(address)
+        runner = self._owner(addresses[0], group)
+        key = runner.set_key(addresses[0])
+        for other in addresses[1:]:
+            if self._owner(other, group) is not runner or runner.set_key(other) != key:
+                raise ValueError(f"{other} is not an address of the set of {key}")
+        return runner, key
+
+    def move(self, address: IP | Sequence[IP], host: IP, group: str | None) -> str:
+        """Operator: pin ``address`` (its set) to ``host`` (LookupError /
+        ValueError: refused)."""
+        runner, key = self._one_set(address, group)
+        why = runner.move(key, host, int(self.clock() * 1000))
         if why:
             raise ValueError(why)
         return runner.config.name
 
-    def failback(self, address: IP, group: str | None) -> str:
-        runner = self._owner(address, group)
-        why = runner.failback(address, int(self.clock() * 1000))
+    def failback(self, address: IP | Sequence[IP], group: str | None) -> str:
+        runner, key = self._one_set(address, group)
+        why = runner.failback(key, int(self.clock() * 1000))
         if why:
             raise ValueError(why)
         return runner.config.name

@@ -14,11 +14,31 @@ from rais.admin.status_view import (
     HostStatus,
     LinkStatus,
     ServedStatus,
+    SetStatus,
     TestStatus,
 )
 from rais.core.addr import fmt
 from rais.core.utilization import utilization
-from rais.core.view import CoreView, MemberView
+from rais.core.view import CoreView, MemberView, SetView
+
+Extras = tuple[tuple[bytes, int], ...]
+
+
+def _shown(extras: Extras) -> tuple[str, ...]:
+    return tuple(f"{fmt(a)}/{p}" for a, p in extras)
+
+
+def _set(s: SetView) -> SetStatus:
+    key = (f"{fmt(s.key)}/{s.prefixlen}",)
+    return SetStatus(
+        key=key[0],
+        state=s.state.name.lower(),
+        up=(key if s.state.name == "ONLINE" else ()) + _shown(s.up),
+        adding=(key if s.state.name == "ACQUIRING" else ()) + _shown(s.adding),
+        removing=(key if s.state.name == "RELEASING" else ()) + _shown(s.removing),
+        waiting=_shown(s.waiting),
+        why=s.why,
+    )
 
 
 def _host(m: MemberView, scale: int) -> HostStatus:
@@ -43,6 +63,11 @@ def _host(m: MemberView, scale: int) -> HostStatus:
         wire_versions=entry.versions,
         features=entry.features,
         paused_s=None if m.paused_s is None else round(m.paused_s, 3),
+        preferred_set=(
+            (f"{fmt(entry.preferred)}/{entry.prefixlen}", *_shown(entry.extras))
+            if entry.preferred is not None and entry.extras
+            else ()
+        ),
     )
 
 
@@ -77,6 +102,7 @@ def group_status(
                 holders=tuple(h for h, _ in held),
                 state=_state(held),
                 orphan_s=None if row.orphan_s is None else round(row.orphan_s, 3),
+                set=(f"{address}/{row.prefixlen}", *_shown(row.extras)) if row.extras else (),
             )
         )
     for address, held in holders.items():
@@ -109,6 +135,7 @@ def group_status(
         wire_version=view.wire_version,
         common_features=view.common_features,
         link=None if interface is None else _link(view, interface, track_link),
+        sets=tuple(_set(s) for s in view.sets),
     )
 
 
@@ -171,6 +198,16 @@ def render(status: dict[str, Any]) -> str:
             orphan = f"  orphan, expires in {a['orphan_s']:.0f}s" if a["orphan_s"] else ""
             pref = a["preferred"] or "-"
             lines.append(f"  {a['address']:<28} {a['state']:<11} {holder:<24} {pref}{orphan}")
+            if a.get("set"):
+                lines.append(f"    set: {' '.join(a['set'])}")
+        for s in g.get("sets", []):
+            parts = [f"up {' '.join(s['up']) or '-'}"]
+            for what in ("adding", "removing"):
+                if s[what]:
+                    parts.append(f"{what} {' '.join(s[what])}")
+            if s["waiting"]:
+                parts.append(f"WAITING {' '.join(s['waiting'])} ({s['why']})")
+            lines.append(f"  held set {s['key']}: {'; '.join(parts)}")
         dns = g.get("dns")
         if dns:
             shown = ", ".join(dns["addresses"]) or "(none)"

@@ -54,6 +54,9 @@ class HostStatus:
     paused_s: float | None = None
     """Seconds left of the pause it announced (``rais pause``: it restarts in
     place and keeps its addresses meanwhile); None: not pausing."""
+    preferred_set: tuple[str, ...] = ()
+    """With an address set: every address of it, with prefix, key first
+    (``preferred`` is the key); empty for a single address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,26 @@ class AddressStatus:
     state: str
     """online, acquiring, releasing, unassigned or duplicate."""
     orphan_s: float | None
+    set: tuple[str, ...] = ()
+    """With an address set (``address`` is its key): every address of it, with
+    prefix, key first; empty for a single address."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetStatus:
+    """An address set this host holds, address by address."""
+
+    key: str
+    state: str
+    """The key's state: acquiring, online or releasing."""
+    up: tuple[str, ...]
+    """Every address of the set configured here, the key first while it is online."""
+    adding: tuple[str, ...]
+    removing: tuple[str, ...]
+    waiting: tuple[str, ...]
+    """Addresses of the set not brought (yet)."""
+    why: str
+    """Why they wait ("" if none wait)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +187,8 @@ class GroupStatus:
     """The features every live host announces: only these are used."""
     link: LinkStatus | None = None
     """This host's service link for the group (None: not known here)."""
+    sets: tuple[SetStatus, ...] = ()
+    """The address sets this host holds (those with more than one address)."""
 
     def me(self) -> HostStatus | None:
         """This host's own entry."""
@@ -225,6 +250,7 @@ def _group(g: GroupStatus) -> dict[str, Any]:
                 "holders": list(a.holders),
                 "state": a.state,
                 "orphan_s": a.orphan_s,
+                **({"set": list(a.set)} if a.set else {}),
             }
             for a in g.addresses
         ],
@@ -237,6 +263,19 @@ def _group(g: GroupStatus) -> dict[str, Any]:
     out["wire_version"] = g.wire_version
     out["common_features"] = list(g.common_features)
     out["link"] = None if g.link is None else _link(g.link)
+    if g.sets:
+        out["sets"] = [
+            {
+                "key": s.key,
+                "state": s.state,
+                "up": list(s.up),
+                "adding": list(s.adding),
+                "removing": list(s.removing),
+                "waiting": list(s.waiting),
+                "why": s.why,
+            }
+            for s in g.sets
+        ]
     return out
 
 
@@ -270,6 +309,7 @@ def _host(h: HostStatus) -> dict[str, Any]:
         "paused_s": h.paused_s,
         "wire_versions": list(h.wire_versions),
         "features": list(h.features),
+        **({"preferred_set": list(h.preferred_set)} if h.preferred_set else {}),
     }
 
 

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="chance that a host boots as the version-1 release (a mixed group)",
     )
+    sim.add_argument(
+        "--sets",
+        type=float,
+        default=0.0,
+        help="chance that a host with a preferred address prefers an address set",
+    )
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--trace", metavar="FILE", help="write the event trace ('-' for stdout)")
 
@@ -66,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("events", help="recent events of this host's groups")
     ev.add_argument("--follow", "-f", action="store_true", help="then print new ones as they come")
     mv = sub.add_parser("move", help="pin a service address to a host (release before acquire)")
-    mv.add_argument("address")
+    mv.add_argument("address", help="a service address; for an address set, any of it (or A,B,...)")
     mv.add_argument("host", help="the host id (first control address) to move it to")
     fb = sub.add_parser("failback", help="give a service address back to its preferred host now")
-    fb.add_argument("address")
+    fb.add_argument("address", help="a service address; for an address set, any of it (or A,B,...)")
     for p in (mv, fb):
         p.add_argument("--group", metavar="G", help="default: the group that has the address")
     pa = sub.add_parser(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from rais.base.ip import IP as IP  # re-exported: drivers and tests used to take it from here
 from rais.base.ip import Interface
-from rais.base.section import Invalid, Section, family, show_endpoint
+from rais.base.section import Invalid, Section, family, parse_interface, show_endpoint
 from rais.config.keys import (
     boolean,
     choice,
@@ -79,6 +79,10 @@ def _prefixlen(preferred: Interface | None) -> int:
     return preferred.network.prefixlen if preferred is not None else 0
 
 
+def _extras(extras: tuple[Interface, ...]) -> tuple[tuple[bytes, int], ...]:
+    return tuple((e.ip.packed, e.network.prefixlen) for e in extras)
+
+
 def _start_ok(tests: tuple[str, ...]) -> bool:
     return not tests
 
@@ -99,7 +103,12 @@ class GroupConfig:
     preferred: Interface | None = field(
         default=None, metadata=key(core=(("preferred", _packed), ("prefixlen", _prefixlen)))
     )
-    """This host's preferred service address with prefix; None for a hot spare."""
+    """This host's preferred service address with prefix; None for a hot spare.
+    With a set (``preferred`` a list), its first address: the set's key."""
+    extras: tuple[Interface, ...] = field(
+        default=(), metadata=key(toml=None, core=(("extras", _extras),))
+    )
+    """The other addresses of the preferred set (``preferred = [...]``), in order."""
     heartbeat: float = field(default=0.1, metadata=key(core="heartbeat"))
     timeout: float = field(default=0.3, metadata=key(core="timeout"))
     orphan_timeout: float = field(default=86400.0, metadata=key(core="orphan_timeout"))
@@ -193,6 +202,29 @@ def load(path: str) -> AgentConfig:
         return _agent(path, data)
     except Invalid as exc:
         raise ConfigError(path, exc.key, exc.message) from None
+
+
+def _preferred(g: Section) -> tuple[Interface | None, tuple[Interface, ...]]:
+    """``preferred``: one "addr/prefix" string, or a list of them (an address set
+    that moves as one unit; its first address is the key). A list must not be
+    empty nor name an address twice."""
+    if not g.has("preferred") or not isinstance(g.data["preferred"], list):
+        return g.interface("preferred"), ()
+    texts = g.strings("preferred")  # refuses anything but a list of strings
+    if not texts:
+        raise g.fail("preferred", "an empty list: name at least one address, or leave it out")
+    out: list[Interface] = []
+    for i, text in enumerate(texts):
+        where = f"{g.key('preferred')}[{i}]"
+        try:
+            iface = parse_interface(text)
+        except ValueError as exc:
+            raise Invalid(where, str(exc)) from None
+        for earlier in out:
+            if earlier.ip == iface.ip:
+                raise Invalid(where, f"{iface.ip} is listed twice")
+        out.append(iface)
+    return out[0], tuple(out[1:])
 
 
 def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
@@ -317,15 +349,17 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
                 "address", f"port {port} is already used by group {other.name}, with peers"
             )
 
-    preferred = g.interface("preferred")
+    preferred, extras = _preferred(g)
     observer = g.boolean("observer", _default("observer"))
     if observer and preferred is not None:
         raise g.fail("observer", "an observer serves no address: remove preferred or observer")
-    taken = {o.preferred.ip: o.name for o in others if o.preferred is not None}
-    if preferred is not None and preferred.ip in taken:
-        raise g.fail(
-            "preferred", f"{preferred.ip} is already preferred by group {taken[preferred.ip]}"
-        )
+    taken = {
+        a.ip: o.name for o in others if o.preferred is not None for a in (o.preferred, *o.extras)
+    }
+    for i, mine in enumerate(() if preferred is None else (preferred, *extras)):
+        if mine.ip in taken:
+            where = g.key("preferred") + (f"[{i}]" if extras else "")
+            raise Invalid(where, f"{mine.ip} is already preferred by group {taken[mine.ip]}")
 
     heartbeat = g.duration("heartbeat", _default("heartbeat"))
     timeout = g.duration("timeout", _default("timeout"))
@@ -341,6 +375,7 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
         address=ip,
         port=port,
         preferred=preferred,
+        extras=extras,
         heartbeat=heartbeat.seconds,
         timeout=timeout.seconds,
         orphan_timeout=orphan.seconds,

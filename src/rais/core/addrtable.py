@@ -32,6 +32,9 @@ class AddrRow:
     preferred: Addr
     deadline: float | None
     """When the orphan countdown runs out; None while the preferred host serves it."""
+    extras: tuple[tuple[Addr, int], ...] = ()
+    """The other addresses of the address set ``address`` is the key of: from the
+    preferred host's entry, or a table row that carried them."""
 
 
 def _serves_own(entry: HostEntry) -> bool:
@@ -70,6 +73,7 @@ class AddressTable:
                 r.prefixlen,
                 r.preferred,
                 None if r.deadline is None else max(0.0, r.deadline - now),
+                r.extras,
             )
             for r in self.rows.values()
         )
@@ -97,6 +101,7 @@ class AddressTable:
                 return
             row.preferred = entry.id
         row.prefixlen = entry.prefixlen
+        row.extras = entry.extras
         if fit(entry) or _serves_own(entry):
             if row.deadline is not None:
                 self._set(row, None)
@@ -125,13 +130,26 @@ class AddressTable:
             if row is None:
                 if te.address in self.expired:
                     continue
-                row = AddrRow(te.address, te.prefixlen, te.preferred, None)
+                row = AddrRow(te.address, te.prefixlen, te.preferred, None, te.extras)
                 self.rows[te.address] = row
                 self._set(row, deadline)
-            elif row.deadline is not None and deadline is not None:
+                continue
+            if te.extras and row.deadline is not None:
+                # A version-1 sender's rows have no extras: never take "none" from it.
+                row.extras = te.extras
+            if row.deadline is not None and deadline is not None:
                 # Both see an orphan: take the leader's countdown. A row this host
                 # sees served by its preferred host keeps its own, fresher view.
                 self._set(row, deadline)
+
+    def key_of(self, address: Addr) -> Addr | None:
+        """The key of the (valid) address set that has ``address``, as key or extra."""
+        if address in self.rows:
+            return address
+        for row in self.rows.values():
+            if any(a == address for a, _ in row.extras):
+                return row.address
+        return None
 
     def next_deadline(self) -> float | None:
         if self._stale:
@@ -159,5 +177,5 @@ class AddressTable:
         for row in self.rows.values():
             if row.deadline is not None:
                 ms = max(0, min(NOT_ORPHANED - 1, int((row.deadline - now) * 1000)))
-                out.append(TableEntry(row.address, row.prefixlen, row.preferred, ms))
+                out.append(TableEntry(row.address, row.prefixlen, row.preferred, ms, row.extras))
         return tuple(out)

@@ -296,9 +296,18 @@ class Controller:
             del fit_since[gone]
         self._wake = None
 
-    def _command(self, p: _Pass, op: Op, target: Addr, address: Addr, prefixlen: int) -> None:
-        """Give a command in this pass; it stays pending until obeyed."""
-        cmd = Command(op, target, address, prefixlen)
+    def _command(
+        self,
+        p: _Pass,
+        op: Op,
+        target: Addr,
+        address: Addr,
+        prefixlen: int,
+        extras: tuple[tuple[Addr, int], ...] = (),
+    ) -> None:
+        """Give a command in this pass; it stays pending until obeyed. An acquire
+        carries the other addresses of the set ``address`` is the key of."""
+        cmd = Command(op, target, address, prefixlen, extras)
         p.new.append(cmd)
         if op == Op.ACQUIRE and target in p.load:
             p.load[target][0] += 1
@@ -362,7 +371,7 @@ class Controller:
                 self.out.event(p.now, EventKind.CANNOT_ASSIGN, address, "no eligible host")
             return
         self._cannot.discard(address)
-        self._command(p, Op.ACQUIRE, choice, address, row.prefixlen)
+        self._command(p, Op.ACQUIRE, choice, address, row.prefixlen, row.extras)
 
     def _move(self, p: _Pass, address: Addr, row: AddrRow, holders: list[Addr]) -> bool:
         """An operator's move (beyond the patent, core/requests.py), release before

@@ -100,6 +100,7 @@ class Core(CoreParts):
             self.table.next_deadline(),
             self.control.next_deadline() if self.is_leader else None,
             self.next_announce,
+            self.served.next_retry(),
             self.requests.next_expiry(),
             self.link.fit_at,
             None if self.settled else self.settle_at,
@@ -213,6 +214,7 @@ class Core(CoreParts):
         return True
 
     def _request(self, now: float, req: Request) -> str | None:
+        req = self._on_key(req)
         why = self.refusal(req)
         if why is not None:
             self._timer_stale = True
@@ -424,7 +426,7 @@ class Core(CoreParts):
         if cmd.op == Op.ACQUIRE:
             if not eligible(self.entry()) or self.own_pause.until is not None:
                 return
-            changed = self.served.acquire(cmd.address, cmd.prefixlen)
+            changed = self._acquire_set(cmd)
         else:
             changed = self.served.release(cmd.address)
         if changed:
@@ -457,6 +459,7 @@ class Core(CoreParts):
             if not self._need_pass:
                 break
             self._run_pass(now)
+        self._reconcile_sets(now)
         if self._send_info:
             self._emit_info(now)
 

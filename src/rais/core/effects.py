@@ -35,6 +35,11 @@ class EventKind(StrEnum):
     HOST_RESUMED = "host-resumed"
     LINK_DOWN = "link-down"
     LINK_UP = "link-up"
+    SET_PARTIAL = "set-partial"
+    """A held address set is up without some of its other addresses (they wait:
+    the reason says which and why); the event's address is the set's key."""
+    SET_COMPLETE = "set-complete"
+    """A held address set that was partial has every one of its addresses up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,29 +52,43 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Acquire:
-    """Configure ``address``/``prefixlen`` on the service interface, run the acquire
-    script, then report with ``Core.action_done``."""
+    """Configure ``address``/``prefixlen`` and the ``extras`` (the other addresses
+    of its set that come with it) on the service interface, run the acquire
+    script once, then report with ``Core.action_done(address)``. All or nothing:
+    if any address cannot be added, the driver removes those it added and reports
+    failure. With ``extras_only`` the key ``address`` is held already: only the
+    extras are added (the set becomes complete)."""
 
     address: Addr
     prefixlen: int
+    extras: tuple[tuple[Addr, int], ...] = ()
+    extras_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Run the release script, remove the address, then report with ``Core.action_done``."""
+    """Run the release script once, remove the address and the ``extras`` (the
+    other addresses of its set that are up), then report with
+    ``Core.action_done(address)``. With ``extras_only`` the key stays: only the
+    extras go (the set becomes partial)."""
 
     address: Addr
     prefixlen: int
+    extras: tuple[tuple[Addr, int], ...] = ()
+    extras_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Announce:
     """Tell the link that this host now answers for ``address`` (gratuitous ARP /
     unsolicited neighbour advertisement). Emitted after every acquire and then
-    every ``announce_interval`` while the address is held."""
+    every ``announce_interval`` while the address is held. ``extras``: the other
+    addresses of its set that are up, announced with it (GARP for IPv4,
+    unsolicited NA for IPv6)."""
 
     address: Addr
     prefixlen: int
+    extras: tuple[tuple[Addr, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,7 @@ def same_state(a: HostEntry, b: HostEntry) -> bool:
         and a.settled == b.settled
         and a.observer == b.observer
         and a.preferred == b.preferred
+        and a.extras == b.extras
         and (a.pause_ms > 0) == (b.pause_ms > 0)
         and a.versions == b.versions
         and a.features == b.features

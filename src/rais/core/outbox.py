@@ -5,6 +5,8 @@ from __future__ import annotations
 from rais.core.addr import Addr
 from rais.core.effects import Acquire, Announce, Effect, Event, EventKind, Release
 
+Extras = tuple[tuple[Addr, int], ...]
+
 
 class Outbox:
     """Collects effects in order; events carry the ``now`` of the input that
@@ -22,14 +24,18 @@ class Outbox:
     ) -> None:
         self.items.append(Event(now, kind, self.group, self.host, address, reason))
 
-    def acquire(self, address: Addr, prefixlen: int) -> None:
-        self.items.append(Acquire(address, prefixlen))
+    def acquire(
+        self, address: Addr, prefixlen: int, extras: Extras = (), *, extras_only: bool = False
+    ) -> None:
+        self.items.append(Acquire(address, prefixlen, extras, extras_only))
 
-    def release(self, address: Addr, prefixlen: int) -> None:
-        self.items.append(Release(address, prefixlen))
+    def release(
+        self, address: Addr, prefixlen: int, extras: Extras = (), *, extras_only: bool = False
+    ) -> None:
+        self.items.append(Release(address, prefixlen, extras, extras_only))
 
-    def announce(self, address: Addr, prefixlen: int) -> None:
-        self.items.append(Announce(address, prefixlen))
+    def announce(self, address: Addr, prefixlen: int, extras: Extras = ()) -> None:
+        self.items.append(Announce(address, prefixlen, extras))
 
     def drain(self) -> list[Effect]:
         items, self.items = self.items, []

@@ -8,15 +8,16 @@ from __future__ import annotations
 import random
 
 from rais.core import features, wire
-from rais.core.addr import Addr, fmt
+from rais.core.addr import Addr, fmt, id_key
 from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.control import Controller
 from rais.core.emit import PeerPages, Sender
+from rais.core.hosts import eligible
 from rais.core.inbox import Inbox
 from rais.core.link import Link
 from rais.core.membership import Membership
-from rais.core.messages import AddrState, HostEntry, Request
+from rais.core.messages import AddrState, Command, HostEntry, Request
 from rais.core.outbox import Outbox
 from rais.core.pause import OwnPause, lacking, out_of_bounds, refusal_text
 from rais.core.requests import Requests
@@ -41,7 +42,7 @@ class CoreParts:
         self.versions = Versions()
         self.members = Membership(self.id, config.timeout)
         self.table = AddressTable(config.orphan_timeout)
-        self.served = Served(self.out)
+        self.served = Served(self.out, retry=config.timeout)
         self.requests = Requests(self.id)
         self.control = Controller(
             self.out,
@@ -151,6 +152,56 @@ class CoreParts:
                 return f"host {fmt(req.target)} is not a live member of group {self.config.group}"
         return None
 
+    def _sets_gate(self) -> tuple[bool, str]:
+        """Whether a held address set may be brought whole (``sets`` is common),
+        and if not, why (rais.core.served)."""
+        if features.SETS in self.common_features():
+            return True, ""
+        if features.SETS not in self.config.features:
+            return False, "this host does not announce sets"
+        lacking = sorted(
+            (e.id for e in self.members.live() if features.SETS not in e.features), key=id_key
+        )
+        shown = ", ".join(fmt(h) for h in lacking[:3])
+        more = f" and {len(lacking) - 3} more" if len(lacking) > 3 else ""
+        return False, f"not every live member announces sets: {shown}{more}"
+
+    def _set_extras(self, key: Addr) -> tuple[tuple[Addr, int], ...]:
+        """The other addresses of the set keyed by ``key``, as this host knows it:
+        its own preferred set from its config, else the table's row."""
+        if key == self.config.preferred:
+            return self.config.extras
+        row = self.table.rows.get(key)
+        return row.extras if row is not None else ()
+
+    def _on_key(self, req: Request) -> Request:
+        """Any address of a set names the set: requests are on keys."""
+        key = self.table.key_of(req.address)
+        if key is None or key == req.address:
+            return req
+        return Request(req.op, key, req.target, req.stamp)
+
+    def _acquire_set(self, cmd: Command) -> bool:
+        """Obey an acquire (the caller checked this host may): the set keyed by
+        ``cmd.address``, whole only while ``sets`` is common (rais.core.served)."""
+        full = self._set_extras(cmd.address) or cmd.extras
+        whole, why = self._sets_gate() if full else (True, "")
+        return self.served.acquire(cmd.address, cmd.prefixlen, full, whole=whole, why=why)
+
+    def _reconcile_sets(self, now: float) -> None:
+        """After every input: bring each held set to what it may be now."""
+        served = self.served
+        if served.sets and (
+            # A set it holds, or one whose other addresses it learnt since it took the key.
+            served.has_sets() or any(self._set_extras(k) for k in served.states)
+        ):
+            whole, why = self._sets_gate()
+            served.reconcile(now, whole, why, self._known_extras, grow=eligible(self.entry()))
+
+    def _known_extras(self, key: Addr) -> tuple[tuple[Addr, int], ...] | None:
+        """As ``_set_extras``, None when this host knows none (keep what it has)."""
+        return self._set_extras(key) or None
+
     def drops(self) -> dict[str, int]:
         """Datagrams dropped, by reason."""
         return dict(self.inbox.drops)
@@ -185,16 +236,23 @@ class CoreParts:
             common_features=tuple(sorted(features.common(own, live))),
             tests_ok=self.ok,
             link=self.link.view(now),
+            sets=self.served.views(),
         )
 
     def holding(self, address: Addr) -> AddrState | None:
-        """The state in which this host serves ``address`` (None: it does not)."""
-        return self.served.states.get(address)
+        """The state in which this host serves ``address`` (None: it does not):
+        a key, or another address of a set it serves (rais.core.served.holding)."""
+        return self.served.holding(address)
+
+    def key_of(self, address: Addr) -> Addr:
+        """The key of the address set that has ``address`` (a set this host serves,
+        else a row of the table); ``address`` itself if none has it."""
+        return self.served.key_of(address) or self.table.key_of(address) or address
 
     def is_service_address(self, address: Addr) -> bool:
         """Whether ``address`` is a (valid) service address of the group, as
         this host knows it."""
-        return address in self.table.rows
+        return self.table.key_of(address) is not None
 
     def has_work(self) -> bool:
         """Effects are waiting to be drained, or the timer must be asked again."""

@@ -50,6 +50,33 @@ class RowView:
     preferred: Addr
     orphan_s: float | None
     """Seconds left of its orphan countdown (None: not an orphan)."""
+    extras: tuple[tuple[Addr, int], ...] = ()
+    """The other addresses of its address set (``address`` is the key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetView:
+    """An address set this host serves (one with other addresses than its key):
+    which of its addresses are up, being added or removed, and which wait."""
+
+    key: Addr
+    prefixlen: int
+    state: AddrState
+    """The key's state."""
+    extras: tuple[tuple[Addr, int], ...]
+    """Every other address of the set, as this host knows it."""
+    up: tuple[tuple[Addr, int], ...]
+    """The extras configured here (the key: see ``state``)."""
+    adding: tuple[tuple[Addr, int], ...]
+    removing: tuple[tuple[Addr, int], ...]
+    waiting: tuple[tuple[Addr, int], ...]
+    """Extras not up and not being added."""
+    why: str
+    """Why they wait ("" if none wait)."""
+
+    @property
+    def whole(self) -> bool:
+        return not self.waiting and not self.adding and set(self.extras) == set(self.up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +110,8 @@ class CoreView:
     """The combined result of this host's tests of the group."""
     link: LinkView = field(default_factory=lambda: LinkView(True, True, "", 0.0, None))
     """The service link as the driver last reported it, and its hold-down."""
+    sets: tuple[SetView, ...] = ()
+    """The address sets this host serves that have other addresses than their key."""
 
     @property
     def is_leader(self) -> bool:
@@ -91,6 +120,14 @@ class CoreView:
     def live_entries(self) -> list[HostEntry]:
         """The entries of the live hosts, this host's own first."""
         return [m.entry for m in self.members if m.live]
+
+    def set_of(self, address: Addr) -> tuple[Addr, tuple[tuple[Addr, int], ...]] | None:
+        """The key and extras of the address set (a row of the table) that has
+        ``address``, as key or extra; None if no row has it."""
+        for row in self.rows:
+            if row.address == address or any(a == address for a, _ in row.extras):
+                return row.address, row.extras
+        return None
 
     def holders(self) -> dict[Addr, list[tuple[Addr, AddrState]]]:
         """Every address a live host serves, with (host, state), as this host

@@ -146,7 +146,7 @@ class GroupDns:
         previous = self.answer.advertised if self.answer is not None else None
         answer = advertise(hosts, self.policy, previous)
         was_hosts = self.hosts
-        self.hosts = {h.id: (h.preferred,) for h in hosts if h.eligible and h.preferred is not None}
+        self.hosts = {h.id: h.entry() for h in hosts if h.eligible and h.preferred is not None}
         was_leading, self.leading = self.leading, cv.is_leader
         changed = self.answer is None or answer.addresses != self.answer.addresses
         self.answer = answer

@@ -93,6 +93,9 @@ class HostView:
     load: int
     capacity: int
     serving: frozenset[IP] = frozenset()
+    extras: tuple[IP, ...] = ()
+    """With an address set: its other addresses that are up with the preferred
+    one (the key); they are advertised with it, as one entry."""
 
     def __post_init__(self) -> None:
         if self.load < 0 or self.capacity < 0:
@@ -113,8 +116,13 @@ class HostView:
     def held(self) -> frozenset[IP]:
         """Every address the host currently serves."""
         if self.serving_preferred and self.preferred is not None:
-            return self.serving | {self.preferred}
+            return self.serving | {self.preferred, *self.extras}
         return self.serving
+
+    def entry(self) -> tuple[IP, ...]:
+        """Its entry in the answer: the preferred address and the set's other
+        addresses that are up (none if it has no preferred address)."""
+        return () if self.preferred is None else (self.preferred, *self.extras)
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,12 @@ class ZoneAnswer:
     advertised: frozenset[IP]
 
 
+def _expand(keys: Iterable[IP], hosts: Sequence[HostView]) -> list[IP]:
+    """The keys (preferred addresses) with the other addresses of their sets."""
+    sets = {h.preferred: h.extras for h in hosts if h.eligible and h.preferred is not None}
+    return [a for k in keys for a in (k, *sets.get(k, ()))]
+
+
 def _answer(addrs: Iterable[IP], shed: Iterable[IP] = ()) -> ZoneAnswer:
     ordered = sorted_ips(addrs)
     return ZoneAnswer(addresses=ordered, shed=frozenset(shed), advertised=frozenset(ordered))
@@ -190,7 +204,7 @@ def advertise(
     if len(weighted) < policy.min_addresses:
         if policy.when_short == "all-live":
             return _answer(a for h in hosts if h.live for a in h.held())
-        return _answer(weighted)
+        return _answer(_expand(weighted, hosts))
 
     ranked = sorted(weighted, key=lambda a: (weighted[a], ip_key(a)))
     keep = ranked[: policy.min_addresses]
@@ -200,7 +214,7 @@ def advertise(
             keep.append(addr)
         else:
             shed.append(addr)
-    return _answer(keep, shed)
+    return _answer(_expand(keep, hosts), _expand(shed, hosts))
 
 
 def serial_gt(a: int, b: int) -> bool:

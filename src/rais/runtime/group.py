@@ -9,13 +9,11 @@ serialized per address, so a heartbeat never waits behind it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import random
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from rais.admin.metrics import Metrics
@@ -28,7 +26,9 @@ from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, Release, Send
 from rais.core.messages import AddrState
 from rais.core.pause import kernel_lifetime
-from rais.drivers.base import Addresses, Announcer, Scripts, Transport
+from rais.runtime.actions import Drivers as Drivers  # re-exported: tests take it from here
+from rais.runtime.actions import SetActions, _by_set, to_ip
+from rais.runtime.actions import to_addr as to_addr  # re-exported: the agent takes it from here
 from rais.runtime.state import HeldFile
 
 log = logging.getLogger("rais.group")
@@ -42,23 +42,7 @@ def _raise(part: str, reason: str) -> None:
     raise RuntimeError(f"{part}: {reason}")
 
 
-def to_ip(addr: Addr) -> IP:
-    return ipaddress.ip_address(addr)
-
-
-def to_addr(ip: IP) -> Addr:
-    return ip.packed
-
-
-@dataclass(frozen=True, slots=True)
-class Drivers:
-    transport: Transport
-    addresses: Addresses
-    announcer: Announcer
-    scripts: Scripts
-
-
-class GroupRunner:
+class GroupRunner(SetActions):
     def __init__(
         self,
         config: GroupConfig,
@@ -133,14 +117,22 @@ class GroupRunner:
 
     async def reconcile(self, resume_until: float | None = None) -> None:
         """Remove service addresses a crashed previous run left configured: the
-        ones it recorded as held, and this host's own preferred address. The
-        leader assigns them afresh (release before acquire: never on two hosts).
-        After an in-place restart (``resume_until`` given) the held ones still
-        configured are taken over instead (``Core.resume``)."""
+        ones it recorded as held, and every address of this host's own preferred
+        set. The leader assigns them afresh (release before acquire: never on two
+        hosts); the release script runs once per set found. After an in-place
+        restart (``resume_until`` given) the held keys still configured are taken
+        over instead (``Core.resume``); the other addresses of their sets are
+        removed, and the core adds them again once it may (docs/protocol.md,
+        *Address sets*)."""
         wanted = set(self.held.load())
+        of = self.held.loaded_keys()
         kept: list[tuple[IP, int]] = []
-        if self.config.preferred is not None:
-            wanted.add((self.config.preferred.ip, self.config.preferred.network.prefixlen))
+        pref = self.config.preferred
+        if pref is not None:
+            wanted.add((pref.ip, pref.network.prefixlen))
+            for extra in self.config.extras:
+                wanted.add((extra.ip, extra.network.prefixlen))
+                of.setdefault((extra.ip, extra.network.prefixlen), pref.ip)
         if not wanted:
             return
         try:
@@ -150,15 +142,20 @@ class GroupRunner:
             return
         present_ips = {ip for ip, _ in present}
         held = self.held.load() if resume_until is not None else set()
+        leftovers: list[tuple[IP, int]] = []
         for ip, prefixlen in sorted(wanted, key=lambda w: ip_key(w[0])):
             if ip not in present_ips:
                 continue
-            if (ip, prefixlen) in held:
+            if (ip, prefixlen) in held and (ip, prefixlen) not in of:
                 kept.append((ip, prefixlen))
                 continue
-            log.warning("group %s: removing leftover %s", self.config.name, ip)
-            await self._release_address(ip, prefixlen, script=True)
-            self.counters["reconciled"] += 1
+            leftovers.append((ip, prefixlen))
+        for key, members in _by_set(leftovers, of):
+            log.warning(
+                "group %s: removing leftover %s", self.config.name, " ".join(map(str, members))
+            )
+            await self._release_addresses(key, members, script=True)
+            self.counters["reconciled"] += len(members)
         self.held.save(set(kept))
         if kept:
             self._resume(kept)
@@ -209,9 +206,10 @@ class GroupRunner:
         """Remove every address this host holds for the group, without the core."""
         self._stopped = True
         await self.drain()
-        for ip, prefixlen in sorted(self.held.current(), key=lambda h: ip_key(h[0])):
-            log.warning("group %s: removing %s (the group is broken)", self.config.name, ip)
-            await self._release_address(ip, prefixlen, script=True)
+        for key, members in _by_set(self.held.current(), self.held.keys()):
+            shown = " ".join(map(str, members))
+            log.warning("group %s: removing %s (the group is broken)", self.config.name, shown)
+            await self._release_addresses(key, members, script=True)
 
     def stop(self) -> None:
         self._stopped = True
@@ -325,6 +323,10 @@ class GroupRunner:
         """Whether ``ip`` is a service address of this group (as this host knows)."""
         return self.core.is_service_address(to_addr(ip))
 
+    def set_key(self, ip: IP) -> IP:
+        """The key of the address set that has ``ip`` (``ip`` itself if none)."""
+        return to_ip(self.core.key_of(to_addr(ip)))
+
     def move(self, ip: IP, host: IP, stamp_ms: int) -> str | None:
         """Operator: pin ``ip`` to ``host``; returns why it was refused, or None."""
         why = self.core.move(self.loop.time(), to_addr(ip), to_addr(host), stamp_ms)
@@ -345,11 +347,12 @@ class GroupRunner:
                 if self.metrics is not None:
                     self.metrics.datagram_sent(self.config.name, len(eff.data))
             elif isinstance(eff, Acquire):
-                self._chain(eff.address, self._acquire(eff.address, eff.prefixlen))
+                self._chain(eff.address, self._acquire(eff))
             elif isinstance(eff, Release):
-                self._chain(eff.address, self._release(eff.address, eff.prefixlen))
+                self._chain(eff.address, self._release(eff))
             elif isinstance(eff, Announce):
-                self._spawn(self._announce(to_ip(eff.address)))
+                ips = [to_ip(eff.address), *(to_ip(a) for a, _ in eff.extras)]
+                self._spawn(self._announce(ips))
             else:
                 self.on_event(eff)
         if self.core.left:
@@ -375,7 +378,7 @@ class GroupRunner:
         return task
 
     def _chain(self, address: Addr, coro: Coroutine[Any, Any, None]) -> None:
-        """Run actions on one address one after the other."""
+        """Run actions on one address set (by its key) one after the other."""
         before = self._chains.get(address)
 
         async def run() -> None:
@@ -402,55 +405,6 @@ class GroupRunner:
 
         self._drive(step)
 
-    async def _acquire(self, address: Addr, prefixlen: int) -> None:
-        ip = to_ip(address)
-        cfg = self.config
-        try:
-            self.held.add(ip, prefixlen)
-            await self.drivers.addresses.add(cfg.interface, ip, prefixlen, self.lifetime)
-            self._fresh[ip] = self.loop.time()
-        except Exception as exc:
-            self.counters["acquire_failed"] += 1
-            self._done(address, False, f"add {ip}: {exc}")
-            return
-        ok, reason = await self.drivers.scripts.run(cfg.acquire_script, self._env(ip, "acquire"))
-        if not ok:
-            self.counters["acquire_failed"] += 1
-            await self._remove(ip, prefixlen)
-            self._done(address, False, f"acquire script: {reason}")
-            return
-        self.counters["acquired"] += 1
-        self._done(address, True, "")
-
-    async def _release(self, address: Addr, prefixlen: int) -> None:
-        ok, reason = await self._release_address(to_ip(address), prefixlen, script=True)
-        self._done(address, ok, reason)
-
-    async def _release_address(self, ip: IP, prefixlen: int, *, script: bool) -> tuple[bool, str]:
-        reason = ""
-        if script and self.config.release_script:
-            ok, why = await self.drivers.scripts.run(
-                self.config.release_script, self._env(ip, "release")
-            )
-            if not ok:
-                reason = f"release script: {why}"  # the address goes all the same
-        removed = await self._remove(ip, prefixlen)
-        if not removed:
-            self.counters["release_failed"] += 1
-            return False, f"remove {ip} failed"
-        self.counters["released"] += 1
-        return True, reason
-
-    async def _remove(self, ip: IP, prefixlen: int) -> bool:
-        try:
-            await self.drivers.addresses.remove(self.config.interface, ip, prefixlen)
-        except Exception as exc:
-            log.error("group %s: remove %s: %s", self.config.name, ip, exc)
-            return False
-        self.held.discard(ip, prefixlen)
-        self._fresh.pop(ip, None)
-        return True
-
     async def refresh_forever(self) -> None:
         """The dead man's switch, run by the agent as a part it cannot do
         without: refreshes every held address's kernel lifetime. Raises
@@ -472,8 +426,8 @@ class GroupRunner:
                         f"{ip} not refreshed for {now - since:.2f}s "
                         f"(kernel lifetime {self.lifetime}s)"
                     )
-                # In the address's own queue, so never after its release.
-                self._chain(to_addr(ip), self._refresh(ip, prefixlen))
+                # In its set's queue, so never after its release.
+                self._chain(self.core.key_of(to_addr(ip)), self._refresh(ip, prefixlen))
 
     async def _refresh(self, ip: IP, prefixlen: int) -> None:
         state = self.core.holding(to_addr(ip))
@@ -490,26 +444,3 @@ class GroupRunner:
         except Exception as exc:
             self.counters["refresh_errors"] += 1
             log.error("group %s: refresh %s: %s", self.config.name, ip, exc)
-
-    async def _announce(self, ip: IP) -> None:
-        cfg = self.config
-        for i in range(max(1, cfg.garp_count)):
-            if i:
-                await asyncio.sleep(cfg.garp_interval)
-            if self._stopped or self.core.holding(to_addr(ip)) is None:
-                return
-            try:
-                await self.drivers.announcer.announce(cfg.interface, ip)
-                self.counters["announcements"] += 1
-            except Exception as exc:
-                self.counters["announce_errors"] += 1
-                log.error("group %s: announce %s: %s", cfg.name, ip, exc)
-                return
-
-    def _env(self, ip: IP, event: str) -> dict[str, str]:
-        return {
-            "RAIS_GROUP": self.config.name,
-            "RAIS_ADDRESS": str(ip),
-            "RAIS_INTERFACE": self.config.interface,
-            "RAIS_EVENT": event,
-        }

@@ -29,6 +29,7 @@ def params_from(args: argparse.Namespace, seed: int) -> SimParams:
         ipv6=args.ipv6,
         exact_duplicates=args.exact_duplicates,
         old=args.old,
+        sets=args.sets,
     )
 
 
@@ -59,6 +60,8 @@ def replay_command(p: SimParams) -> str:
         parts.append("--exact-duplicates")
     if p.old:
         parts.append(f"--old {p.old:g}")
+    if p.sets:
+        parts.append(f"--sets {p.sets:g}")
     return " ".join(parts)
 
 

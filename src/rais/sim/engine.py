@@ -11,7 +11,7 @@ from math import ceil
 from typing import Any
 
 from rais.core import wire
-from rais.core.addr import Addr, fmt
+from rais.core.addr import fmt
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Event, EventKind, Release, Send
 from rais.core.pause import KERNEL_MARGIN
@@ -103,9 +103,9 @@ class Simulation:
                             f"host {h.index} acquires {fmt(eff.address)} "
                             f"(ok={ok}, quiesced={core.quiesced})",
                         )
-                    self._action(h, now, "acquire", eff.address)
+                    self._action(h, now, "acquire", eff)
                 elif isinstance(eff, Release):
-                    self._action(h, now, "release", eff.address)
+                    self._action(h, now, "release", eff)
                 elif isinstance(eff, Announce):
                     pass
                 elif isinstance(eff, Event):
@@ -129,9 +129,10 @@ class Simulation:
         elif ev.kind == EventKind.ACQUIRED:
             self.result.failovers += 1
 
-    def _action(self, h: SimHost, now: float, op: str, address: Addr) -> None:
+    def _action(self, h: SimHost, now: float, op: str, eff: Acquire | Release) -> None:
         tick = self.tick + max(1, round(self.params.action_delay / TICK))
-        self._at(tick, (_ACTION, h.index, h.epoch, op, address))
+        extras = tuple(a for a, _ in eff.extras)
+        self._at(tick, (_ACTION, h.index, h.epoch, op, eff.address, extras, eff.extras_only))
 
     def _send(self, h: SimHost, now: float, eff: Send) -> None:
         data = eff.data
@@ -265,16 +266,25 @@ class Simulation:
         self.result.deliveries += n
 
     def _complete(self, now: float, item: tuple[Any, ...]) -> None:
-        _, index, epoch, op, address = item
+        _, index, epoch, op, address, extras, extras_only = item
         h = self.hosts[index]
         if h.core is None or h.epoch != epoch:
             return
+        world = self.world
         if op == "acquire":
-            self.world.hold(address, index)
-            self.checker.held(now, address, index)
+            if not extras_only:
+                world.hold(address, index)
+                self.checker.held(now, address, index)
+            for extra in extras:
+                world.hold_extra(extra, index)
         else:
-            held = self.world.release(address, index)
-            self.checker.unheld(now, address, index, held)
+            if not extras_only:
+                held = world.release(address, index)
+                self.checker.unheld(now, address, index, held)
+            for extra in extras:
+                world.release_extra(extra, index)
+        if extras or world.extras:
+            self.checker.sets.changed(now, index)
         h.core.action_done(now, address, True)
         self._after(h, now)
 
@@ -414,6 +424,7 @@ class Simulation:
             # back in time: the new process takes over what the kernel still has
             kept = [(a, 24 if len(a) == 4 else 64) for a in self.world.held_by(h.index)]
             h.paused_until = None
+            self.world.drop_extras(h.index)
             self.world.boot(h, now, resume=kept)
             h.timer_tick = -1
             self.checker.host_up(now, h.index)

@@ -1,4 +1,4 @@
-"""The invariant checker (I1-I6, L1, P1), run by the engine after every step.
+"""The invariant checker (I1-I6, S1-S2, L1, P1), run by the engine after every step.
 
 I1  once faults stop, within timeout + 2 x heartbeat every valid service address
     is online on exactly one live, OK host if an eligible host exists, and a
@@ -20,6 +20,7 @@ I6  when I1 is judged, every live member's DNS thread (rais.dns.zone.advertise
     over its own view of the group) advertises the same set: exactly the
     preferred addresses of the up, OK, not quiesced hosts that hold them (no
     orphan, no spare, no failed or quiesced host's address).
+S1, S2  address sets judged as units (sim/sets.py);
 P1  while a host is stopped in place after ``rais pause`` and its addresses'
     kernel lifetime lasts, no other host acquires an address it holds, and its
     new process, back in time, holds them all (not judged for a pause that
@@ -65,7 +66,13 @@ from rais.sim.hearing import Hearing
 from rais.sim.knowers import Knowers
 from rais.sim.network import TICK
 from rais.sim.params import Violation
+from rais.sim.sets import SetJudge
 from rais.sim.world import World
+
+
+def world_has_sets(world: World) -> bool:
+    return bool(world.extras)
+
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)
 
@@ -116,6 +123,7 @@ class Checker:
         """Addresses that entered the group: their preferred host was up, OK and
         not quiesced, and put them in its table."""
         self.introducing: set[int] = set()
+        self.sets = SetJudge(world, self.violate)
         self._known = Knowers(world)
         self.knowers = self._known.knowers
         self.paused_hold: dict[int, tuple[frozenset[Addr], float]] = {}
@@ -378,6 +386,9 @@ class Checker:
             if owner is not None and owner in self.holders.get(address, ()):
                 del self.early[address]
         problem = self._settled_state(now, strict=True)
+        set_problem = self.sets.settled() if world_has_sets(self.world) else None
+        if set_problem is not None:
+            self.violate("S2", now, set_problem)
         if problem is not None:
             self.violate("I1/I4", now, problem)
         else:
@@ -392,11 +403,12 @@ class Checker:
     def _dns_answers(self, now: float) -> str | None:
         world = self.world
         expected = sorted_ips(
-            ipaddress.ip_address(h.preferred)
+            ipaddress.ip_address(a)
             for h in world.hosts
             if h.preferred is not None
             and eligible(h)
             and h.index in self.holders.get(h.preferred, ())
+            for a in (h.preferred, *self.sets.whole(h.index))
         )
         for h in world.hosts:
             if h.up and h.core is not None:

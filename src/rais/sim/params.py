@@ -31,6 +31,9 @@ class SimParams:
     inject_bad: bool = True
     link_hold: float = 0.5
     """The cores' ``link_hold``: how long a carrier must be back before the host is fit."""
+    sets: float = 0.0
+    """The chance that a host with a preferred address prefers an address set
+    (one or two more addresses, IPv6), drawn once per run from the seed."""
     old: float = 0.0
     """The chance that a host runs the version-1 release at each boot (wire
     version 1 only, no features): a mixed group, upgraded and downgraded at
@@ -54,6 +57,8 @@ class SimParams:
             raise ValueError("--loss must be in [0, 1)")
         if self.faults not in ("none", "random"):
             raise ValueError("--faults must be 'none' or 'random'")
+        if not 0 <= self.sets <= 1:
+            raise ValueError("--sets must be in [0, 1]")
         if not 0 <= self.old <= 1:
             raise ValueError("--old must be in [0, 1]")
         if not 1 <= self.networks <= 4:

@@ -40,6 +40,12 @@ def addresses(i: int, ipv6: bool) -> tuple[Addr, Addr, Addr]:
     return host, second, service
 
 
+def _extra(i: int, k: int) -> Addr:
+    """The k-th other address of host i's preferred set: 2001:db8:6::/48 and up."""
+    base = int(ipaddress.IPv6Address(f"2001:db8:{6 + k}::"))
+    return ipaddress.IPv6Address(base + i + 1).packed
+
+
 @dataclass(slots=True)
 class SimHost:
     index: int
@@ -133,6 +139,15 @@ class World:
             preferred = None if i >= first_spare else service
             control = (hid, second)[: p.networks] if p.networks <= 2 else (hid, second)
             self.hosts.append(SimHost(i, hid, control, preferred, observer))
+        self.extras: dict[int, tuple[tuple[Addr, int], ...]] = {}
+        """The other addresses of each host's preferred set (``params.sets``)."""
+        if p.sets:
+            for h in self.hosts:
+                if h.preferred is not None and self.rng.random() < p.sets:
+                    n = 1 if self.rng.random() < 0.5 else 2
+                    self.extras[h.index] = tuple((_extra(h.index, k), 64) for k in range(n))
+        self.extra_holders: dict[Addr, set[int]] = {}
+        """The service network's other addresses of sets: which hosts have each."""
         self.index_of = {h.id: h.index for h in self.hosts}
         self.index_of_service = {h.preferred: h.index for h in self.hosts if h.preferred}
         self.group_tag = wire.group_tag(GROUP)
@@ -157,6 +172,19 @@ class World:
         hs.discard(host)
         return True
 
+    def hold_extra(self, address: Addr, host: int) -> None:
+        self.extra_holders.setdefault(address, set()).add(host)
+
+    def release_extra(self, address: Addr, host: int) -> None:
+        self.extra_holders.get(address, set()).discard(host)
+
+    def drop_extras(self, host: int) -> None:
+        """The other addresses of every set ``host`` holds go: its agent removes
+        them when it restarts in place, and its core adds them again once it may
+        (rais.runtime.group.reconcile)."""
+        for hs in self.extra_holders.values():
+            hs.discard(host)
+
     # ---------------------------------------------------------------- faults
 
     def boot(self, h: SimHost, now: float, resume: list[tuple[Addr, int]] | None = None) -> None:
@@ -179,7 +207,7 @@ class World:
             observer=h.observer,
             orphan_timeout=p.orphan_timeout,
             link_hold=p.link_hold,
-            **(OLD_RELEASE if h.old else {}),
+            **(OLD_RELEASE if h.old else {"extras": self.extras.get(h.index, ())}),
         )
         rng = random.Random((p.seed * 1_000_003 + h.index) * 131 + h.epoch)
         h.core = core = self.core_factory(cfg, epoch=h.epoch, rng=rng, now=now)
@@ -214,6 +242,8 @@ class World:
         h.up = False
         h.core = None
         h.down_at = now
+        for hs in self.extra_holders.values():
+            hs.discard(h.index)
         gone = []
         for address, hs in self.holders.items():
             if h.index in hs:

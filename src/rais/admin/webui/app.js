@@ -464,7 +464,8 @@
 
   function updateAddress(tr, a, movable) {
     const td = tr.children;
-    setText(td[0], a.address);
+    // An address set shows every address of it, its key first.
+    setText(td[0], a.set ? a.set.join(" + ") : a.address);
     setClass(td[0], "mono wrap");
     setText(td[1], a.state);
     setClass(td[1], `state ${a.state}`);
