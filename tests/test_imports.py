@@ -113,3 +113,17 @@ def test_the_detector_finds_a_cycle(tmp_path: Path) -> None:
     assert cycle(g) == ["pkg.d", "pkg.sub.c", "pkg.d"]
     del g["pkg.d"]
     assert cycle(g) is None
+
+
+MAX_LINES = 500
+
+
+def test_every_module_stays_under_500_lines() -> None:
+    """The architecture's rule: modules stay well under 500 lines."""
+    src = Path(__file__).resolve().parents[1] / "src" / "rais"
+    big = {
+        str(p.relative_to(src)): n
+        for p in src.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) >= MAX_LINES
+    }
+    assert big == {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from rais.core import wire
 from rais.core.addr import Addr, fmt
 from rais.core.effects import Effect, EventKind
 from rais.core.emit import info
@@ -63,17 +62,9 @@ class Core(CoreParts):
 
     def datagram_received(self, now: float, data: bytes, via: int) -> None:
         """A datagram arrived on control address ``via``: authenticate and process it."""
-        try:
-            dgram = wire.decode(
-                data,
-                group_tag=self.group_tag,
-                keys=self.config.keys,
-                versions=self.config.wire_versions,
-            )
-        except wire.DecodeError as exc:
-            self.inbox.drops[exc.reason] += 1
-            return
-        self.receive(now, dgram, via)
+        dgram = self.inbox.decode(data, self.group_tag, self.config)
+        if dgram is not None:
+            self.receive(now, dgram, via)
 
     def receive(self, now: float, dgram: Datagram, via: int) -> None:
         """An authenticated, decoded datagram arrived (the simulator decodes once per send)."""
@@ -265,29 +256,15 @@ class Core(CoreParts):
         return False
 
     def _on_datagram(self, now: float, dgram: Datagram) -> bool:
-        if dgram.version not in self.config.wire_versions:
-            self.inbox.drops["version"] += 1
-            return False
-        msg = self.inbox.accept(dgram)
+        msg = self.versions.accept(dgram, self.inbox, self.members.records, self.config)
         if msg is None:
             return False
-        if isinstance(msg, Hello):
-            return self._on_hello(now, dgram.sender, dgram.epoch, msg)
-        if msg.entry.id != dgram.sender:
-            self.inbox.drops["malformed"] += 1
-            return False
-        entry = self.versions.read(msg.entry, dgram.epoch, dgram.version)
-        if entry is not msg.entry:
-            msg = dataclasses.replace(msg, entry=entry)
+        if isinstance(msg, bool):  # a hello changed what this host knows of its sender
+            if self.is_leader:
+                self._need_pass = True
+            return True
         # Only these can bring the timer forward (see ``_input``).
         return self._on_message(now, msg) or self._need_pass or self._send_info
-
-    def _on_hello(self, now: float, sender: Addr, epoch: int, hello: Hello) -> bool:
-        """What a host of this release says beside its version-1 infos."""
-        changed = self.versions.take(sender, epoch, hello, self.members.records)
-        if changed and self.is_leader:
-            self._need_pass = True
-        return changed
 
     def _on_timer(self, now: float) -> bool:
         if not self.settled and now >= self.settle_at:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from rais.core import wire
 from rais.core.addr import Addr
 from rais.core.body import DecodeError, decode_body
+from rais.core.config import CoreConfig
 from rais.core.messages import Datagram, Hello, Message
 from rais.core.sections import decode_sections
 
@@ -77,6 +79,17 @@ class Inbox:
         self._newest: dict[Addr, tuple[int, int]] = {}
         """(epoch, first sequence number) of the newest message taken, per sender."""
         self.drops: Counter[str] = Counter()
+
+    def decode(self, data: bytes, group_tag: int, config: CoreConfig) -> Datagram | None:
+        """Authenticate and parse one datagram (rais.core.wire); None, and the
+        drop counted by reason, if it is rejected."""
+        try:
+            return wire.decode(
+                data, group_tag=group_tag, keys=config.keys, versions=config.wire_versions
+            )
+        except DecodeError as exc:
+            self.drops[exc.reason] += 1
+            return None
 
     def accept(self, dgram: Datagram) -> Message | Hello | None:
         """The whole message (or hello) this datagram completes, or None

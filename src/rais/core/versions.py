@@ -16,9 +16,11 @@ import dataclasses
 from collections.abc import Mapping
 
 from rais.core.addr import Addr
+from rais.core.config import CoreConfig
 from rais.core.features import common_version
+from rais.core.inbox import Inbox
 from rais.core.membership import HostRecord
-from rais.core.messages import Hello, HostEntry
+from rais.core.messages import Datagram, Hello, HostEntry, Message
 
 
 class Versions:
@@ -76,6 +78,30 @@ class Versions:
             return False
         rec.entry = entry
         return True
+
+    def accept(
+        self,
+        dgram: Datagram,
+        inbox: Inbox,
+        records: Mapping[Addr, HostRecord],
+        config: CoreConfig,
+    ) -> Message | bool | None:
+        """Take a decoded datagram through the inbox: the info it completes, its
+        entry read with what its sender announced (:meth:`read`); True for a
+        hello that changed a member's entry; None for nothing to act on."""
+        if dgram.version not in config.wire_versions:
+            inbox.drops["version"] += 1
+            return None
+        msg = inbox.accept(dgram)
+        if msg is None:
+            return None
+        if isinstance(msg, Hello):
+            return self.take(dgram.sender, dgram.epoch, msg, records) or None
+        if msg.entry.id != dgram.sender:
+            inbox.drops["malformed"] += 1
+            return None
+        entry = self.read(msg.entry, dgram.epoch, dgram.version)
+        return msg if entry is msg.entry else dataclasses.replace(msg, entry=entry)
 
     def forget(self, sender: Addr) -> None:
         self._epochs.pop(sender, None)

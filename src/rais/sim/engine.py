@@ -402,7 +402,7 @@ class Simulation:
             self.world.pauses["paused"] += 1
             self._after(h, now)  # the info announcing the pause goes out
             held = self.world.stop_in_place(h, now, now + window)
-            self.checker.paused(now, h.index, held, now + window - KERNEL_MARGIN)
+            self.checker.pauses.paused(now, h.index, held, now + window - KERNEL_MARGIN)
             lapse = now + window - KERNEL_MARGIN
             until = now + window
             self._at(ceil(lapse / TICK), (_FAULT, FaultAction(lapse, "lapse?", (h.index,), until)))
@@ -417,7 +417,7 @@ class Simulation:
                 lapse_end = FaultAction(end, "lapse-", (h.index,), window)
                 self._at(ceil(end / TICK), (_FAULT, lapse_end))
                 h.paused_until = None
-                self.checker.pause_over(now, h.index)
+                self.checker.pauses.over(now, h.index)
                 self.world.pauses["lapsed"] += 1
                 self._down(h, now, "pause lapsed")
         elif h.paused_until is not None and h.core is None:
@@ -428,7 +428,7 @@ class Simulation:
             self.world.boot(h, now, resume=kept)
             h.timer_tick = -1
             self.checker.host_up(now, h.index)
-            self.checker.pause_over(now, h.index)
+            self.checker.pauses.over(now, h.index)
             self.world.pauses["resumed"] += 1
             self._log(now, f"resumed {h.index} epoch {h.epoch}")
             self._after(h, now)

@@ -23,8 +23,7 @@ I6  when I1 is judged, every live member's DNS thread (rais.dns.zone.advertise
 S1, S2  address sets judged as units (sim/sets.py);
 P1  while a host is stopped in place after ``rais pause`` and its addresses'
     kernel lifetime lasts, no other host acquires an address it holds, and its
-    new process, back in time, holds them all (not judged for a pause that
-    overlaps a partition or latency spike, or that no host up may know of).
+    new process, back in time, holds them all (sim/pauses.py).
 
 When I1 and I6 are judged: timeout + 2 x heartbeat after the last fault, or the
 end of the last disturbance. A member can only know another host's state as of
@@ -66,6 +65,7 @@ from rais.sim.hearing import Hearing
 from rais.sim.knowers import Knowers
 from rais.sim.network import TICK
 from rais.sim.params import Violation
+from rais.sim.pauses import PauseJudge
 from rais.sim.sets import SetJudge
 from rais.sim.world import World
 
@@ -115,7 +115,8 @@ class Checker:
         self.converged = True
         self.judged = True
         self.dirty = False
-        self._i3 = Duplicates(world, self.violate, self._unjudged_pause)
+        self.pauses = PauseJudge(world, self.violate)
+        self._i3 = Duplicates(world, self.violate, self.pauses.unjudged)
         self.dups = self._i3.dups
         self.i1_checks = 0
         self.early: dict[Addr, float] = {}
@@ -126,13 +127,6 @@ class Checker:
         self.sets = SetJudge(world, self.violate)
         self._known = Knowers(world)
         self.knowers = self._known.knowers
-        self.paused_hold: dict[int, tuple[frozenset[Addr], float]] = {}
-        """P1: what each paused host held when its agent stopped, and until when
-        (its kernel lifetime) nobody may take it from it."""
-        self.cut = 0
-        """Partitions and latency spikes going on: a pause that overlaps one is
-        not judged by P1 (a host cut off from the pausing one, or hearing it
-        later than its timeout, takes it for failed, as any host: issue 13)."""
 
     # ------------------------------------------------------- who knows what
 
@@ -153,11 +147,7 @@ class Checker:
         with it. True if that left nobody behind where somebody was: the engine
         then schedules a judgement."""
         self._known.down(now, index)
-        for paused in list(self.paused_hold):
-            if not self._remembered(now, paused):
-                # nobody up knows of the pause any more: a host that boots now
-                # cannot learn it (docs/protocol.md, "Restarting in place")
-                del self.paused_hold[paused]
+        self.pauses.host_down(now)
         quiet_again = self.hearing.forget(index) and self._caught_up(now)
         for address in released:
             self.unheld(now, address, index, True)
@@ -218,12 +208,7 @@ class Checker:
                 self._disturbance(now)
             else:
                 self.active -= 1
-        if base in ("partition", "latency", "drained"):
-            if kind in ("partition+", "latency+"):
-                self.cut += 1
-                self.paused_hold.clear()  # not judged: see ``cut``
-            elif kind in ("partition-", "drained-"):
-                self.cut -= 1
+        self.pauses.fault(kind)
         if base not in ("behind", "start"):
             self._introduce = True
         self._restart(now)
@@ -255,10 +240,6 @@ class Checker:
         self.judged = False
         self.dirty = True
 
-    def _unjudged_pause(self, index: int) -> bool:
-        """Host ``index`` is stopped in place by a pause that P1 does not judge."""
-        return self.world.hosts[index].paused_until is not None and index not in self.paused_hold
-
     def link_released(self, now: float, index: int, epoch: int) -> None:
         """L1: the host's link went down an action delay ago; it still is."""
         h = self.world.hosts[index]
@@ -267,45 +248,10 @@ class Checker:
             if kept:
                 self.violate("L1", now, f"host {index} has no carrier but holds {kept}")
 
-    def paused(self, now: float, index: int, held: list[Addr], kernel_until: float) -> None:
-        """Host ``index``'s agent stopped in place after a pause, holding ``held``.
-        Judged by P1 unless a partition or latency spike is going on or just
-        was, or no other host is up to remember the pause."""
-        others = any(h.up and h.index != index for h in self.world.hosts)
-        if others and not self.cut and self.world.net.last_change < now - self.timeout:
-            self.paused_hold[index] = (frozenset(held), kernel_until)
-
-    def _remembered(self, now: float, index: int) -> bool:
-        """Some other host that is up knows host ``index`` is paused."""
-        paused_id = self.world.hosts[index].id
-        for h in self.world.hosts:
-            if h.index != index and h.up and h.core is not None:
-                for m in h.core.view(now).members:
-                    if m.id == paused_id and m.paused_s is not None:
-                        return True
-        return False
-
-    def pause_over(self, now: float, index: int) -> None:
-        """The paused host is back (a new process that took over) or its
-        addresses' kernel lifetime ran out. Back: it must still hold them all."""
-        hold, _ = self.paused_hold.pop(index, (frozenset(), 0.0))
-        h = self.world.hosts[index]
-        if h.core is not None:
-            for address in hold:
-                if h.core.holding(address) is None:
-                    self.violate("P1", now, f"host {index} resumed without {fmt(address)}")
-
-    def _moved_off_pause(self, now: float, address: Addr, host: int) -> None:
-        for index, (hold, until) in self.paused_hold.items():
-            if index != host and address in hold and now < until:
-                self.violate(
-                    "P1", now, f"host {host} acquired {fmt(address)} of paused host {index}"
-                )
-
     def held(self, now: float, address: Addr, host: int) -> None:
         """The host has put the address online (the world has it already)."""
-        if self.paused_hold:
-            self._moved_off_pause(now, address, host)
+        if self.pauses.hold:
+            self.pauses.held(now, address, host)
         if not self.world.hosts[host].link_fit:
             self.violate("L1", now, f"host {host} acquired {fmt(address)} with its link down")
         if self.world.hosts[host].preferred == address:
@@ -334,10 +280,8 @@ class Checker:
     def unheld(self, now: float, address: Addr, host: int, held: bool) -> None:
         """The host has taken the address offline (the world has it already);
         ``held``: whether it had it."""
-        if held and host in self.paused_hold:
-            hold, until = self.paused_hold[host]
-            if address in hold and now < until:
-                self.violate("P1", now, f"paused host {host} lost {fmt(address)}")
+        if held and self.pauses.hold:
+            self.pauses.unheld(now, address, host)
         if held:
             hs = self.holders[address]
             if self.world.hosts[host].preferred == address:
