@@ -217,6 +217,18 @@ class EtcdLab:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
 
+    async def leader(self) -> int:
+        """The index of the member that is the raft leader now."""
+        connector = aiohttp.TCPConnector(ssl=self.client_ssl() or True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.post(self.urls[0] + "/v3/maintenance/status", json={}) as r:
+                status = await r.json()
+            ids = []
+            for url in self.urls:
+                async with session.post(url + "/v3/maintenance/status", json={}) as r:
+                    ids.append((await r.json())["header"]["member_id"])
+        return ids.index(status["leader"])
+
     def kill(self, index: int) -> None:
         proc = self.members[index].process
         if proc is not None and proc.poll() is None:

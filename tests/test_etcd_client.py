@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from etcdlab import etcd_cluster, make_certs
@@ -189,14 +190,20 @@ async def test_latency_of_campaign_and_keepalive() -> None:
             await client.close()
 
 
-async def test_three_members_one_killed_keep_working() -> None:
+@pytest.mark.parametrize("kill", ["raft leader", "follower"])
+async def test_three_members_one_killed_keep_working(kill: str) -> None:
+    """The member the client talks to is killed: the client goes on through
+    the others (after a new raft election if it was the raft leader)."""
     async with etcd_cluster(3) as lab:
-        client = EtcdClient(lab.urls, request_timeout=0.5)
-        other = EtcdClient(lab.urls[1:])
+        leader_index = await lab.leader()
+        first = leader_index if kill == "raft leader" else (leader_index + 1) % 3
+        urls = [lab.urls[first], *(u for i, u in enumerate(lab.urls) if i != first)]
+        client = EtcdClient(urls, request_timeout=0.5)
+        other = EtcdClient(urls[1:])
         try:
             leader = await won(client)
-            assert client.current == lab.urls[0]
-            lab.kill(0)
+            assert client.current == urls[0]
+            lab.kill(first)
             loop = asyncio.get_running_loop()
             start = loop.time()
             while True:  # while the cluster elects a new raft leader: unreachable, briefly
@@ -207,8 +214,8 @@ async def test_three_members_one_killed_keep_working() -> None:
                     assert loop.time() < leader.valid_until, "no keepalive through within the ttl"
                     await asyncio.sleep(0.05)
             took = (loop.time() - start) * 1000
-            print(f"keepalive through another member {took:.0f} ms after the kill")
-            assert client.current != lab.urls[0]
+            print(f"{kill} killed: keepalive through another member after {took:.0f} ms")
+            assert client.current != urls[0]
             assert client.counters["failovers"] >= 1
             assert await other.campaign(KEY, b"b", TTL) == Holder(b"a", leader.revision)
             second = await won(client, "/rais/other")
@@ -217,6 +224,39 @@ async def test_three_members_one_killed_keep_working() -> None:
         finally:
             await client.close()
             await other.close()
+
+
+async def test_a_campaign_whose_answer_was_lost_finds_its_own_key() -> None:
+    """A stand-in member passes every request on to etcd but loses the answer
+    to the transaction (503): the client retries it on the real member, which
+    finds the key created under the client's own lease, so it has won."""
+    async with etcd_cluster(1) as lab, aiohttp.ClientSession() as upstream:
+
+        async def forward(request: web.Request) -> web.Response:
+            async with upstream.post(lab.urls[0] + request.path, data=await request.read()) as r:
+                body = await r.read()
+            if request.path == "/v3/kv/txn":
+                return web.json_response({"error": "lost", "code": 14}, status=503)
+            return web.Response(body=body, status=r.status, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        client = EtcdClient([f"http://127.0.0.1:{runner.addresses[0][1]}", lab.urls[0]])
+        rival = EtcdClient(lab.urls)
+        try:
+            leader = await won(client)
+            assert client.counters["failovers"] == 1
+            assert await rival.holder(KEY) == Holder(b"a", leader.revision)
+            assert await client.keepalive(leader)
+            await client.resign(leader)
+            assert await rival.holder(KEY) is None
+        finally:
+            await client.close()
+            await rival.close()
+            await runner.cleanup()
 
 
 async def test_all_endpoints_down_is_unreachable_quickly() -> None:
