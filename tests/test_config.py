@@ -234,6 +234,15 @@ def test_tests_loads_and_failback(tmp_path: Path) -> None:
     assert zero.groups[0].failback_delay == 0.0
 
 
+def test_link_tracking_is_on_by_default(tmp_path: Path) -> None:
+    (www,) = load(write(tmp_path, doc(group()))).groups
+    assert www.track_link is True and www.link_hold == 1.0
+    (off,) = load(write(tmp_path, doc(group(track_link="false", link_hold='"0s"')))).groups
+    assert off.track_link is False and off.link_hold == 0.0
+    (held,) = load(write(tmp_path, doc(group(link_hold='"2.5s"')))).groups
+    assert held.link_hold == 2.5
+
+
 # ---------------------------------------------------------------- bad files
 
 
@@ -453,6 +462,8 @@ BAD: list[tuple[str, str, str, str]] = [
     ("placement", g(placement='"first"'), "group.www.placement", '"least-loaded" or "random"'),
     ("failback", g(failback='"never"'), "group.www.failback", '"immediate" or "manual"'),
     ("failback-delay", g(failback_delay='"-1s"'), "group.www.failback_delay", "duration"),
+    ("link-hold", g(link_hold='"-1s"'), "group.www.link_hold", "duration"),
+    ("track-link", g(track_link='"yes"'), "group.www.track_link", "true or false"),
     ("test-rise-0", doc(top=WEB + "rise = 0\n"), "test.web.rise", "got 0"),
     (
         "test-bad-url",

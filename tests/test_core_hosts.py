@@ -60,9 +60,12 @@ def test_the_dns_view_advertises_an_eligible_live_host_serving_its_address(
 def test_the_simulator_judges_its_ground_truth_with_the_same_predicates(
     ok: bool, quiesced: bool, observer: bool, up: bool
 ) -> None:
-    h = SimHost(0, HOST, (HOST,), SERVICE, observer, up=up, ok=ok, quiesced=quiesced)
+    h = SimHost(0, HOST, (HOST,), SERVICE, observer, up=up, test_ok=ok, quiesced=quiesced)
     assert fit(h) == (up and ok and not quiesced)
     assert eligible(h) == (up and ok and not quiesced and not observer)
+    # a link down (or in its hold-down) is as not OK as a failed test
+    linked = SimHost(0, HOST, (HOST,), SERVICE, observer, up=up, link_fit=ok, quiesced=quiesced)
+    assert (fit(linked), eligible(linked)) == (fit(h), eligible(h))
 
 
 def test_a_view_not_serving_its_preferred_address_is_not_advertised() -> None:

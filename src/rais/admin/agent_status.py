@@ -40,6 +40,8 @@ def agent_status(
                 scale=r.config.load_scale,
                 tests=_tests(r.config.tests, now, test_states()),
                 dns=gd.status() if gd is not None else None,
+                interface=r.config.interface,
+                track_link=r.tracks_link,
             )
         )
     return AgentStatus(

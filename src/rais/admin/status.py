@@ -12,6 +12,7 @@ from rais.admin.status_view import (
     DnsStatus,
     GroupStatus,
     HostStatus,
+    LinkStatus,
     ServedStatus,
     TestStatus,
 )
@@ -52,9 +53,13 @@ def group_status(
     scale: int = 1000,
     tests: Sequence[TestStatus] = (),
     dns: DnsStatus | None = None,
+    interface: str | None = None,
+    track_link: bool = False,
 ) -> GroupStatus:
     """One group's status from the core's read model (``Core.view(now)``);
-    ``tests``: this host's tests of the group; ``dns``: the group's DNS, if any."""
+    ``tests``: this host's tests of the group; ``dns``: the group's DNS, if any;
+    ``interface``: its service interface (None: no link status), whose link
+    it tracks if ``track_link``."""
     hosts = sorted((_host(m, scale) for m in view.members), key=lambda h: (not h.live, h.id))
     holders: dict[str, list[tuple[str, str]]] = {}
     for h in hosts:
@@ -103,7 +108,17 @@ def group_status(
         dns=dns,
         wire_version=view.wire_version,
         common_features=view.common_features,
+        link=None if interface is None else _link(view, interface, track_link),
     )
+
+
+def _link(view: CoreView, interface: str, tracked: bool) -> LinkStatus:
+    if not tracked:
+        return LinkStatus(interface, False, "untracked", "", None, None)
+    link = view.link
+    left = None if link.hold_left is None else round(link.hold_left, 3)
+    since = round(view.now - link.since, 3)
+    return LinkStatus(interface, True, link.state, link.reason, since, left)
 
 
 def render(status: dict[str, Any]) -> str:
@@ -126,6 +141,13 @@ def render(status: dict[str, Any]) -> str:
             state = {True: "passing", False: "FAILING", None: "pending"}[t["ok"]]
             why = f"  ({t['reason']})" if t["reason"] and t["ok"] is not True else ""
             lines.append(f"  test {t['name']:<20} {state}{why}")
+        link = g.get("link")
+        if link and link["tracked"]:
+            state = {"up": "up", "down": "DOWN", "holding": "holding"}.get(link["state"], "?")
+            why = f" ({link['reason']})" if link["reason"] and link["state"] != "up" else ""
+            left = link.get("hold_left_s")
+            hold = f", up again in {left:.1f}s" if left is not None else ""
+            lines.append(f"  link {link['interface']:<20} {state}{why}{hold}")
         if "wire_version" in g:
             common = ", ".join(g.get("common_features", [])) or "none"
             lines.append(f"  wire version {g['wire_version']}, common features: {common}")

@@ -109,6 +109,22 @@ class DnsStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """A group's service link, as this host tracks it (``track_link``)."""
+
+    interface: str
+    tracked: bool
+    state: str
+    """up, down, holding (the carrier is back, the hold-down runs) or untracked."""
+    reason: str
+    """The watcher's last report, e.g. "eth0: no carrier"."""
+    since_s: float | None
+    """Seconds since the carrier last changed (None: untracked)."""
+    hold_left_s: float | None
+    """Seconds left of the hold-down (None: none running)."""
+
+
+@dataclass(frozen=True, slots=True)
 class PartStatus:
     """One supervised part of the agent."""
 
@@ -146,6 +162,8 @@ class GroupStatus:
     """The wire version this host sends in now."""
     common_features: tuple[str, ...] = ()
     """The features every live host announces: only these are used."""
+    link: LinkStatus | None = None
+    """This host's service link for the group (None: not known here)."""
 
     def me(self) -> HostStatus | None:
         """This host's own entry."""
@@ -218,7 +236,19 @@ def _group(g: GroupStatus) -> dict[str, Any]:
         out["dns"] = _dns(g.dns)
     out["wire_version"] = g.wire_version
     out["common_features"] = list(g.common_features)
+    out["link"] = None if g.link is None else _link(g.link)
     return out
+
+
+def _link(link: LinkStatus) -> dict[str, Any]:
+    return {
+        "interface": link.interface,
+        "tracked": link.tracked,
+        "state": link.state,
+        "reason": link.reason,
+        "since_s": link.since_s,
+        "hold_left_s": link.hold_left_s,
+    }
 
 
 def _host(h: HostStatus) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from rais.base.ip import Interface
 from rais.base.section import Invalid, Section, family, show_endpoint
 from rais.config.etcd import EtcdConfig, parse_etcd
 from rais.config.keys import (
+    boolean,
     choice,
     duration,
     integer,
@@ -145,6 +146,11 @@ class GroupConfig:
     )
     """With failback "immediate": how long a returning preferred host must be
     healthy before it gets its address back."""
+    track_link: bool = field(default=True, metadata=key(read=boolean))
+    """Watch the carrier of ``interface`` (netlink link events): while it is
+    down the host is not fit for the group (issue 13)."""
+    link_hold: float = field(default=1.0, metadata=key(read=duration(zero=True), core="link_hold"))
+    """How long the carrier must stay up again before the host is fit."""
     dns: GroupDnsConfig | None = field(default=None, metadata=key())
     """``[group.dns]``: the DNS name that advertises the group's addresses."""
 

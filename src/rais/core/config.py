@@ -36,6 +36,9 @@ class CoreConfig:
     start_ok: bool = True
     """OK at start; False for a host whose tests have not reported yet (it then
     brings in and takes nothing until its first passing ``test_result``)."""
+    link_hold: float = 1.0
+    """How long the service link's carrier must stay up, after it returned,
+    before the host is fit again (rais.core.link); 0: at once."""
     command_timeout: float = 0.0
     """How long the leader waits for a command to show in the target's info before
     it decides again; 0 means ``timeout``."""
@@ -69,6 +72,8 @@ class CoreConfig:
             raise ValueError(f"unknown failback {self.failback!r}")
         if self.load_scale < 1:
             raise ValueError("load_scale must be >= 1")
+        if self.link_hold < 0:
+            raise ValueError("link_hold must not be negative")
         if self.failback_delay < 0:
             raise ValueError("failback_delay must not be negative")
         if self.observer and self.preferred is not None:

@@ -101,6 +101,7 @@ class Core(CoreParts):
             self.control.next_deadline() if self.is_leader else None,
             self.next_announce,
             self.requests.next_expiry(),
+            self.link.fit_at,
             None if self.settled else self.settle_at,
             self.own_pause.until,
         ):
@@ -111,6 +112,10 @@ class Core(CoreParts):
     def test_result(self, now: float, ok: bool, reason: str = "") -> None:
         """The combined result of this group's tests (fig. 3, steps 305-320)."""
         self._input(now, lambda now: self._tested(now, ok, reason))
+
+    def link_state(self, now: float, up: bool, reason: str = "") -> None:
+        """The carrier of the group's service interface (rais.core.link)."""
+        self._input(now, lambda now: self._linked(now, up, reason))
 
     def load_sample(self, now: float, load: int, capacity: int) -> None:
         """Load and capacity for the next info (unsigned 32-bit, figure 2C); not
@@ -172,6 +177,14 @@ class Core(CoreParts):
             self.out.event(now, EventKind.TEST_RECOVERED, None, reason)
         else:
             self.out.event(now, EventKind.TEST_FAILED, None, reason)
+            self.served.release_all()
+        self._self_changed(now)
+        return True
+
+    def _linked(self, now: float, up: bool, reason: str) -> bool:
+        if self.link.report(now, up, reason) is None:
+            return False
+        if not self.link.fit:
             self.served.release_all()
         self._self_changed(now)
         return True
@@ -299,6 +312,8 @@ class Core(CoreParts):
             self._need_pass = True
         if self.is_leader and self.control.expire(now):
             self._need_pass = True
+        if self.link.expire(now):
+            self._self_changed(now)
         if self.next_announce is not None and now >= self.next_announce:
             self.served.announce_all()
             self.next_announce = now + self.config.announce_interval

@@ -33,6 +33,8 @@ class EventKind(StrEnum):
     RESUMED = "resumed"
     HOST_PAUSED = "host-paused"
     HOST_RESUMED = "host-resumed"
+    LINK_DOWN = "link-down"
+    LINK_UP = "link-up"
 
 
 @dataclass(frozen=True, slots=True)

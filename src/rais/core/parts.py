@@ -14,6 +14,7 @@ from rais.core.config import CoreConfig
 from rais.core.control import Controller
 from rais.core.emit import PeerPages, Sender
 from rais.core.inbox import Inbox
+from rais.core.link import Link
 from rais.core.membership import Membership
 from rais.core.messages import AddrState, HostEntry, Request
 from rais.core.outbox import Outbox
@@ -52,6 +53,9 @@ class CoreParts:
             load_scale=config.load_scale,
         )
         self.ok = config.start_ok
+        """The combined result of the group's tests (``test_result``)."""
+        self.link = Link(config.link_hold, now, self.out)
+        """The service link (``link_state``); the entry's OK needs it fit."""
         self.quiesced = False
         self.leaving = False
         self.left = False
@@ -93,7 +97,7 @@ class CoreParts:
         return HostEntry(
             id=self.id,
             control=c.control,
-            ok=self.ok,
+            ok=self.ok and self.link.fit,
             quiesced=self.quiesced or self.leaving,
             observer=c.observer,
             leaving=self.left,
@@ -160,7 +164,7 @@ class CoreParts:
             now=now,
             leader=self._leader,
             settled=self.settled,
-            ok=self.ok,
+            ok=own.ok,
             quiesced=self.quiesced,
             left=self.left,
             entry=own,
@@ -179,6 +183,8 @@ class CoreParts:
             drops=self.drops(),
             wire_version=send_version(own, live := self.members.live()),
             common_features=tuple(sorted(features.common(own, live))),
+            tests_ok=self.ok,
+            link=self.link.view(now),
         )
 
     def holding(self, address: Addr) -> AddrState | None:

@@ -13,9 +13,10 @@ group's) are ``Core.holding`` and ``Core.is_service_address``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rais.core.addr import Addr
+from rais.core.link import LinkView
 from rais.core.messages import AddrState, HostEntry
 
 
@@ -62,6 +63,7 @@ class CoreView:
     settled: bool
     """Has heard the group for one full timeout since it started listening."""
     ok: bool
+    """The OK this host advertises: its tests pass and its link is fit."""
     quiesced: bool
     """Quiesced by the operator (the entry's flag also covers leaving)."""
     left: bool
@@ -72,11 +74,15 @@ class CoreView:
     expired: tuple[Addr, ...]
     """Service addresses whose orphan countdown ran out."""
     drops: Mapping[str, int]
+    """Datagrams dropped, by reason."""
     wire_version: int = 1
     """The wire version this host sends in now (rais.core.versions)."""
     common_features: tuple[str, ...] = ()
     """The features every live member announces, sorted: only these are used."""
-    """Datagrams dropped, by reason."""
+    tests_ok: bool = True
+    """The combined result of this host's tests of the group."""
+    link: LinkView = field(default_factory=lambda: LinkView(True, True, "", 0.0, None))
+    """The service link as the driver last reported it, and its hold-down."""
 
     @property
     def is_leader(self) -> bool:

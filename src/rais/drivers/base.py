@@ -86,6 +86,30 @@ class Scripts(Protocol):
         ...
 
 
+OnLink = Callable[[bool, str], None]
+"""Called with (carrier up, reason), e.g. (False, "eth0: no carrier")."""
+
+
+class Links(Protocol):
+    """The carrier of this host's interfaces (issue 13, link tracking): one
+    watcher for the whole agent, shared by every group on an interface."""
+
+    async def run(self) -> None:
+        """Read every interface's state, then follow the kernel's link events
+        until cancelled. Raises when it can no longer follow them (the agent
+        restarts it; the next run reads the state afresh)."""
+        ...
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the first state has been read (at most ``timeout`` s)."""
+        ...
+
+    def subscribe(self, interface: str, callback: OnLink) -> Callable[[], None]:
+        """Hear of ``interface``: its state at once if known, then every change.
+        An interface that does not exist is down. Returns the unsubscribe."""
+        ...
+
+
 # -- the arbiter (issue 13, guard = "etcd") -----------------------------------------
 
 

@@ -27,6 +27,7 @@ from rais.admin.status_view import AgentStatus
 from rais.config import IP, AgentConfig, ConfigError, GroupConfig, load
 from rais.dns.group import GroupDns
 from rais.dns.server import DnsServer
+from rais.drivers.base import Links
 from rais.drivers.scripts import ScriptRunner
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.runtime.dns_service import DnsService
@@ -45,6 +46,20 @@ def real_probes(tests: Mapping[str, TestSpec], loads: Mapping[str, LoadSpec]) ->
     from rais.probes.hub import ProbeHub
 
     return ProbeHub(tests, loads)
+
+
+def real_links() -> Links:
+    """The link watcher over rtnetlink (link events, rais.drivers.links).
+    Made (and pyroute2 imported) when the agent is, not in its first run: an
+    import under load can take longer than the wait for the first reading."""
+    from rais.drivers.links import NetlinkLinks
+
+    return NetlinkLinks()
+
+
+LINKS_READY = 1.0
+"""How long the agent waits for the link watcher's first reading before the
+groups join (after that, a group's link counts as up until it is read)."""
 
 
 def real_drivers(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
@@ -75,11 +90,18 @@ class Agent:
         trap_sender: Callable[..., TrapSender] = TrapSender,
         group_dns: Callable[..., GroupDns] = GroupDns,
         boot: Callable[[], str] = boot_id,
+        links: Links | None = None,
     ) -> None:
         """``drivers``, ``probes``, ``trap_sender`` and ``group_dns`` make the
         parts (tests give fakes); ``boot()`` is this boot's id (the pause record
-        of an in-place restart is valid only within one boot)."""
+        of an in-place restart is valid only within one boot). ``links``
+        watches the service interfaces' carrier (``track_link``); None: the
+        netlink watcher with the real drivers, and no link tracking with any
+        other (fake interfaces have no carrier to watch)."""
         self.config = config
+        if links is None and drivers is real_drivers:
+            links = real_links()
+        self.links = links
         self.make_traps = trap_sender
         self.groups: dict[str, GroupRunner] = {}
         self.probes = probes(config.tests, config.loads)
@@ -104,6 +126,7 @@ class Agent:
             supervisor=lambda: self.supervisor,
             rng=rng or random.Random(),
             leave_grace=leave_grace,
+            links=links,
         )
         self.api = AgentFacade(
             self.groups, status=self.status, bus=self.bus, metrics=self.metrics, pause=self.pause
@@ -152,6 +175,12 @@ class Agent:
                 sup.keep("probes", self.probes.run, on_down=self._probes_down)
                 self.dns.thread = sup.keep("dns", self.dns.run)
                 sup.keep("reload", self._reload_forever)
+                if self.links is not None:
+                    # Restarted with backoff when it fails; meanwhile every
+                    # group keeps its link's last known state.
+                    sup.keep("links", self.links.run)
+                    if not await self.links.wait_ready(LINKS_READY):
+                        log.error("links: no link state after %gs; counted up", LINKS_READY)
                 if self.config.snmp.receivers:
                     started = loop.time()
                     self.traps = self.bus.traps = self.make_traps(

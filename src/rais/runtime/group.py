@@ -109,6 +109,8 @@ class GroupRunner:
         self.refresh_every = min(0.25, self.lifetime / 4)
         self._fresh: dict[IP, float] = {}
         """When each held address was last added or refreshed."""
+        self.tracks_link = False
+        """A link watcher reports this group's interface (``link_state``)."""
         self.pause_until: float | None = None
         """While this host pauses (``rais pause``): until when (loop time)."""
 
@@ -286,6 +288,17 @@ class GroupRunner:
     def test_result(self, ok: bool, reason: str = "") -> None:
         self.core.test_result(self.loop.time(), ok, reason)
         self._pump()
+
+    def link_state(self, up: bool, reason: str) -> None:
+        """The service interface's carrier changed (rais.drivers.links)."""
+        if self._stopped:
+            return
+
+        def step() -> None:
+            self.core.link_state(self.loop.time(), up, reason)
+            self._pump()
+
+        self._drive(step)
 
     def load_sample(self, load: int, capacity: int) -> None:
         self.core.load_sample(self.loop.time(), load, capacity)

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from rais.admin.metrics import Metrics
 from rais.config import IP, AgentConfig, GroupConfig, HostConfig
 from rais.core.pause import out_of_bounds
+from rais.drivers.base import Links
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.runtime.dns_service import DnsService
 from rais.runtime.events import AnyEvent
@@ -72,11 +73,13 @@ class Groups:
         supervisor: Callable[[], Supervisor | None],
         rng: random.Random,
         leave_grace: float,
+        links: Links | None = None,
     ) -> None:
         """``runners``: the running groups by name (filled and emptied here);
         ``host`` and ``keys`` never change while the agent runs; ``publish``:
         the event bus; ``supervisor()``: the running agent's supervisor; each
-        group's random generator is seeded from ``rng``."""
+        group's random generator is seeded from ``rng``; ``links``: the link
+        watcher a group with ``track_link`` subscribes to (None: no tracking)."""
         self.runners = runners
         self.host = host
         self.keys = keys
@@ -88,7 +91,8 @@ class Groups:
         self._supervisor = supervisor
         self.rng = rng
         self.leave_grace = leave_grace
-        self._unsubscribe: dict[str, Callable[[], None]] = {}
+        self.links = links
+        self._unsubscribe: dict[str, list[Callable[[], None]]] = {}
 
     async def join(self, group: GroupConfig, epoch: int, resume_until: float | None = None) -> None:
         """Start ``group``; ``resume_until``: the end of the pause of the previous
@@ -111,8 +115,13 @@ class Groups:
         self.runners[group.name] = runner
         sup = self.supervisor()
         sup.need(f"refresher {group.name}", runner.refresh_forever, group=group.name)
+        subs = self._unsubscribe[group.name] = []
+        if self.links is not None and group.track_link:
+            # No await since start(): nothing was acquired on an unknown link.
+            runner.tracks_link = True
+            subs.append(self.links.subscribe(group.interface, runner.link_state))
         if group.tests:
-            self._unsubscribe[group.name] = self.probes.subscribe(group.tests, runner.test_result)
+            subs.append(self.probes.subscribe(group.tests, runner.test_result))
         gd = self.dns.add(group)
         for kind, run in gd.runs() if gd is not None else ():
             sup.keep(f"dns {kind} {group.name}", run, group=group.name)
@@ -122,8 +131,7 @@ class Groups:
         runner = self.runners.pop(name, None)
         if runner is None:
             return
-        unsubscribe = self._unsubscribe.pop(name, None)
-        if unsubscribe is not None:
+        for unsubscribe in self._unsubscribe.pop(name, []):
             unsubscribe()
         sup = self.supervisor()
         for part in [p for p in sup.parts.values() if p.group == name]:
@@ -171,8 +179,7 @@ class Groups:
         sup = self.supervisor()
         for name in list(self.runners):
             runner = self.runners.pop(name)
-            unsubscribe = self._unsubscribe.pop(name, None)
-            if unsubscribe is not None:
+            for unsubscribe in self._unsubscribe.pop(name, []):
                 unsubscribe()
             for part in [p for p in sup.parts.values() if p.group == name]:
                 sup.stop(part.name)

@@ -25,7 +25,7 @@ from rais.sim.world import KEY, SimHost, World
 
 __all__ = ["SimHost", "Simulation"]
 
-_DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT = range(6)
+_DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT, _LINK = range(7)
 
 
 class Simulation:
@@ -95,12 +95,13 @@ class Simulation:
                 if isinstance(eff, Send):
                     self._send(h, now, eff)
                 elif isinstance(eff, Acquire):
-                    if not core.ok or core.quiesced or core.config.observer:
+                    ok = core.entry().ok  # its tests pass and its link is fit
+                    if not ok or core.quiesced or core.config.observer:
                         self.checker.violate(
                             "I2",
                             now,
                             f"host {h.index} acquires {fmt(eff.address)} "
-                            f"(ok={core.ok}, quiesced={core.quiesced})",
+                            f"(ok={ok}, quiesced={core.quiesced})",
                         )
                     self._action(h, now, "acquire", eff.address)
                 elif isinstance(eff, Release):
@@ -193,6 +194,7 @@ class Simulation:
                 timeout=self.timeout,
                 networks=p.networks,
                 orphan_timeout=p.orphan_timeout,
+                link_hold=p.link_hold,
             ):
                 self._at(ceil(act.time / TICK), (_FAULT, act))
         if p.inject_bad:
@@ -231,6 +233,8 @@ class Simulation:
                     self._fault(now, item[1])
                 elif kind == _DEADLINE:
                     checker.deadline(now, item[1])
+                elif kind == _LINK:
+                    checker.link_released(now, item[1], item[2])
                 else:
                     self._inject(now, item[1])
             if checker.dirty or checker.dups or checker.introducing:
@@ -291,6 +295,13 @@ class Simulation:
 
     def _fault(self, now: float, act: FaultAction) -> None:
         kind = act.kind
+        if kind == "lapse?":
+            # the kernel lifetime of a paused host's addresses ends: a fault
+            # only if it has not come back (or paused again) since
+            h = self.hosts[act.hosts[0]]
+            if h.paused_until == act.value and h.core is None:
+                self._fault(now, FaultAction(now, "lapse+", act.hosts, act.value))
+            return
         self._log(now, f"fault {kind} {list(act.hosts)} {act.value:.4f}")
         self.checker.fault(now, act)
         self._apply(now, act)
@@ -341,12 +352,26 @@ class Simulation:
             net.set_loss(act.value if start else 0.0)
         elif kind in ("latency+", "latency-"):
             net.set_latency(now, act.value if start else 0.0)
+        elif kind in ("link+", "link-", "linkup-"):
+            for index in act.hosts:
+                h = self.hosts[index]
+                if kind == "linkup-":
+                    world.link_held(h)
+                    continue
+                world.link(h, now, kind == "link-")
+                self._after(h, now)
+                if kind == "link+":
+                    # L1: by the time its releases have completed, it holds nothing.
+                    tick = self.tick + 2 + max(1, round(self.params.action_delay / TICK))
+                    self._at(tick, (_LINK, index, h.epoch))
         elif kind in ("move+", "move-"):
             asker = self.operator.act(now, kind, act.hosts)
             if asker is not None:
                 self._after(asker, now)
         elif kind == "drained-":
             net.drained(now)
+        elif kind == "lapse-":
+            pass  # the end of the lapse's disturbance, for the checker
         elif kind in ("pause+", "pause-", "lapse+"):
             for index in act.hosts:
                 self._pause(now, kind, self.hosts[index], act.value)
@@ -370,10 +395,17 @@ class Simulation:
             self.checker.paused(now, h.index, held, now + window - KERNEL_MARGIN)
             lapse = now + window - KERNEL_MARGIN
             until = now + window
-            self._at(ceil(lapse / TICK), (_FAULT, FaultAction(lapse, "lapse+", (h.index,), until)))
+            self._at(ceil(lapse / TICK), (_FAULT, FaultAction(lapse, "lapse?", (h.index,), until)))
             self._log(now, f"paused {h.index} holding {sorted(map(fmt, held))}")
         elif kind == "lapse+":
             if h.paused_until == window and h.core is None:
+                # The group takes the host for failed at the end of the window:
+                # its addresses are unserved from the lapse until then, by
+                # design; I1 is judged from there ("lapse-"), as after any
+                # disturbance.
+                end = window + self.net.max_delay()
+                lapse_end = FaultAction(end, "lapse-", (h.index,), window)
+                self._at(ceil(end / TICK), (_FAULT, lapse_end))
                 h.paused_until = None
                 self.checker.pause_over(now, h.index)
                 self.world.pauses["lapsed"] += 1

@@ -25,8 +25,12 @@ KINDS = (
     "latency",
     "move",
     "pause",
+    "link",
 )
-WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1, 2, 2)
+WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1, 2, 2, 2)
+"""'link': a host's service link loses its carrier ('link+'), gets it back
+('link-'), and the hold-down ends ('linkup-', ``link_hold`` later)."""
+HOST_FAULTS = ("crash", "leave", "test", "quiesce", "pause", "link")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ def schedule(
     timeout: float,
     networks: int,
     orphan_timeout: float,
+    link_hold: float = 0.5,
 ) -> list[FaultAction]:
     """Random episodes over ``candidates`` (hosts that may be faulted)."""
     quiet = timeout + 2 * heartbeat + 0.3
@@ -65,7 +70,7 @@ def schedule(
             # One control network at a time: two cut at once is a partition.
             kind = "loss"
         free = [h for h in candidates if busy_until.get(h, 0.0) <= t]
-        if kind in ("crash", "leave", "test", "quiesce", "pause") and not free:
+        if kind in HOST_FAULTS and not free:
             t += quiet
             continue
         if kind in ("crash", "leave"):
@@ -75,7 +80,7 @@ def schedule(
                 if rng.random() < 0.3
                 else (rng.uniform(0.3, 4.0))
             )
-        elif kind in ("test", "quiesce"):
+        elif kind in ("test", "quiesce", "link"):
             length = rng.uniform(0.3, 5.0)
         elif kind == "pause":
             # ``rais pause --for D`` then a restart in place: mostly back in time
@@ -94,7 +99,8 @@ def schedule(
             length = rng.uniform(0.3, min(4.0, orphan_timeout / 3))
         else:
             length = rng.uniform(0.2, 3.0)
-        if t + length > end_of_faults:
+        hold = link_hold if kind == "link" else 0.0
+        if t + length + hold > end_of_faults:
             break
         hosts_hit: tuple[int, ...] = ()
         value = 0.0
@@ -102,11 +108,11 @@ def schedule(
             hosts_hit = (rng.choice(free),)
             busy_until[hosts_hit[0]] = t + length + quiet
             value = window
-        elif kind in ("crash", "leave", "test", "quiesce"):
+        elif kind in HOST_FAULTS:
             count = 1 if rng.random() < 0.8 else min(len(free), 2)
             hosts_hit = tuple(sorted(rng.sample(free, count)))
             for h in hosts_hit:
-                busy_until[h] = t + length + quiet
+                busy_until[h] = t + length + hold + quiet
         elif kind == "partition":
             side = [h for h in range(hosts) if rng.random() < 0.5]
             if not side or len(side) == hosts:
@@ -123,11 +129,13 @@ def schedule(
             value = rng.uniform(0.005, 2.5 * timeout)
         actions.append(FaultAction(t, kind + "+", hosts_hit, value))
         actions.append(FaultAction(t + length, kind + "-", hosts_hit, value))
+        if kind == "link":
+            actions.append(FaultAction(t + length + hold, "linkup-", hosts_hit))
         if kind == "latency":
             # Datagrams sent during the spike are still in flight after it ends:
             # the disturbance is over when the last of them has landed.
             actions.append(FaultAction(t + length + value + 0.001, "drained-", (), value))
-        last_end = max(last_end, t + length)
+        last_end = max(last_end, t + length + hold)
         if rng.random() < 0.25:
             t = t + rng.uniform(0.05, length)
         else:

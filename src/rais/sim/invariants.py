@@ -1,4 +1,4 @@
-"""The invariant checker (I1-I6), run by the engine after every step.
+"""The invariant checker (I1-I6, L1, P1), run by the engine after every step.
 
 I1  once faults stop, within timeout + 2 x heartbeat every valid service address
     is online on exactly one live, OK host if an eligible host exists, and a
@@ -12,10 +12,18 @@ I4  a returned preferred host gets its address back; an orphan is invalidated
     after orphan_timeout;
 I5  a bad or replayed datagram changes nothing (checked by sim/inject.py at
     each injection, reported to the checker);
+L1  a host whose service link lost its carrier holds nothing once its
+    releases have completed, and acquires nothing until the hold-down after
+    the carrier's return is over (its addresses are judged by I1 like any
+    not-OK host's);
 I6  when I1 is judged, every live member's DNS thread (rais.dns.zone.advertise
     over its own view of the group) advertises the same set: exactly the
     preferred addresses of the up, OK, not quiesced hosts that hold them (no
     orphan, no spare, no failed or quiesced host's address).
+P1  while a host is stopped in place after ``rais pause`` and its addresses'
+    kernel lifetime lasts, no other host acquires an address it holds, and its
+    new process, back in time, holds them all (not judged for a pause that
+    overlaps a partition or latency spike, or that no host up may know of).
 
 When I1 and I6 are judged: timeout + 2 x heartbeat after the last fault, or the
 end of the last disturbance. A member can only know another host's state as of
@@ -61,14 +69,14 @@ from rais.sim.world import World
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)
 
-DISTURBANCES = ("partition", "loss", "latency", "drained", "behind", "pause")
+DISTURBANCES = ("partition", "loss", "latency", "drained", "behind", "pause", "lapse")
 """Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
 quiesce and a cut control network are states the group must converge under. A
 receiver being behind on a sender after a lost datagram (sim/hearing.py) also
 lasts, until it has caught up ('behind+' and 'behind-')."""
 
-_UNFIT = ("crash+", "leave+", "test+", "quiesce+", "lapse+")
-_FIT = ("boot", "crash-", "leave-", "test-", "quiesce-")
+_UNFIT = ("crash+", "leave+", "test+", "quiesce+", "lapse+", "link+")
+_FIT = ("boot", "crash-", "leave-", "test-", "quiesce-", "linkup-")
 
 
 class Checker:
@@ -243,6 +251,14 @@ class Checker:
         """Host ``index`` is stopped in place by a pause that P1 does not judge."""
         return self.world.hosts[index].paused_until is not None and index not in self.paused_hold
 
+    def link_released(self, now: float, index: int, epoch: int) -> None:
+        """L1: the host's link went down an action delay ago; it still is."""
+        h = self.world.hosts[index]
+        if h.up and h.epoch == epoch and not h.carrier:
+            kept = sorted(fmt(a) for a, hs in self.holders.items() if index in hs)
+            if kept:
+                self.violate("L1", now, f"host {index} has no carrier but holds {kept}")
+
     def paused(self, now: float, index: int, held: list[Addr], kernel_until: float) -> None:
         """Host ``index``'s agent stopped in place after a pause, holding ``held``.
         Judged by P1 unless a partition or latency spike is going on or just
@@ -282,6 +298,8 @@ class Checker:
         """The host has put the address online (the world has it already)."""
         if self.paused_hold:
             self._moved_off_pause(now, address, host)
+        if not self.world.hosts[host].link_fit:
+            self.violate("L1", now, f"host {host} acquired {fmt(address)} with its link down")
         if self.world.hosts[host].preferred == address:
             before = self._last_good(address, now)
             if self.active:

@@ -29,6 +29,8 @@ class SimParams:
     """Deliver every copy of a datagram (one per control network) instead of only
     the first to arrive; the later copies are always dropped as duplicates."""
     inject_bad: bool = True
+    link_hold: float = 0.5
+    """The cores' ``link_hold``: how long a carrier must be back before the host is fit."""
     old: float = 0.0
     """The chance that a host runs the version-1 release at each boot (wire
     version 1 only, no features): a mixed group, upgraded and downgraded at

@@ -49,7 +49,12 @@ class SimHost:
     observer: bool
     core: Core | None = None
     up: bool = False
-    ok: bool = True
+    test_ok: bool = True
+    """Its test passes."""
+    carrier: bool = True
+    """Its service link has a carrier (the link fault takes it away)."""
+    link_fit: bool = True
+    """The carrier has been back for the core's hold-down (or since a boot)."""
     quiesced: bool = False
     epoch: int = 0
     started_at: float = 0.0
@@ -62,6 +67,11 @@ class SimHost:
     paused_until: float | None = None
     """Its agent is stopped in place after ``rais pause`` until then: it counts
     as up, its addresses stay on the service network, it has no core."""
+
+    @property
+    def ok(self) -> bool:
+        """OK as rais.core.hosts reads it: the test passes and the link is fit."""
+        return self.test_ok and self.link_fit
 
     @property
     def leaving(self) -> bool:
@@ -168,6 +178,7 @@ class World:
             prefixlen=(24 if pref is not None and len(pref) == 4 else 64) if pref else 0,
             observer=h.observer,
             orphan_timeout=p.orphan_timeout,
+            link_hold=p.link_hold,
             **(OLD_RELEASE if h.old else {}),
         )
         rng = random.Random((p.seed * 1_000_003 + h.index) * 131 + h.epoch)
@@ -177,8 +188,12 @@ class World:
         h.last_rx = b""
         if resume is not None:
             core.resume(now, resume)
-        if not h.ok:
+        if not h.test_ok:
             core.test_result(now, False, "still failing")
+        # The agent reads the link at start: up counts at once, with no hold-down.
+        h.link_fit = h.carrier
+        if not h.carrier:
+            core.link_state(now, False, "sim0: no carrier")
         if h.quiesced:
             core.quiesce(now)
 
@@ -213,9 +228,23 @@ class World:
 
     def fail_test(self, h: SimHost, now: float, failing: bool) -> None:
         """The host's test starts (or stops) failing."""
-        h.ok = not failing
+        h.test_ok = not failing
         if h.core is not None:
-            h.core.test_result(now, h.ok, "simulated test")
+            h.core.test_result(now, h.test_ok, "simulated test")
+
+    def link(self, h: SimHost, now: float, up: bool) -> None:
+        """The host's service link loses (or gets back) its carrier."""
+        h.carrier = up
+        if not up:
+            h.link_fit = False
+        if h.core is not None:
+            h.core.link_state(now, up, "sim0: up" if up else "sim0: no carrier")
+
+    def link_held(self, h: SimHost) -> None:
+        """The hold-down after the carrier returned is over (the core sees it
+        on its own timer): the host is fit again."""
+        if h.carrier:
+            h.link_fit = True
 
     def quiesce(self, h: SimHost, now: float, on: bool) -> None:
         h.quiesced = on

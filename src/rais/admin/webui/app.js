@@ -345,20 +345,26 @@
   function updateGroup(view, g) {
     const who = g.leader ? `${g.leader}${g.is_leader ? " (this host)" : ""}` : "none yet";
     setText(view.leader, `leader ${who}`);
-    renderIfChanged(view.badges, [g.settled, g.ok, g.quiesced], () => [
+    const link = g.link && g.link.tracked ? g.link : null;
+    const linkState = link ? link.state : "untracked";
+    renderIfChanged(view.badges, [g.settled, g.ok, g.quiesced, linkState], () => [
       g.settled ? badge("settled", "good") : badge("settling", "warn"),
       g.ok ? badge("OK", "good") : badge("not OK", "bad"),
       g.quiesced ? badge("quiesced", "warn") : null,
+      linkState === "down" ? badge("link down", "bad") : null,
+      linkState === "holding" ? badge("link hold-down", "warn") : null,
     ].filter(Boolean));
     view.quiesce.dataset.action = g.quiesced ? "unquiesce" : "quiesce";
     setText(view.quiesce, g.quiesced ? "Unquiesce" : "Quiesce");
-    renderIfChanged(view.tests, g.tests || [], (tests) =>
-      tests.map((t) => {
+    const linkKey = link ? [link.state, link.reason, link.hold_left_s == null] : null;
+    renderIfChanged(view.tests, [g.tests || [], linkKey], () => [
+      ...(g.tests || []).map((t) => {
         const state = t.ok === true ? "passing" : t.ok === false ? "FAILING" : "pending";
         const why = t.reason && t.ok !== true ? ` (${t.reason})` : "";
         return h("li", { class: `test ${state.toLowerCase()}`, text: `test ${t.name}: ${state}${why}` });
       }),
-    );
+      link ? linkItem(link) : null,
+    ].filter(Boolean));
     const scale = g.load_scale || 1000;
     const hosts = g.hosts || [];
     syncRows(view.hosts, hosts, (x) => x.id, () => cells(h("tr"), HOST_COLUMNS), (tr, x) =>
@@ -378,6 +384,13 @@
     const dropped = Object.entries(g.dropped || {}).filter(([, v]) => v);
     if (dropped.length) notes.push(`dropped datagrams: ${dropped.map(([k, v]) => `${k} ${v}`).join(", ")}`);
     setText(view.extra, notes.join(" · "));
+  }
+
+  function linkItem(link) {
+    const state = { up: "up", down: "DOWN", holding: "hold-down" }[link.state] || link.state;
+    const why = link.reason && link.state !== "up" ? ` (${link.reason})` : "";
+    const kind = link.state === "up" ? "passing" : link.state === "down" ? "failing" : "pending";
+    return h("li", { class: `test link ${kind}`, text: `link ${link.interface}: ${state}${why}` });
   }
 
   const HOST_COLUMNS = ["Host", "Live", "OK", "Quiesced", "Role", "Utilization", "Last heard", "Wire"];
