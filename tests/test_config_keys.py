@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rais.config import AuthConfig, GroupConfig, HostConfig
+from rais.config.etcd import EtcdConfig
 from rais.config.keys import core_settings, toml_keys
 from rais.core.config import CoreConfig
 
@@ -33,7 +34,12 @@ def documented(heading: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("heading", "cls"),
-    [("`[host]`", HostConfig), ("`[auth]`", AuthConfig), ("`[[group]]`", GroupConfig)],
+    [
+        ("`[host]`", HostConfig),
+        ("`[auth]`", AuthConfig),
+        ("`[[group]]`", GroupConfig),
+        ("`[etcd]`", EtcdConfig),
+    ],
 )
 def test_the_documented_keys_are_the_declared_keys(heading: str, cls: type) -> None:
     docs = documented(heading)

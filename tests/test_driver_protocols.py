@@ -6,8 +6,10 @@ from __future__ import annotations
 import ipaddress
 
 from rais.drivers.announce import LinkAnnouncer
-from rais.drivers.base import Addresses, Announcer, Scripts, Transport
+from rais.drivers.base import Addresses, Announcer, Arbiter, Scripts, Transport
+from rais.drivers.etcd import EtcdClient
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
+from rais.drivers.fake_etcd import FakeEtcd
 from rais.drivers.fake_transport import FakeNetwork
 from rais.drivers.netlink import NetlinkAddresses
 from rais.drivers.scripts import FakeScripts, ScriptRunner
@@ -30,3 +32,10 @@ def test_addresses_announcers_and_scripts_are_drivers() -> None:
     announcers: list[Announcer] = [LinkAnnouncer(), FakeAnnouncer()]
     scripts: list[Scripts] = [ScriptRunner(1.0), FakeScripts()]
     assert len(addresses) == len(announcers) == len(scripts) == 2
+
+
+async def test_the_etcd_client_and_its_fake_are_arbiters() -> None:
+    arbiters: list[Arbiter] = [EtcdClient(["http://127.0.0.1:1"]), FakeEtcd().client()]
+    for arbiter in arbiters:
+        await arbiter.close()
+    assert len(arbiters) == 2

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from rais.base.ip import IP as IP  # re-exported: drivers and tests used to take it from here
 from rais.base.ip import Interface
 from rais.base.section import Invalid, Section, family, parse_interface, show_endpoint
+from rais.config.etcd import EtcdConfig, parse_etcd
 from rais.config.keys import (
     boolean,
     choice,
@@ -173,9 +174,11 @@ class AgentConfig:
     loads: Mapping[str, LoadSpec] = field(default_factory=dict)
     dns: DnsServerConfig = field(default_factory=DnsServerConfig)
     snmp: SnmpConfig = field(default_factory=SnmpConfig)
+    etcd: EtcdConfig | None = None
+    """``[etcd]``, the arbiter of ``guard = "etcd"`` (None: no such table)."""
 
 
-_TOP = ("host", "auth", "group", "test", "load", "dns", "snmp")
+_TOP = ("host", "auth", "group", "test", "load", "dns", "snmp", "etcd")
 _HOST = toml_keys(HostConfig)
 _AUTH = toml_keys(AuthConfig)
 _GROUP = toml_keys(GroupConfig)
@@ -236,6 +239,7 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
     loads = parse_loads(top.opt_table("load"), base)
     dns_server = parse_server(top.opt_table("dns"), base)
     snmp = parse_snmp(top.opt_table("snmp"), base)
+    etcd = parse_etcd(top.table("etcd"), base) if top.has("etcd") else None
     groups: list[GroupConfig] = []
     for i, raw in enumerate(top.tables("group")):
         name = raw.get("name")
@@ -260,6 +264,7 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
         loads=loads,
         dns=dns_server,
         snmp=snmp,
+        etcd=etcd,
     )
 
 

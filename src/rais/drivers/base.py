@@ -8,7 +8,8 @@ converted at the group runner).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from rais.base.ip import IP
 
@@ -107,3 +108,77 @@ class Links(Protocol):
         """Hear of ``interface``: its state at once if known, then every change.
         An interface that does not exist is down. Returns the unsubscribe."""
         ...
+
+
+# -- the arbiter (issue 13, guard = "etcd") -----------------------------------------
+
+
+class ArbiterError(Exception):
+    """The arbiter could not do what was asked."""
+
+
+class ArbiterUnreachable(ArbiterError):
+    """No endpoint answered (connection error, timeout or 5xx on every one):
+    nothing is known about the leadership, which lapses at its ``valid_until``."""
+
+
+class ArbiterRefused(ArbiterError):
+    """An endpoint answered and refused the request (bad credentials, no
+    permission, a malformed request): trying again will not help."""
+
+
+class Holder(NamedTuple):
+    """Who holds a key: its value and its create revision."""
+
+    value: bytes
+    revision: int
+
+
+@dataclass(slots=True)
+class Leadership:
+    """A key this client created under a lease it keeps renewing.
+
+    ``revision`` is the key's create revision, the fencing token: every later
+    holder's is higher. ``valid_until`` (the driver's clock, the event loop's
+    for etcd) is when the lease lapses at the latest if no renewal gets
+    through: its TTL counted from when the last grant or renewal was sent."""
+
+    key: str
+    value: bytes
+    lease: int
+    revision: int
+    ttl: float
+    valid_until: float
+
+    @property
+    def renew_every(self) -> float:
+        """How often to call ``keepalive``: a third of the TTL."""
+        return self.ttl / 3
+
+
+class Arbiter(Protocol):
+    """A linearizable store with leases (etcd v3): at most one campaigner holds
+    a key at a time. Every call raises ``ArbiterUnreachable`` when no endpoint
+    answers and ``ArbiterRefused`` when one refuses."""
+
+    async def campaign(self, key: str, value: bytes, ttl: float) -> Leadership | Holder:
+        """Grant a lease of ``ttl`` s and create ``key`` under it if absent (one
+        transaction on create revision 0). Won: the ``Leadership``. Lost: the
+        lease is revoked and the current ``Holder`` is returned."""
+        ...
+
+    async def keepalive(self, leadership: Leadership) -> bool:
+        """Renew the lease and check that the key is still ours (same create
+        revision and lease). True: held, ``valid_until`` moved on. False: the
+        lease or the key is gone, the leadership is lost for good."""
+        ...
+
+    async def resign(self, leadership: Leadership) -> None:
+        """Revoke the lease: the key goes at once (a lease already gone is fine)."""
+        ...
+
+    async def holder(self, key: str) -> Holder | None:
+        """Who holds ``key`` now (None: nobody)."""
+        ...
+
+    async def close(self) -> None: ...
