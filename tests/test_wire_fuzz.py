@@ -96,6 +96,7 @@ def rand_v2(rng: random.Random, msg: Message) -> Message:
             replace(rand_message(rng).entry, requests=()),
             rng.randint(1, 0xFFFFFFFF),
             rng.getrandbits(32),
+            rng.getrandbits(32),
         )
         for _ in range(rng.randint(1, 2) if rng.random() < 0.15 else 0)
     )

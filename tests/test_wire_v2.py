@@ -33,6 +33,7 @@ from rais.core.messages import (
     PeerAge,
     TableEntry,
 )
+from rais.core.sections import encode_paused
 
 
 def sec(kind: int, payload: bytes) -> bytes:
@@ -126,19 +127,33 @@ def test_bad_sets_section(sets: bytes) -> None:
 
 
 def test_paused_section() -> None:
-    # one paused peer: 2500 ms left, last heard 400 ms ago, then its entry
-    paused = b"\x00\x01" + (2500).to_bytes(4, "big") + (400).to_bytes(4, "big") + ENTRY_BYTES
+    # one paused peer: 2500 ms left, last heard 400 ms ago, epoch 7, its entry
+    paused = (
+        b"\x00\x01"
+        + (2500).to_bytes(4, "big")
+        + (400).to_bytes(4, "big")
+        + (7).to_bytes(4, "big")
+        + ENTRY_BYTES
+    )
     body = v2_body(sec(0x08, paused))
     msg = body2(body)
     want = dataclasses.replace(
-        V2_MESSAGE, paused=(PausedPeer(RAW_MESSAGE.entry, remaining_ms=2500, age_ms=400),)
+        V2_MESSAGE, paused=(PausedPeer(RAW_MESSAGE.entry, remaining_ms=2500, age_ms=400, epoch=7),)
     )
     assert msg == want
     assert wire.encode_any(want, 2) == body
     assert reason2(v2_body(sec(0x08, b"\x00\x00"))) == "malformed"  # empty: left out
-    zero = b"\x00\x01" + bytes(4) + (400).to_bytes(4, "big") + ENTRY_BYTES
+    zero = b"\x00\x01" + bytes(4) + (400).to_bytes(4, "big") + bytes(4) + ENTRY_BYTES
     assert reason2(v2_body(sec(0x08, zero))) == "malformed"
     assert reason2(v2_body(sec(0x08, paused + b"\x00"))) == "malformed"
+
+
+def test_a_hello_relays_paused_hosts() -> None:
+    peer = PausedPeer(RAW_MESSAGE.entry, remaining_ms=900, age_ms=50, epoch=3)
+    hello = Hello(versions=(1, 2), features=("pause", "sets"), paused=(peer,))
+    body = wire.encode_any(hello, 2)
+    assert body == sec(0x01, FEATURES_BYTES) + sec(0x08, encode_paused((peer,)))
+    assert body2(body) == hello
 
 
 def test_pause_of_zero_or_wrong_size_is_malformed() -> None:

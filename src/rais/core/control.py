@@ -48,6 +48,7 @@ command is not decided again, so a random pick is never second-guessed.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rais.core.addr import Addr
@@ -106,6 +107,7 @@ class Controller:
         "_blocked",
         "_cannot",
         "_fit_since",
+        "_leading_since",
         "_pending",
         "_steps",
         "_wake",
@@ -140,6 +142,8 @@ class Controller:
         # saw it), for failback_delay; _wake is when a delayed failback is due.
         self._fit_since: dict[Addr, float] = {}
         self._wake: float | None = None
+        self._leading_since: float | None = None
+        """The first pass since this host became leader."""
         self._pending: dict[Addr, _Pending] = {}
         self._cannot: set[Addr] = set()
         # A host whose acquire of an address failed is not asked for it again
@@ -179,6 +183,7 @@ class Controller:
 
     def reset(self) -> None:
         """Leadership lost: forget what was in flight."""
+        self._leading_since = None
         self._pending.clear()
         self._cannot.clear()
         self._fit_since.clear()
@@ -247,8 +252,10 @@ class Controller:
         doc, in its order; returns the new commands (also recorded as pending).
         ``requests``: the operator request in force per address (core/requests.py)."""
         p = self._build(now, hosts, command_timeout, requests or {})
+        if self._leading_since is None:
+            self._leading_since = now
         rows = table.rows
-        self._release_invalid(p, rows)
+        self._release_invalid(p, rows, table.expired)
         for address, row in rows.items():
             if address not in self._pending:
                 self._decide(p, address, row)
@@ -317,12 +324,23 @@ class Controller:
         else:
             pending.commands.append(cmd)
 
-    def _release_invalid(self, p: _Pass, rows: dict[Addr, AddrRow]) -> None:
+    def _release_invalid(
+        self, p: _Pass, rows: dict[Addr, AddrRow], expired: Mapping[Addr, Addr]
+    ) -> None:
         """Rule 1, the invalid (step 608, the inner loop's "if service_address not
         expired ... else send release message"): a claimant of an address that is
-        not in the table (unknown or expired) is told to release it."""
+        not in the table (unknown or expired) is told to release it. An unknown
+        one only once this host has led for ``backoff`` (one timeout): a leader
+        new to the job may not have its table yet (a host that took its
+        addresses over after an in-place restart learns the rows of the orphans
+        it holds from the others' infos once they see its table lacks them)."""
+        assert self._leading_since is not None
+        settled = self._leading_since + self.backoff
         for address, claimants in p.claims.items():
             if address in rows or address in self._pending or address in p.held:
+                continue
+            if address not in expired and p.now < settled:
+                self._wake = settled if self._wake is None else min(self._wake, settled)
                 continue
             for host, state in claimants:
                 if state != AddrState.RELEASING:

@@ -26,6 +26,7 @@ from rais.core.messages import (
     HostEntry,
     Message,
     Op,
+    PausedPeer,
     ReqOp,
     Request,
 )
@@ -263,6 +264,11 @@ class Core(CoreParts):
             if self.is_leader:
                 self._need_pass = True
             return True
+        if isinstance(msg, Hello):  # a hello relaying paused hosts
+            if self.is_leader:
+                self._need_pass = True
+            self._take_relays(now, msg.paused)
+            return True
         # Only these can bring the timer forward (see ``_input``).
         return self._on_message(now, msg) or self._need_pass or self._send_info
 
@@ -316,12 +322,7 @@ class Core(CoreParts):
         """Take in an info; True if anything but the sender's liveness changed."""
         entry = msg.entry
         news = self._take_entry(now, entry, self.members.heard(now, entry))
-        for p in msg.paused:
-            if p.entry.id != self.id:
-                relayed = dataclasses.replace(p.entry, pause_ms=p.remaining_ms)
-                heard = self.members.relayed(now, relayed, p.age_ms / 1000.0)
-                if heard is not None:
-                    news = self._take_entry(now, relayed, heard) or news
+        news = self._take_relays(now, msg.paused) or news
         from_leader = entry.id == self._leader
         if from_leader:
             self._leader_rows = frozenset(te.address for te in msg.table)
@@ -333,6 +334,18 @@ class Core(CoreParts):
                 if cmd.target == self.id:
                     self._obey(now, cmd)
                     news = True
+        return news
+
+    def _take_relays(self, now: float, paused: tuple[PausedPeer, ...]) -> bool:
+        """Paused hosts another host relays (docs/protocol.md, "Relayed")."""
+        news = False
+        for p in paused:
+            newer = None if p.entry.id == self.id else self.versions.relay(p.entry.id, p.epoch)
+            if newer is not None:
+                relayed = dataclasses.replace(p.entry, pause_ms=p.remaining_ms)
+                heard = self.members.relayed(now, relayed, p.age_ms / 1000.0, newer)
+                if heard is not None:
+                    news = self._take_entry(now, relayed, heard) or news
         return news
 
     def _take_entry(self, now: float, entry: HostEntry, heard: Heard) -> bool:
@@ -454,6 +467,7 @@ class Core(CoreParts):
                 table=self.table,
                 leader_rows=self._leader_rows,
                 commands=self.control.pending() if self.is_leader else None,
+                epochs=self.versions.epochs,
             )
         )
 
@@ -461,7 +475,8 @@ class Core(CoreParts):
         version = send_version(msg.entry, self.members.live())
         self.sender.send(msg, version)
         if version == 1 and len(msg.entry.versions) > 1:
-            self.sender.hello(Hello(msg.entry.versions, msg.entry.features))
+            e = msg.entry
+            self.sender.hello(Hello(e.versions, e.features, paused=msg.paused))
 
     def _say_goodbye(self, now: float) -> None:
         """The last word of a leaving host, sent twice against loss."""

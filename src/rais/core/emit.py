@@ -58,6 +58,7 @@ def info(
     table: AddressTable,
     leader_rows: frozenset[Addr],
     commands: tuple[Command, ...] | None,
+    epochs: Mapping[Addr, int],
 ) -> Message:
     """This host's next info: its entry, a page of peers, the orphan rows it
     sends (all of them, with ``commands``, when it leads), the paused hosts it
@@ -73,7 +74,7 @@ def info(
             records=members.records,
         ),
         commands=commands or (),
-        paused=members.paused_peers(now),
+        paused=members.paused_peers(now, epochs),
     )
 
 
@@ -137,15 +138,22 @@ class Sender:
             self.out.items.append(Send(data, self.vias))
 
     def hello(self, hello: Hello) -> None:
-        """One version-2 datagram with only this host's versions and features."""
+        """One version-2 datagram with this host's versions and features (and the
+        paused hosts it knows of, if they fit in one datagram)."""
         c = self.config
-        data = wire.encode_hello_datagram(
-            hello,
-            group_tag=self.group_tag,
-            sender=c.host_id,
-            epoch=self.epoch,
-            seq=self.seq,
-            key=c.keys[0],
-        )
+        try:
+            data = wire.encode_hello_datagram(
+                hello,
+                group_tag=self.group_tag,
+                sender=c.host_id,
+                epoch=self.epoch,
+                seq=self.seq,
+                key=c.keys[0],
+            )
+        except ValueError:
+            if not hello.paused:
+                raise
+            self.hello(Hello(hello.versions, hello.features, hello.unknown))
+            return
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.out.items.append(Send(data, self.vias))

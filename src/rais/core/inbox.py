@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from rais.core import wire
 from rais.core.addr import Addr
 from rais.core.body import DecodeError, decode_body
 from rais.core.config import CoreConfig
 from rais.core.messages import Datagram, Hello, Message
 from rais.core.sections import decode_sections
+from rais.core.wire import decode as decode_datagram
 
 WINDOW = 64
 
@@ -84,7 +84,7 @@ class Inbox:
         """Authenticate and parse one datagram (rais.core.wire); None, and the
         drop counted by reason, if it is rejected."""
         try:
-            return wire.decode(
+            return decode_datagram(
                 data, group_tag=group_tag, keys=config.keys, versions=config.wire_versions
             )
         except DecodeError as exc:

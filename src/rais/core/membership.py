@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rais.core.addr import Addr, id_key
@@ -128,7 +129,7 @@ class Membership:
             return _SAME
         return Heard(joined=False, left=False, changed=True, previous=previous, pause=pause)
 
-    def relayed(self, now: float, entry: HostEntry, age: float) -> Heard | None:
+    def relayed(self, now: float, entry: HostEntry, age: float, newer: bool) -> Heard | None:
         """Another host says ``entry.id`` is paused (``entry.pause_ms`` left) and
         that it heard it ``age`` seconds ago. Taken, as if heard then, only by a
         host that has never heard it (it booted since the pause began) or that
@@ -137,17 +138,20 @@ class Membership:
         failed); but a host whose pause has lapsed here stays gone. None: not taken."""
         rec = self.records.get(entry.id)
         heard_at = now - age
-        if rec is not None and (
-            rec.last_heard >= heard_at
-            or rec.paused(now, self.timeout)
-            or (not rec.live and rec.pause_until is not None)  # its pause lapsed here
+        if (
+            rec is not None
+            and not newer
+            and (
+                rec.pause_until is not None  # known paused, or its pause lapsed here
+                or rec.last_heard >= heard_at
+            )
         ):
             return None
         heard = self.heard(now, entry)
         self.records[entry.id].last_heard = heard_at
         return heard
 
-    def paused_peers(self, now: float) -> tuple[PausedPeer, ...]:
+    def paused_peers(self, now: float, epochs: Mapping[Addr, int]) -> tuple[PausedPeer, ...]:
         """The paused hosts this host knows, to relay in its infos."""
         if not self._paused:
             return ()
@@ -157,7 +161,8 @@ class Membership:
             if rec.pause_until is not None and rec.pause_until > now:
                 left = math.ceil((rec.pause_until - now) * 1000)
                 age = int((now - rec.last_heard) * 1000)
-                out.append(PausedPeer(dataclasses.replace(rec.entry, pause_ms=0), left, age))
+                entry = dataclasses.replace(rec.entry, pause_ms=0)
+                out.append(PausedPeer(entry, left, age, epochs.get(host, 0)))
         return tuple(out)
 
     def _track(self, rec: HostRecord, now: float) -> None:

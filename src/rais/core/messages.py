@@ -135,11 +135,16 @@ class PausedPeer:
     """A host the sender knows to be paused (``rais pause``), relayed so that a
     host that missed the pause (it booted since, or lost the info) does not take
     the silent host for failed: its last entry, the milliseconds left of its
-    pause and how long ago the sender last heard it (wire version 2 only)."""
+    pause, how long ago the sender last heard it, and its epoch (wire version 2
+    only)."""
 
     entry: HostEntry
     remaining_ms: int
     age_ms: int
+    epoch: int
+    """The epoch (incarnation) of the paused host whose entry this is: a pause
+    belongs to one incarnation, and one the receiver knows to be older than
+    the host's current one is stale."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +173,10 @@ class Hello:
     versions: tuple[int, ...]
     features: tuple[str, ...]
     unknown: tuple[tuple[int, bytes], ...] = ()
+    paused: tuple[PausedPeer, ...] = ()
+    """The paused hosts the sender knows of: relayed in the hello too, since
+    a version-1 info cannot carry them (a host of this release that boots into
+    a mixed group during a pause learns of it so)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ _KNOWN = {t & 0x7F: t for t in (FEATURES, ENTRY, PEERS, TABLE, COMMANDS, SETS, P
 _HEAD = struct.Struct(">BI")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-_U32X2 = struct.Struct(">II")
+_U32X3 = struct.Struct(">III")
 _NAME = re.compile(rb"[a-z0-9][a-z0-9-]{0,31}")
 SECTION_OVERHEAD = _HEAD.size
 
@@ -134,7 +134,7 @@ def encode_paused(paused: tuple[PausedPeer, ...]) -> bytes:
     for p in paused:
         if not 0 < p.remaining_ms <= 0xFFFFFFFF or p.entry.pause_ms:
             raise ValueError(f"bad paused peer {p!r}")
-        out.append(_U32X2.pack(p.remaining_ms, min(p.age_ms, 0xFFFFFFFF)))
+        out.append(_U32X3.pack(p.remaining_ms, min(p.age_ms, 0xFFFFFFFF), p.epoch))
         out.append(encode_entry(p.entry))
     return b"".join(out)
 
@@ -145,6 +145,8 @@ def peers_section(records: list[bytes]) -> bytes:
 
 def encode_hello(hello: Hello) -> bytes:
     parts = [(FEATURES, encode_features(hello.versions, hello.features)), *hello.unknown]
+    if hello.paused:
+        parts.append((PAUSED, encode_paused(hello.paused)))
     parts.sort(key=lambda p: p[0] & 0x7F)
     return b"".join(section(t, p) for t, p in parts)
 
@@ -273,9 +275,10 @@ def _assemble(found: dict[int, bytes], unknown: tuple[tuple[int, bytes], ...]) -
         raise _malformed("no features section")
     versions, features = decode_features(found[FEATURES])
     if ENTRY not in found:
-        if found.keys() != {FEATURES}:
+        if not found.keys() <= {FEATURES, PAUSED}:
             raise _malformed("a hello with sections of an info")
-        return Hello(versions=versions, features=features, unknown=unknown)
+        relayed = _decode_paused(found[PAUSED]) if PAUSED in found else ()
+        return Hello(versions=versions, features=features, unknown=unknown, paused=relayed)
     for kind, name in ((PEERS, "peers"), (TABLE, "table"), (COMMANDS, "commands")):
         if kind not in found:
             raise _malformed(f"no {name} section")
@@ -317,10 +320,10 @@ def _decode_paused(b: bytes) -> tuple[PausedPeer, ...]:
     pos = 2
     out = []
     for _ in range(count):
-        remaining, age = _U32X2.unpack_from(b, pos)
+        remaining, age, epoch = _U32X3.unpack_from(b, pos)
         if not remaining:
             raise _malformed("a paused peer with 0 ms left")
-        entry, pos = decode_entry(b, pos + 8)
-        out.append(PausedPeer(entry, remaining, age))
+        entry, pos = decode_entry(b, pos + 12)
+        out.append(PausedPeer(entry, remaining, age, epoch))
     _exact(pos, b, "paused")
     return tuple(out)

@@ -85,10 +85,11 @@ class Versions:
         inbox: Inbox,
         records: Mapping[Addr, HostRecord],
         config: CoreConfig,
-    ) -> Message | bool | None:
+    ) -> Message | Hello | bool | None:
         """Take a decoded datagram through the inbox: the info it completes, its
-        entry read with what its sender announced (:meth:`read`); True for a
-        hello that changed a member's entry; None for nothing to act on."""
+        entry read with what its sender announced (:meth:`read`); a hello that
+        relays paused hosts; True for one that changed a member's entry; None
+        for nothing to act on."""
         if dgram.version not in config.wire_versions:
             inbox.drops["version"] += 1
             return None
@@ -96,12 +97,29 @@ class Versions:
         if msg is None:
             return None
         if isinstance(msg, Hello):
-            return self.take(dgram.sender, dgram.epoch, msg, records) or None
+            changed = self.take(dgram.sender, dgram.epoch, msg, records)
+            return msg if msg.paused else changed or None
         if msg.entry.id != dgram.sender:
             inbox.drops["malformed"] += 1
             return None
         entry = self.read(msg.entry, dgram.epoch, dgram.version)
         return msg if entry is msg.entry else dataclasses.replace(msg, entry=entry)
+
+    @property
+    def epochs(self) -> Mapping[Addr, int]:
+        """The epoch of each sender's last info taken."""
+        return self._epochs
+
+    def relay(self, host: Addr, epoch: int) -> bool | None:
+        """A relayed pause of ``host``'s incarnation ``epoch``: None if it is
+        older than the incarnation this host knows (stale: drop it), True if
+        newer (or the host is unknown), False if the same. A relay taken
+        makes ``epoch`` the known one."""
+        known = self._epochs.get(host)
+        if known is not None and epoch < known:
+            return None
+        self._epochs[host] = epoch
+        return known is None or epoch > known
 
     def forget(self, sender: Addr) -> None:
         self._epochs.pop(sender, None)

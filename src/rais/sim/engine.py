@@ -334,6 +334,10 @@ class Simulation:
         elif kind == "crash+":
             for index in act.hosts:
                 h = self.hosts[index]
+                if h.paused_until is not None:
+                    # the host itself dies while stopped in place: its pause is over
+                    h.paused_until = None
+                    self.checker.pauses.over(now, index)
                 if h.up:
                     self._down(h, now, "crash")
         elif kind == "leave+":
@@ -427,7 +431,7 @@ class Simulation:
             self.world.drop_extras(h.index)
             self.world.boot(h, now, resume=kept)
             h.timer_tick = -1
-            self.checker.host_up(now, h.index)
+            self.checker.host_up(now, h.index, resumed=True)
             self.checker.pauses.over(now, h.index)
             self.world.pauses["resumed"] += 1
             self._log(now, f"resumed {h.index} epoch {h.epoch}")

@@ -130,8 +130,11 @@ class Checker:
 
     # ------------------------------------------------------- who knows what
 
-    def host_up(self, now: float, index: int) -> None:
+    def host_up(self, now: float, index: int, *, resumed: bool = False) -> None:
+        if resumed:
+            self._known.resumed(index)
         self._known.up(now, index)
+        self.pauses.host_up(index)
 
     def _unfit(self, now: float, index: int) -> None:
         """Host ``index`` is about to crash, leave, fail its test or be quiesced."""

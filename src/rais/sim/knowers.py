@@ -68,6 +68,14 @@ class Knowers:
                 # Still known to those who knew it before a restart that never brought it in.
                 self.knowers[gone.preferred] = known | before
 
+    def resumed(self, index: int) -> None:
+        """Host ``index`` restarted in place (``rais pause``): its new process
+        holds what the old one held but knows none of the rows; an orphan only
+        it knew is unclear from now on (docs/protocol.md, "Restarting in place")."""
+        for address, knew in self.knowers.items():
+            if knew is not None and index in knew and len(knew) == 1:
+                self.knowers[address] = None
+
     def learn(self, now: float) -> None:
         """New hosts whose learning time is over know what the hosts they hear know."""
         done = [i for i, t in self.learning.items() if t <= now]

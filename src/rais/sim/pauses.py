@@ -7,8 +7,9 @@ Not judged for a pause that overlaps a partition or a latency spike (or comes
 within a timeout of a network change): a host cut off from the pausing one, or
 hearing it later than its timeout, takes it for failed, as it would any host
 (issue 13). Nor once no host that is up knows of the pause (it was alone, or
-everyone who knew has gone): a host booting then cannot learn of it. Reads the
-world."""
+everyone who knew has gone): a host booting then cannot learn of it. Nor once a
+host of the version-1 release boots during the pause: it cannot know of pauses.
+Reads the world."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ class PauseJudge:
         others = any(h.up and h.index != index for h in self.world.hosts)
         if others and not self.cut and self.world.net.last_change < now - self.timeout:
             self.hold[index] = (frozenset(held), kernel_until)
+
+    def host_up(self, index: int) -> None:
+        """A host booted: one of the version-1 release cannot know of pauses and
+        takes a silent host for failed, so the pauses going on are not judged."""
+        if self.world.hosts[index].old:
+            self.hold.clear()
 
     def host_down(self, now: float) -> None:
         for paused in list(self.hold):
