@@ -34,6 +34,10 @@ class HostRecord:
     last_heard: float
     live: bool
     lost_at: float | None = None
+    relayed: bool = False
+    """Its pause is known only from other hosts' relays: it holds one timeout
+    past the latest relay (at most to the window's end), so a stale relay
+    (the host came back or died since) lapses once nobody relays it."""
     pause_until: float | None = None
     """While its last info announced a pause: when that pause runs out (this
     host's clock: the info's arrival plus its ``pause_ms``)."""
@@ -109,6 +113,7 @@ class Membership:
         previous = rec.entry
         rec.entry = entry
         rec.last_heard = now
+        rec.relayed = False
         if entry.leaving:
             was_live = rec.live
             if was_live:
@@ -138,6 +143,12 @@ class Membership:
         failed); but a host whose pause has lapsed here stays gone. None: not taken."""
         rec = self.records.get(entry.id)
         heard_at = now - age
+        window = now + min(entry.pause_ms / 1000.0, self.timeout)
+        if rec is not None and rec.relayed and rec.live and rec.pause_until is not None:
+            if not newer and window > rec.pause_until:  # renewed by a relay
+                rec.pause_until = window
+                self._paused[entry.id] = window
+            return None
         if (
             rec is not None
             and not newer
@@ -148,7 +159,12 @@ class Membership:
         ):
             return None
         heard = self.heard(now, entry)
-        self.records[entry.id].last_heard = heard_at
+        rec = self.records[entry.id]
+        rec.last_heard = heard_at
+        if rec.pause_until is not None:
+            rec.relayed = True
+            rec.pause_until = window
+            self._paused[entry.id] = max(window, now + self.timeout)
         return heard
 
     def paused_peers(self, now: float, epochs: Mapping[Addr, int]) -> tuple[PausedPeer, ...]:
