@@ -27,11 +27,6 @@ class ClusterMachine(RuleBasedStateMachine):
         self.down: set[int] = set()
         self.partitioned = False
         self.cut = False
-        self.paused: dict[int, float] = {}
-        """Hosts stopped in place after a pause, with its window."""
-        self.linkless: set[int] = set()
-        self.hold_ends: list[tuple[float, int]] = []
-        """When the hold-down after a carrier's return ends, per host."""
 
     @initialize(seed=st.integers(1, 10_000))
     def boot(self, seed: int) -> None:
@@ -43,22 +38,10 @@ class ClusterMachine(RuleBasedStateMachine):
 
     def act(self, kind: str, hosts: tuple[int, ...] = (), value: float = 0.0) -> None:
         self.sim.apply(FaultAction(self.now, kind, hosts, value))
-        # Nothing happens in no time: a datagram in flight reaches the hosts up
-        # when it was sent, so a crash and a reboot at one instant would lose
-        # what was sent in between (a real reboot takes longer than that).
-        self.now += 0.002
-        self.sim.run_until(self.now)
 
     @rule(dt=st.floats(0.01, 2.0))
     def advance(self, dt: float) -> None:
-        target = self.now + dt
-        for t, host in sorted(self.hold_ends):
-            if t <= target:
-                self.now = max(self.now, t)
-                self.sim.run_until(self.now)
-                self.act("linkup-", (host,))
-                self.hold_ends.remove((t, host))
-        self.now = target
+        self.now += dt
         self.sim.run_until(self.now)
 
     @precondition(lambda self: len(self.down) < HOSTS - 1)
@@ -72,33 +55,7 @@ class ClusterMachine(RuleBasedStateMachine):
     def restart(self, host: int) -> None:
         if host in self.down:
             self.down.discard(host)
-            self.paused.pop(host, None)
             self.act("crash-", (host,))
-
-    @rule(host=st.integers(0, HOSTS - 1), window=st.floats(2.0, 4.0))
-    def pause(self, host: int, window: float) -> None:
-        """``rais pause --for window``, the agent stopped in place."""
-        if host not in self.down and host not in self.paused:
-            self.paused[host] = window
-            self.act("pause+", (host,), window)
-
-    @rule(host=st.integers(0, HOSTS - 1))
-    def back_from_pause(self, host: int) -> None:
-        """The new process starts: in time (it resumes) or too late (a boot)."""
-        if host in self.paused:
-            self.act("pause-", (host,), self.paused.pop(host))
-
-    @rule(host=st.integers(0, HOSTS - 1), lost=st.booleans())
-    def link(self, host: int, lost: bool) -> None:
-        """The host's service link loses its carrier, or gets it back."""
-        if lost and host not in self.linkless:
-            self.linkless.add(host)
-            self.act("link+", (host,))
-        elif not lost and host in self.linkless:
-            self.linkless.discard(host)
-            self.act("link-", (host,))
-            hold = self.sim.params.link_hold
-            self.hold_ends.append((self.now + hold, host))
 
     @rule(host=st.integers(0, HOSTS - 1), failing=st.booleans())
     def test(self, host: int, failing: bool) -> None:
@@ -150,11 +107,6 @@ class ClusterMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if self.partitioned:
             self.act("partition-")
-        for host in list(self.paused):
-            self.back_from_pause(host)
-        for host in list(self.linkless):
-            self.link(host, False)
-        self.advance(1.0)
         # Quiet for long enough that every deadline check runs.
         self.now += 3.0
         self.sim.run_until(self.now)

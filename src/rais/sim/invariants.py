@@ -244,9 +244,11 @@ class Checker:
         self.dirty = True
 
     def link_released(self, now: float, index: int, epoch: int) -> None:
-        """L1: the host's link went down an action delay ago; it still is."""
+        """L1: the host's link went down an action delay ago; it still is. Not
+        judged while its agent is stopped in place (``rais pause``): nothing
+        runs there to release; its new process does, on its first link state."""
         h = self.world.hosts[index]
-        if h.up and h.epoch == epoch and not h.carrier:
+        if h.up and h.core is not None and h.epoch == epoch and not h.carrier:
             kept = sorted(fmt(a) for a, hs in self.holders.items() if index in hs)
             if kept:
                 self.violate("L1", now, f"host {index} has no carrier but holds {kept}")
