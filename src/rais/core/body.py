@@ -59,14 +59,16 @@ _ALEN = {4: b"\x04", 16: b"\x10"}
 _BYTE = [bytes((i,)) for i in range(256)]
 
 
-def _addr(addr: Addr) -> bytes:
+def encode_addr(addr: Addr) -> bytes:
+    """``addr``: a length byte (4 or 16) and the packed address."""
     try:
         return _ALEN[len(addr)] + addr
     except KeyError:
         raise ValueError(f"address must be 4 or 16 bytes, not {len(addr)}") from None
 
 
-def _prefix(prefixlen: int, addr: Addr) -> bytes:
+def encode_prefix(prefixlen: int, addr: Addr) -> bytes:
+    """A prefix length byte, checked against the family of ``addr``."""
     if not 0 <= prefixlen <= 8 * len(addr):
         raise ValueError(f"prefix length {prefixlen} too long for a {len(addr)}-byte address")
     return _BYTE[prefixlen]
@@ -82,32 +84,32 @@ def encode_entry(e: HostEntry) -> bytes:
     )
     if not 1 <= len(e.control) <= MAX_CONTROL:
         raise ValueError(f"a host has 1..{MAX_CONTROL} control addresses, not {len(e.control)}")
-    out = [_BYTE[flags], _addr(e.id), _U32X2.pack(e.load, e.capacity), _BYTE[len(e.control)]]
-    out.extend(map(_addr, e.control))
+    out = [_BYTE[flags], encode_addr(e.id), _U32X2.pack(e.load, e.capacity), _BYTE[len(e.control)]]
+    out.extend(map(encode_addr, e.control))
     if e.preferred is None:
         out.append(b"\x00\x00")  # no preferred address; the prefix length is written as 0
     else:
-        out.append(_addr(e.preferred))
-        out.append(_prefix(e.prefixlen, e.preferred))
+        out.append(encode_addr(e.preferred))
+        out.append(encode_prefix(e.prefixlen, e.preferred))
     out.append(_U16.pack(len(e.served)))
     for addr, state in e.served:
         if state not in _STATES:
             raise ValueError(f"bad address state {state!r}")
-        out.append(_addr(addr))
+        out.append(encode_addr(addr))
         out.append(_BYTE[state])
     out.append(_BYTE[len(e.requests)])
     for r in e.requests:
         if r.op not in _REQOPS or (r.target is None) != (r.op == ReqOp.FAILBACK):
             raise ValueError(f"bad request {r!r}")
         out.append(_BYTE[r.op])
-        out.append(_addr(r.address))
-        out.append(b"\x00" if r.target is None else _addr(r.target))
+        out.append(encode_addr(r.address))
+        out.append(b"\x00" if r.target is None else encode_addr(r.target))
         out.append(_U64.pack(r.stamp))
     return b"".join(out)
 
 
 def encode_peer(p: PeerAge) -> bytes:
-    return _addr(p.id) + _U16U8.pack(min(p.age_ms, AGE_CAP), 1 if p.live else 0)
+    return encode_addr(p.id) + _U16U8.pack(min(p.age_ms, AGE_CAP), 1 if p.live else 0)
 
 
 def encode_rest(msg: Message) -> bytes:
@@ -118,9 +120,9 @@ def encode_rest(msg: Message) -> bytes:
 def encode_table(table: tuple[TableEntry, ...]) -> bytes:
     out = [_U16.pack(len(table))]
     for t in table:
-        out.append(_addr(t.address))
-        out.append(_prefix(t.prefixlen, t.address))
-        out.append(_addr(t.preferred))
+        out.append(encode_addr(t.address))
+        out.append(encode_prefix(t.prefixlen, t.address))
+        out.append(encode_addr(t.preferred))
         out.append(_U32.pack(t.orphan_ms))
     return b"".join(out)
 
@@ -131,9 +133,9 @@ def encode_commands(commands: tuple[Command, ...]) -> bytes:
         if c.op not in _OPS:
             raise ValueError(f"bad command op {c.op!r}")
         out.append(_BYTE[c.op])
-        out.append(_addr(c.target))
-        out.append(_addr(c.address))
-        out.append(_prefix(c.prefixlen, c.address))
+        out.append(encode_addr(c.target))
+        out.append(encode_addr(c.address))
+        out.append(encode_prefix(c.prefixlen, c.address))
     return b"".join(out)
 
 

@@ -260,11 +260,7 @@ class Core(CoreParts):
         msg = self.versions.accept(dgram, self.inbox, self.members.records, self.config)
         if msg is None:
             return False
-        if isinstance(msg, bool):  # a hello changed what this host knows of its sender
-            if self.is_leader:
-                self._need_pass = True
-            return True
-        if isinstance(msg, Hello):  # a hello relaying paused hosts
+        if isinstance(msg, Hello):  # it changed a member's entry, or relays pauses
             if self.is_leader:
                 self._need_pass = True
             self._take_relays(now, msg.paused)

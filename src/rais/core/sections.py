@@ -28,8 +28,10 @@ from rais.core.body import (
     decode_entry,
     decode_peers,
     decode_table,
+    encode_addr,
     encode_commands,
     encode_entry,
+    encode_prefix,
     encode_table,
 )
 from rais.core.messages import Command, Hello, HostEntry, Message, PausedPeer, TableEntry
@@ -83,9 +85,7 @@ def encode_features(versions: tuple[int, ...], features: tuple[str, ...]) -> byt
 def _extras(extras: Extras) -> bytes:
     out = [bytes((len(extras),))]
     for addr, prefixlen in extras:
-        if len(addr) not in (4, 16) or not 0 <= prefixlen <= 8 * len(addr):
-            raise ValueError(f"bad set member {addr!r}/{prefixlen}")
-        out.append(bytes((len(addr),)) + addr + bytes((prefixlen,)))
+        out.append(encode_addr(addr) + encode_prefix(prefixlen, addr))
     return b"".join(out)
 
 

@@ -36,13 +36,7 @@ class Versions:
         """The entry of an info that arrived in wire ``version`` and sender ``epoch``,
         with the versions and features its sender announced in that epoch."""
         self._epochs[entry.id] = epoch
-        if version != 1:
-            return entry
-        known = self._hellos.get(entry.id)
-        if known is None or known[0] != epoch:
-            return entry
-        hello = known[1]
-        return dataclasses.replace(entry, versions=hello.versions, features=hello.features)
+        return entry if version != 1 else self.apply(entry)
 
     def hello(self, sender: Addr, epoch: int, hello: Hello) -> bool:
         """Take in a hello; True if it concerns the sender's current epoch (the
@@ -85,11 +79,11 @@ class Versions:
         inbox: Inbox,
         records: Mapping[Addr, HostRecord],
         config: CoreConfig,
-    ) -> Message | Hello | bool | None:
+    ) -> Message | Hello | None:
         """Take a decoded datagram through the inbox: the info it completes, its
         entry read with what its sender announced (:meth:`read`); a hello that
-        relays paused hosts; True for one that changed a member's entry; None
-        for nothing to act on."""
+        changed a member's entry or relays paused hosts; None for nothing to
+        act on."""
         if dgram.version not in config.wire_versions:
             inbox.drops["version"] += 1
             return None
@@ -98,7 +92,7 @@ class Versions:
             return None
         if isinstance(msg, Hello):
             changed = self.take(dgram.sender, dgram.epoch, msg, records)
-            return msg if msg.paused else changed or None
+            return msg if changed or msg.paused else None
         if msg.entry.id != dgram.sender:
             inbox.drops["malformed"] += 1
             return None
@@ -120,10 +114,6 @@ class Versions:
             return None
         self._epochs[host] = epoch
         return known is None or epoch > known
-
-    def forget(self, sender: Addr) -> None:
-        self._epochs.pop(sender, None)
-        self._hellos.pop(sender, None)
 
 
 def send_version(own: HostEntry, live: list[HostEntry]) -> int:
