@@ -4,6 +4,7 @@ variants, and proof that the checker catches broken cores."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -237,19 +238,19 @@ class AcquiresWhenQuiesced(Core):
     def entry(self) -> HostEntry:
         return replace(super().entry(), quiesced=False, ok=True)
 
-    def _obey(self, now: float, cmd: Command) -> None:
+    def _obey(self, now: float, cmd: Command, lease: float | None = math.inf) -> None:
         if cmd.op == Op.ACQUIRE:
             if self.served.acquire(cmd.address, cmd.prefixlen):
                 self._self_changed(now)
             return
-        super()._obey(now, cmd)
+        super()._obey(now, cmd, lease)
 
 
 class NeverReleases(Core):
-    def _obey(self, now: float, cmd: Command) -> None:
+    def _obey(self, now: float, cmd: Command, lease: float | None = math.inf) -> None:
         if cmd.op == Op.RELEASE:
             return
-        super()._obey(now, cmd)
+        super()._obey(now, cmd, lease)
 
 
 class NeverExpiresHosts(Core):

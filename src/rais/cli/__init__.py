@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="chance that a host with a preferred address prefers an address set",
     )
+    sim.add_argument(
+        "--guard",
+        choices=("none", "majority", "etcd"),
+        default="none",
+        help="the cores' guard (majority: every host votes; etcd: a simulated arbiter)",
+    )
+    sim.add_argument("--lease", type=_duration, default=2.0, help="the guard's lease")
+    sim.add_argument(
+        "--on-arbiter-loss", choices=("hold", "release"), default="hold", help="guard etcd"
+    )
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--trace", metavar="FILE", help="write the event trace ('-' for stdout)")
 

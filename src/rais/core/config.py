@@ -7,6 +7,18 @@ from dataclasses import dataclass
 from rais.core.addr import Addr, fmt
 from rais.core.features import FEATURES, WIRE_VERSIONS
 
+MODES = ("none", "majority", "etcd")
+LOSS_MODES = ("hold", "release")
+KERNEL_SLACK = 1.5
+"""Seconds past its lifetime that the kernel may still have an address: it
+removes expired addresses on a timer rounded up to whole seconds (field notes:
+within about a second of expiry)."""
+MIN_LEASE = 1.5
+"""The shortest lease: a kernel lifetime is whole seconds and at least 1, and a
+refresh must fit in what is left of the lease between renewals."""
+MIN_KERNEL = 1.0
+"""A held address is (re)configured only with at least this much lease left."""
+
 
 @dataclass(frozen=True, slots=True)
 class CoreConfig:
@@ -52,6 +64,20 @@ class CoreConfig:
     release (the simulator's model of an old host)."""
     features: tuple[str, ...] = FEATURES
     """The features this host announces (none for a version-1 host)."""
+    guard: str = "none"
+    """What keeps an address off two hosts across a partition (rais.core.guard):
+    "none" (as the patent), "majority" (a quorum of ``voters``) or "etcd" (the
+    group's leader key in etcd)."""
+    voters: tuple[Addr, ...] = ()
+    """The host ids whose votes count for guard "majority" (observers may be voters)."""
+    lease: float = 2.0
+    """With a guard: how long a host keeps an address after the latest info of a
+    quorate leader that covered it (rais.core.guard); the kernel lifetime of a
+    held address never runs past it."""
+    on_arbiter_loss: str = "hold"
+    """Guard "etcd", when etcd cannot be reached: "hold" (keep every address
+    where it is while the leader hears every member it heard before) or
+    "release"."""
 
     def __post_init__(self) -> None:
         if not self.control:
@@ -78,6 +104,9 @@ class CoreConfig:
             raise ValueError("failback_delay must not be negative")
         if self.observer and self.preferred is not None:
             raise ValueError("an observer has no preferred address")
+        why = check_guard(self)
+        if why is not None:
+            raise ValueError(why)
 
     @property
     def host_id(self) -> Addr:
@@ -86,3 +115,21 @@ class CoreConfig:
     @property
     def effective_command_timeout(self) -> float:
         return self.command_timeout if self.command_timeout > 0 else self.timeout
+
+
+def check_guard(c: CoreConfig) -> str | None:
+    """Why the guard settings of ``c`` cannot work (None: they can)."""
+    if c.guard not in MODES:
+        return f"unknown guard {c.guard!r}"
+    if c.on_arbiter_loss not in LOSS_MODES:
+        return f"unknown on_arbiter_loss {c.on_arbiter_loss!r}"
+    if c.guard == "none":
+        return None
+    if c.lease < MIN_LEASE or c.lease < 2 * c.timeout:
+        return f"lease must be at least {MIN_LEASE:g}s and 2 x timeout, not {c.lease:g}s"
+    if c.guard == "majority":
+        if not c.voters:
+            return 'guard "majority" needs voters'
+        if len(set(c.voters)) != len(c.voters):
+            return "a voter is listed twice"
+    return None

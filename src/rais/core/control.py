@@ -20,7 +20,7 @@ pending (``_decide``, step 610):
 2. an address with a claimant still acquiring or releasing is left alone;
 3. ``_assign_unserved``: an unserved address goes to its preferred host if
    that host is eligible, else to a spare, else to a non-spare eligible host
-   (the least loaded, see ``_pick``; the patent's random pick with placement
+   (the least loaded, see rais.core.placement; the patent's random pick with placement
    "random"), else a "cannot assign" event is raised (once, until the
    situation changes);
    ``_move`` (beyond the patent): an address an operator moved goes to the
@@ -47,8 +47,9 @@ command is not decided again, so a random pick is never second-guessed.
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from rais.core.addr import Addr
@@ -57,7 +58,7 @@ from rais.core.effects import EventKind
 from rais.core.hosts import eligible, pausing
 from rais.core.messages import AddrState, Command, HostEntry, Op, ReqOp, Request
 from rais.core.outbox import Outbox
-from rais.core.utilization import utilization
+from rais.core.placement import loads, pick
 
 _BUSY = (AddrState.ACQUIRING, AddrState.RELEASING)
 
@@ -85,6 +86,8 @@ class _Pass:
     requests: dict[Addr, Request]
     held: set[Addr]
     """Addresses a pausing host claims: no rule touches them."""
+    free_at: Callable[[Addr], float]
+    """When an unserved address may be given to a host (rais.core.guard, rule 3)."""
     new: list[Command] = field(default_factory=list)
 
 
@@ -247,11 +250,12 @@ class Controller:
         table: AddressTable,
         command_timeout: float,
         requests: dict[Addr, Request] | None = None,
+        free_at: Callable[[Addr], float] = lambda address: -math.inf,
     ) -> list[Command]:
         """One control pass (figure 6A, steps 608 and 610): the rules of the module
         doc, in its order; returns the new commands (also recorded as pending).
         ``requests``: the operator request in force per address (core/requests.py)."""
-        p = self._build(now, hosts, command_timeout, requests or {})
+        p = self._build(now, hosts, command_timeout, requests or {}, free_at)
         if self._leading_since is None:
             self._leading_since = now
         rows = table.rows
@@ -267,6 +271,7 @@ class Controller:
         hosts: list[HostEntry],
         command_timeout: float,
         requests: dict[Addr, Request],
+        free_at: Callable[[Addr], float],
     ) -> _Pass:
         """Step 608: the control database (the pseudocode's outer loop over the
         hosts, its inner loop over the addresses each serves)."""
@@ -283,7 +288,16 @@ class Controller:
             if pausing(h):
                 held.update(a for a, _ in h.served)
         p = _Pass(
-            now, command_timeout, by_id, spares, others, claims, self._loads(hosts), requests, held
+            now,
+            command_timeout,
+            by_id,
+            spares,
+            others,
+            claims,
+            loads(hosts, self.load_scale),
+            requests,
+            held,
+            free_at,
         )
         self._track_eligible(now, hosts, by_id)
         return p
@@ -352,6 +366,10 @@ class Controller:
         releasing, continue"); moved; failed back (rule 4); duplicated (rule 5)."""
         claimants = p.claims.get(address, [])
         if not claimants:
+            due = p.free_at(address)
+            if due > p.now:  # a guard waits for every lease on it to run out
+                self._wake = due if self._wake is None else min(self._wake, due)
+                return
             self._assign_unserved(p, address, row)
             return
         self._cannot.discard(address)
@@ -372,7 +390,7 @@ class Controller:
     def _assign_unserved(self, p: _Pass, address: Addr, row: AddrRow) -> None:
         """Rule 3, the unserved (step 610, "managing unserved states"): to the host
         a move pins it to, else to its preferred host if that can take it, else a
-        spare, else a non-spare eligible host (``_pick``), else a "cannot assign"
+        spare, else a non-spare eligible host (rais.core.placement), else a "cannot assign"
         event, raised once until the situation changes."""
         choice = self._pin(p, address) or (
             row.preferred if self._preferred_can_take(p, address, row) else None
@@ -381,7 +399,7 @@ class Controller:
             for pool in (p.spares, p.others):
                 takers = [h for h in pool if self._may_take(p.now, h, address)]
                 if takers:
-                    choice = self._pick(takers, p.load)
+                    choice = pick(takers, p.load, self.placement, self.rng)
                     break
         if choice is None:
             if address not in self._cannot:
@@ -462,27 +480,6 @@ class Controller:
         if target is None or not _takes(target) or not self._may_take(p.now, target.id, address):
             return None
         return target.id
-
-    def _loads(self, hosts: list[HostEntry]) -> dict[Addr, list[int]]:
-        """Per eligible host: [addresses given in this pass, utilization (on the
-        group's load_scale, the same value DNS uses), addresses it serves]."""
-        out: dict[Addr, list[int]] = {}
-        for h in hosts:
-            if _takes(h):
-                util = utilization(h.load, h.capacity, self.load_scale)
-                out[h.id] = [0, util, len(h.served)]
-        return out
-
-    def _pick(self, takers: list[Addr], load: dict[Addr, list[int]]) -> Addr:
-        """Where an orphan goes. "least-loaded": never a second address to a host
-        in one pass while another taker got none, then the lowest utilization,
-        then the fewest addresses served, ties broken by the seeded random pick;
-        "random": the patent's random pick."""
-        if self.placement == "random":
-            return self.rng.choice(takers)
-        keys = {h: tuple(load.get(h, (0, 0, 0))) for h in takers}
-        best = min(keys.values())
-        return self.rng.choice([h for h in takers if keys[h] == best])
 
     def _failback_due(self, now: float, preferred: Addr) -> bool:
         """Whether a returned preferred host gets its address back now (failback

@@ -10,32 +10,30 @@ drained with ``effects()``; ``get_timer()`` says when to call
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from collections.abc import Callable
 
 from rais.core.addr import Addr, fmt
+from rais.core.config import MIN_KERNEL
 from rais.core.effects import Effect, EventKind
 from rais.core.emit import info
-from rais.core.hosts import can_lead, eligible
-from rais.core.membership import Heard
+from rais.core.hearing import Hearing
+from rais.core.hosts import eligible
 from rais.core.messages import (
     AddrState,
     Command,
     Datagram,
     Hello,
-    HostEntry,
     Message,
     Op,
-    PausedPeer,
     ReqOp,
     Request,
 )
-from rais.core.parts import CoreParts
 from rais.core.requests import winning
 from rais.core.versions import send_version
 
 
-class Core(CoreParts):
+class Core(Hearing):
     """The protocol engine of one host in one service group: every input on one
     path (``_input``), the transitions it drives, the effects it queues."""
 
@@ -97,6 +95,7 @@ class Core(CoreParts):
             self.link.fit_at,
             None if self.settled else self.settle_at,
             self.own_pause.until,
+            self.guard.next_deadline(self.now, list(self.served.states), self.is_leader),
         ):
             if d is not None and d < t:
                 t = d
@@ -109,6 +108,28 @@ class Core(CoreParts):
     def link_state(self, now: float, up: bool, reason: str = "") -> None:
         """The carrier of the group's service interface (rais.core.link)."""
         self._input(now, lambda now: self._linked(now, up, reason))
+
+    def arbiter_state(
+        self,
+        now: float,
+        *,
+        reachable: bool,
+        held: bool,
+        token: int = 0,
+        until: float = 0.0,
+    ) -> None:
+        """Guard "etcd": the driver's latest word on the group's leader key
+        (after a ``Campaign``): etcd answered or not (``reachable``), this host
+        holds the key (``held``) with create revision ``token``, surely until
+        ``until`` (this clock: the TTL counted from the send of the last grant or
+        renewal that succeeded)."""
+
+        def body(now: float) -> bool:
+            live = [e.id for e in self.members.live()]
+            self.guard.arbiter(now, reachable, held, token, until, live)
+            return True
+
+        self._input(now, body)
 
     def load_sample(self, now: float, load: int, capacity: int) -> None:
         """Load and capacity for the next info (unsigned 32-bit, figure 2C); not
@@ -185,6 +206,8 @@ class Core(CoreParts):
     def _done(self, now: float, address: Addr, ok: bool, reason: str) -> bool:
         was = self.served.states.get(address)
         if self.served.done(now, address, ok, reason):
+            if address not in self.served.states:
+                self.guard.forget(address)
             if was == AddrState.ACQUIRING:
                 if ok:
                     self.control.acquired(self.id, address)
@@ -266,7 +289,7 @@ class Core(CoreParts):
             self._take_relays(now, msg.paused)
             return True
         # Only these can bring the timer forward (see ``_input``).
-        return self._on_message(now, msg) or self._need_pass or self._send_info
+        return self._on_message(now, msg) or self._need_pass or self._send_info or self.guard.dirty
 
     def _on_timer(self, now: float) -> bool:
         if not self.settled and now >= self.settle_at:
@@ -295,6 +318,12 @@ class Core(CoreParts):
             self._need_pass = True
         if self.link.expire(now):
             self._self_changed(now)
+        lapsed = self.guard.lapsed(now, list(self.served.states))
+        if lapsed:
+            for key in lapsed:
+                self.served.release(key)
+            self._self_changed(now)
+        self.guard.prune(now)
         if self.next_announce is not None and now >= self.next_announce:
             self.served.announce_all()
             self.next_announce = now + self.config.announce_interval
@@ -320,6 +349,7 @@ class Core(CoreParts):
         news = self._take_entry(now, entry, self.members.heard(now, entry))
         news = self._take_relays(now, msg.paused) or news
         from_leader = entry.id == self._leader
+        lease = self.guard.take(now, entry.id, msg.guard, from_leader, entry.served)
         if from_leader:
             self._leader_rows = frozenset(te.address for te in msg.table)
         if msg.table:
@@ -328,91 +358,22 @@ class Core(CoreParts):
         if from_leader:
             for cmd in msg.commands:
                 if cmd.target == self.id:
-                    self._obey(now, cmd)
+                    self._obey(now, cmd, lease)
                     news = True
         return news
 
-    def _take_relays(self, now: float, paused: tuple[PausedPeer, ...]) -> bool:
-        """Paused hosts another host relays (docs/protocol.md, "Relayed")."""
-        news = False
-        for p in paused:
-            newer = None if p.entry.id == self.id else self.versions.relay(p.entry.id, p.epoch)
-            if newer is not None:
-                relayed = dataclasses.replace(p.entry, pause_ms=p.remaining_ms)
-                heard = self.members.relayed(now, relayed, p.age_ms / 1000.0, newer)
-                if heard is not None:
-                    news = self._take_entry(now, relayed, heard) or news
-        return news
-
-    def _take_entry(self, now: float, entry: HostEntry, heard: Heard) -> bool:
-        """Act on a host's entry, heard from it (or relayed while it is paused)."""
-        news = heard.changed
-        if heard.joined:
-            if heard.previous is None:
-                self._pages.ids.append(entry.id)
-            self.out.event(now, EventKind.HOST_JOINED, None, f"host {fmt(entry.id)}")
-            self.control.membership_changed()
-        if heard.pause > 0:
-            why = f"host {fmt(entry.id)}: for {entry.pause_ms} ms"
-            self.out.event(now, EventKind.HOST_PAUSED, None, why)
-        elif heard.pause < 0:
-            self.out.event(now, EventKind.HOST_RESUMED, None, f"host {fmt(entry.id)}")
-        if heard.left:
-            self._host_gone(now, entry.id, EventKind.HOST_LEFT, "left")
-        if heard.changed:
-            if not heard.left:
-                self.table.observe(now, entry)
-            prev = heard.previous
-            if heard.left:
-                self._elect(now, gone=[entry.id])
-            elif heard.joined or prev is None or can_lead(prev) != can_lead(entry):
-                self._elect(now, entry=entry)
-            if prev is not None and prev.served != entry.served:
-                self.served.reannounce_resolved(prev, entry)
-                self.control.note_outcomes(now, prev, entry)
-            if self.is_leader:
-                self._need_pass = True
-        if self.is_leader and self.control.has_pending() and self.control.observe(entry):
-            self._need_pass = True
-        return news
-
-    def _host_gone(self, now: float, host: Addr, kind: EventKind, reason: str) -> None:
-        rec = self.members.records[host]
-        self.out.event(now, kind, None, f"host {fmt(host)}: {reason}")
-        # A host lost after its pause counts as gone from the end of the pause.
-        since = rec.last_heard if rec.pause_until is None else rec.pause_until
-        self.table.preferred_gone(now, rec.entry, since)
-        self.control.host_gone(host)
-        self.control.membership_changed()
-        self.inbox.forget(host)
-        self._need_pass = True
-
-    def _elect(
-        self, now: float, *, entry: HostEntry | None = None, gone: list[Addr] | None = None
-    ) -> None:
-        """Recompute the leader: in full with no arguments, else after ``entry`` was
-        heard or the ``gone`` hosts were lost (patent step 602)."""
-        old = self._leader
-        own = self.entry()
-        if entry is None and gone is None:
-            new = self.members.elect(own)
-        else:
-            new = self.members.update_leader(own, old, entry=entry, gone=gone)
-        if new != old:
-            self._leader = new
-            self._leader_rows = frozenset()
-            self.out.event(now, EventKind.LEADER_CHANGED, None, f"leader {fmt(new)}")
-            self.control.reset()
-            if new == self.id:
-                self._need_pass = True
-                self._send_info = True
-
-    def _obey(self, now: float, cmd: Command) -> None:
-        """Figures 4B and 4C: an acquire or release from this host's leader."""
+    def _obey(self, now: float, cmd: Command, lease: float | None = math.inf) -> None:
+        """Figures 4B and 4C: an acquire or release from this host's leader. With
+        a guard an acquire needs ``lease``: until when the info that carried it
+        lets this host hold the address (rais.core.guard), at least
+        ``MIN_KERNEL`` ahead."""
         if cmd.op == Op.ACQUIRE:
             if not eligible(self.entry()) or self.own_pause.until is not None:
                 return
+            if lease is None or lease - now < MIN_KERNEL:
+                return
             changed = self._acquire_set(cmd)
+            self.guard.leased(cmd.address, lease)
         else:
             changed = self.served.release(cmd.address)
         if changed:
@@ -423,11 +384,16 @@ class Core(CoreParts):
         hosts = self.members.live()
         hosts.append(self.entry())
         new = self.control.run(
-            now, hosts, self.table, self.config.effective_command_timeout, winning(hosts)
+            now,
+            hosts,
+            self.table,
+            self.config.effective_command_timeout,
+            winning(hosts),
+            self.guard.free_at,
         )
         for cmd in new:
             if cmd.target == self.id:
-                self._obey(now, cmd)
+                self._obey(now, cmd, now + self.config.lease)
             else:
                 self._send_info = True
         if any(c.target == self.id for c in new):
@@ -439,8 +405,15 @@ class Core(CoreParts):
             hosts.append(self.entry())
             if self.requests.prune(now, hosts):
                 self._self_changed(now)
-        if not (self.is_leader and self.settled):
-            self._need_pass = False  # only a leader runs passes; becoming one asks for one
+        held = list(self.served.states)
+        if self.guard.settle(now, self.is_leader, self.settled, self._leader, held, self.leaving):
+            self._send_info = True
+            self._need_pass = True
+            if not self.guard.quorate(now):
+                self.control.reset()
+        if not (self.is_leader and self.settled and self.guard.quorate(now)):
+            # Only a leader runs passes (with a guard, a quorate one); becoming one asks for one.
+            self._need_pass = False
         for _ in range(3):
             if not self._need_pass:
                 break
@@ -454,6 +427,16 @@ class Core(CoreParts):
         entry = self.entry()
         # This host's own address enters the table as the group learns of it.
         self.table.observe(now, entry)
+        leading = self.is_leader
+        commands = self.control.pending() if leading and self.guard.quorate(now) else ()
+        served = [a for a, _ in entry.served]
+        live = [e.id for e in self.members.live()]
+        guard = self.guard.section(now, self._leader, self.settled, leading, served, live)
+        if guard is not None:
+            self.guard.observe(now, self.id, served, None)
+            for cmd in commands:
+                if cmd.op == Op.ACQUIRE and cmd.target != self.id:
+                    self.guard.acquiring(now, cmd.target, cmd.address, guard.stamp)
         self._send(
             info(
                 now,
@@ -462,8 +445,9 @@ class Core(CoreParts):
                 members=self.members,
                 table=self.table,
                 leader_rows=self._leader_rows,
-                commands=self.control.pending() if self.is_leader else None,
+                commands=commands if leading else None,
                 epochs=self.versions.epochs,
+                guard=guard,
             )
         )
 

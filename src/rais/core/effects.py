@@ -40,6 +40,17 @@ class EventKind(StrEnum):
     the reason says which and why); the event's address is the set's key."""
     SET_COMPLETE = "set-complete"
     """A held address set that was partial has every one of its addresses up."""
+    QUORUM_LOST = "quorum-lost"
+    """Guard "majority" (or "etcd" holding on through an arbiter loss): this host,
+    as leader, no longer has its quorum and assigns nothing; or, as a holder, its
+    lease ran out with no quorate leader heard, and it released what it held."""
+    QUORUM_REGAINED = "quorum-regained"
+    """The quorum (or, for a holder, a quorate leader's lease) is back."""
+    ARBITER_LOST = "arbiter-lost"
+    """Guard "etcd": this host, as leader, no longer holds the group's leader key
+    (etcd unreachable, the lease lapsed, or another host holds the key)."""
+    ARBITER_REGAINED = "arbiter-regained"
+    """Guard "etcd": this host, as leader, holds the group's leader key again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,16 @@ class Announce:
 
 
 @dataclass(frozen=True, slots=True)
+class Campaign:
+    """Guard "etcd": this host wants (``want``) the group's leader key, or wants
+    it no more (resign it if held). While it wants it the driver campaigns and
+    renews, and reports every outcome with ``Core.arbiter_state``. Emitted on
+    every change."""
+
+    want: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened, for logs, traps, metrics and the simulator."""
 
@@ -103,4 +124,4 @@ class Event:
     reason: str = ""
 
 
-Effect = Send | Acquire | Release | Announce | Event
+Effect = Send | Acquire | Release | Announce | Campaign | Event

@@ -14,7 +14,7 @@ from rais.core.config import CoreConfig
 from rais.core.effects import Send
 from rais.core.hosts import fit
 from rais.core.membership import HostRecord, Membership
-from rais.core.messages import Command, Hello, HostEntry, Message, PeerAge, TableEntry
+from rais.core.messages import Command, GuardInfo, Hello, HostEntry, Message, PeerAge, TableEntry
 from rais.core.outbox import Outbox
 
 
@@ -59,6 +59,7 @@ def info(
     leader_rows: frozenset[Addr],
     commands: tuple[Command, ...] | None,
     epochs: Mapping[Addr, int],
+    guard: GuardInfo | None = None,
 ) -> Message:
     """This host's next info: its entry, a page of peers, the orphan rows it
     sends (all of them, with ``commands``, when it leads), the paused hosts it
@@ -75,6 +76,7 @@ def info(
         ),
         commands=commands or (),
         paused=members.paused_peers(now, epochs),
+        guard=guard,
     )
 
 

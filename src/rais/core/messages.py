@@ -148,6 +148,20 @@ class PausedPeer:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardInfo:
+    """The GUARD section of an info (rais.core.guard; wire version 2 only): the
+    sender's clock in ms (mod 2**32), the leader it names (None: none), whether
+    it leads and may assign now, the fencing token (etcd: the leader key's
+    revision; 0: none) and the newest stamp it heard from each of some hosts."""
+
+    stamp: int
+    vote: Addr | None
+    quorate: bool
+    token: int
+    echoes: tuple[tuple[Addr, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A whole info message, once reassembled from its datagrams."""
 
@@ -160,6 +174,8 @@ class Message:
     unknown: tuple[tuple[int, bytes], ...] = ()
     """Sections of wire version 2 this release does not know and may skip
     (type, payload), kept only so that a decoded body re-encodes to the same bytes."""
+    guard: GuardInfo | None = None
+    """The GUARD section (a group with a guard; wire version 2 only)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from rais.core.addrtable import AddressTable
 from rais.core.config import CoreConfig
 from rais.core.control import Controller
 from rais.core.emit import PeerPages, Sender
+from rais.core.guard import Guard
 from rais.core.hosts import eligible
 from rais.core.inbox import Inbox
 from rais.core.link import Link
@@ -57,6 +58,8 @@ class CoreParts:
         """The combined result of the group's tests (``test_result``)."""
         self.link = Link(config.link_hold, now, self.out)
         """The service link (``link_state``); the entry's OK needs it fit."""
+        self.guard = Guard(config, self.out, now)
+        """Votes, quorum, leases (rais.core.guard); idle with guard "none"."""
         self.quiesced = False
         self.leaving = False
         self.left = False
@@ -126,6 +129,11 @@ class CoreParts:
         feature."""
         if self.left or self.leaving:
             return "this host is leaving the group"
+        if self.guard.on:
+            return (
+                f"group {self.config.group} has guard {self.config.guard!r}: a silent "
+                "host cannot keep its lease through a pause"
+            )
         why = out_of_bounds(duration, self.config.timeout)
         if why is not None:
             return why
@@ -237,7 +245,15 @@ class CoreParts:
             tests_ok=self.ok,
             link=self.link.view(now),
             sets=self.served.views(),
+            guard=self.guard.view(now, list(self.served.states)),
         )
+
+    def lease_left(self, address: Addr, now: float) -> float | None:
+        """With a guard: how long this host may still hold the set keyed by (or
+        having) ``address`` (rais.core.guard): the driver never sets a kernel
+        lifetime past it, and adds or refreshes nothing with under
+        ``MIN_KERNEL`` left. None without a guard (the normal lifetime)."""
+        return self.guard.lease_left(self.key_of(address), now)
 
     def holding(self, address: Addr) -> AddrState | None:
         """The state in which this host serves ``address`` (None: it does not):

@@ -10,8 +10,8 @@ sections this release knows decode as strictly as version 1 (canonical: a body
 that parses re-encodes to the same bytes; skipped sections are kept in
 ``Message.unknown`` for that).
 
-An info carries FEATURES, ENTRY, PEERS, TABLE and COMMANDS, and SETS, PAUSE and
-PAUSED when it has something to say in them. A body with FEATURES and no ENTRY is a
+An info carries FEATURES, ENTRY, PEERS, TABLE and COMMANDS, and SETS, PAUSE,
+PAUSED and GUARD when it has something to say in them. A body with FEATURES and no ENTRY is a
 *hello* (rais.core.messages.Hello).
 """
 
@@ -34,7 +34,15 @@ from rais.core.body import (
     encode_prefix,
     encode_table,
 )
-from rais.core.messages import Command, Hello, HostEntry, Message, PausedPeer, TableEntry
+from rais.core.messages import (
+    Command,
+    GuardInfo,
+    Hello,
+    HostEntry,
+    Message,
+    PausedPeer,
+    TableEntry,
+)
 
 MUST = 0x80
 FEATURES = 0x01
@@ -45,12 +53,18 @@ COMMANDS = MUST | 0x05
 SETS = 0x06
 PAUSE = 0x07
 PAUSED = 0x08
+GUARD = 0x09
 
-_KNOWN = {t & 0x7F: t for t in (FEATURES, ENTRY, PEERS, TABLE, COMMANDS, SETS, PAUSE, PAUSED)}
+_KNOWN = {
+    t & 0x7F: t for t in (FEATURES, ENTRY, PEERS, TABLE, COMMANDS, SETS, PAUSE, PAUSED, GUARD)
+}
 _HEAD = struct.Struct(">BI")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U32X3 = struct.Struct(">III")
+_GUARD_HEAD = struct.Struct(">IBQH")
+_G_VOTE = 0x01
+_G_QUORATE = 0x02
 _NAME = re.compile(rb"[a-z0-9][a-z0-9-]{0,31}")
 SECTION_OVERHEAD = _HEAD.size
 
@@ -119,6 +133,8 @@ def split_info(msg: Message) -> tuple[bytes, bytes]:
         parts.append((PAUSE, _U32.pack(e.pause_ms)))
     if msg.paused:
         parts.append((PAUSED, encode_paused(msg.paused)))
+    if msg.guard is not None:
+        parts.append((GUARD, encode_guard(msg.guard)))
     parts.extend(msg.unknown)
     parts.sort(key=lambda p: p[0] & 0x7F)
     numbers = [t & 0x7F for t, _ in parts]
@@ -136,6 +152,19 @@ def encode_paused(paused: tuple[PausedPeer, ...]) -> bytes:
             raise ValueError(f"bad paused peer {p!r}")
         out.append(_U32X3.pack(p.remaining_ms, min(p.age_ms, 0xFFFFFFFF), p.epoch))
         out.append(encode_entry(p.entry))
+    return b"".join(out)
+
+
+def encode_guard(g: GuardInfo) -> bytes:
+    """GUARD: u32 stamp, u8 flags (0x01 a vote follows, 0x02 quorate), u64
+    token, u16 echo count, the vote's address, then per echo an address and a
+    u32 stamp."""
+    flags = (_G_VOTE if g.vote is not None else 0) | (_G_QUORATE if g.quorate else 0)
+    out = [_GUARD_HEAD.pack(g.stamp, flags, g.token, len(g.echoes))]
+    if g.vote is not None:
+        out.append(encode_addr(g.vote))
+    for host, stamp in g.echoes:
+        out.append(encode_addr(host) + _U32.pack(stamp))
     return b"".join(out)
 
 
@@ -307,10 +336,45 @@ def _assemble(found: dict[int, bytes], unknown: tuple[tuple[int, bytes], ...]) -
     paused: tuple[PausedPeer, ...] = ()
     if PAUSED in found:
         paused = _decode_paused(found[PAUSED])
+    guard = _decode_guard(found[GUARD]) if GUARD in found else None
     entry = dataclasses.replace(entry, versions=versions, features=features, pause_ms=pause_ms)
     return Message(
-        entry=entry, peers=peers, table=table, commands=commands, paused=paused, unknown=unknown
+        entry=entry,
+        peers=peers,
+        table=table,
+        commands=commands,
+        paused=paused,
+        unknown=unknown,
+        guard=guard,
     )
+
+
+def _addr_at(b: bytes, pos: int) -> tuple[Addr, int]:
+    alen = b[pos]
+    if alen != 4 and alen != 16:
+        raise _malformed(f"address length {alen} in the guard section")
+    end = pos + 1 + alen
+    if end > len(b):
+        raise IndexError
+    return b[pos + 1 : end], end
+
+
+def _decode_guard(b: bytes) -> GuardInfo:
+    stamp, flags, token, count = _GUARD_HEAD.unpack_from(b, 0)
+    if flags & ~(_G_VOTE | _G_QUORATE):
+        raise _malformed(f"unknown guard flags {flags:#04x}")
+    pos = _GUARD_HEAD.size
+    vote = None
+    if flags & _G_VOTE:
+        vote, pos = _addr_at(b, pos)
+    echoes = []
+    for _ in range(count):
+        host, pos = _addr_at(b, pos)
+        (echo,) = _U32.unpack_from(b, pos)
+        echoes.append((host, echo))
+        pos += 4
+    _exact(pos, b, "guard")
+    return GuardInfo(stamp, vote, bool(flags & _G_QUORATE), token, tuple(echoes))
 
 
 def _decode_paused(b: bytes) -> tuple[PausedPeer, ...]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rais.core.addr import Addr
+from rais.core.guard import GuardView
 from rais.core.link import LinkView
 from rais.core.messages import AddrState, HostEntry
 
@@ -112,6 +113,8 @@ class CoreView:
     """The service link as the driver last reported it, and its hold-down."""
     sets: tuple[SetView, ...] = ()
     """The address sets this host serves that have other addresses than their key."""
+    guard: GuardView | None = None
+    """The guard's state (rais.core.guard); its ``mode`` is "none" without one."""
 
     @property
     def is_leader(self) -> bool:

@@ -30,6 +30,9 @@ def params_from(args: argparse.Namespace, seed: int) -> SimParams:
         exact_duplicates=args.exact_duplicates,
         old=args.old,
         sets=args.sets,
+        guard=args.guard,
+        lease=args.lease,
+        on_arbiter_loss=args.on_arbiter_loss,
     )
 
 
@@ -62,6 +65,10 @@ def replay_command(p: SimParams) -> str:
         parts.append(f"--old {p.old:g}")
     if p.sets:
         parts.append(f"--sets {p.sets:g}")
+    if p.guard != "none":
+        parts.append(f"--guard {p.guard} --lease {p.lease:g}")
+        if p.guard == "etcd" and p.on_arbiter_loss != "hold":
+            parts.append(f"--on-arbiter-loss {p.on_arbiter_loss}")
     return " ".join(parts)
 
 

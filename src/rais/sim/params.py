@@ -39,6 +39,11 @@ class SimParams:
     version 1 only, no features): a mixed group, upgraded and downgraded at
     every restart (rais.core.versions)."""
     """Feed bad datagrams (garbage, wrong key, bit flips, replays) and check I5."""
+    guard: str = "none"
+    """The cores' guard (rais.core.guard): "none", "majority" (every host a
+    voter) or "etcd" (the simulated arbiter, sim/arbiter.py)."""
+    lease: float = 2.0
+    on_arbiter_loss: str = "hold"
 
     @property
     def effective_timeout(self) -> float:
@@ -61,6 +66,8 @@ class SimParams:
             raise ValueError("--sets must be in [0, 1]")
         if not 0 <= self.old <= 1:
             raise ValueError("--old must be in [0, 1]")
+        if self.guard not in ("none", "majority", "etcd"):
+            raise ValueError("--guard must be none, majority or etcd")
         if not 1 <= self.networks <= 4:
             raise ValueError("--networks must be 1..4")
 

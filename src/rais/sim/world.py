@@ -149,6 +149,7 @@ class World:
         self.extra_holders: dict[Addr, set[int]] = {}
         """The service network's other addresses of sets: which hosts have each."""
         self.index_of = {h.id: h.index for h in self.hosts}
+        self.voters = tuple(h.id for h in self.hosts)
         self.index_of_service = {h.preferred: h.index for h in self.hosts if h.preferred}
         self.group_tag = wire.group_tag(GROUP)
         self.holders: dict[Addr, set[int]] = {}
@@ -207,6 +208,10 @@ class World:
             observer=h.observer,
             orphan_timeout=p.orphan_timeout,
             link_hold=p.link_hold,
+            guard=p.guard,
+            voters=self.voters if p.guard == "majority" else (),
+            lease=p.lease,
+            on_arbiter_loss=p.on_arbiter_loss,
             **(OLD_RELEASE if h.old else {"extras": self.extras.get(h.index, ())}),
         )
         rng = random.Random((p.seed * 1_000_003 + h.index) * 131 + h.epoch)
