@@ -23,7 +23,7 @@ from rais.config.keys import core_settings
 from rais.core.addr import Addr
 from rais.core.config import CoreConfig
 from rais.core.core import Core
-from rais.core.effects import Acquire, Announce, Event, Release, Send
+from rais.core.effects import Acquire, Announce, Campaign, Event, Release, Send
 from rais.core.messages import AddrState
 from rais.core.pause import kernel_lifetime
 from rais.runtime.actions import Drivers as Drivers  # re-exported: tests take it from here
@@ -97,6 +97,8 @@ class GroupRunner(SetActions):
         """A link watcher reports this group's interface (``link_state``)."""
         self.pause_until: float | None = None
         """While this host pauses (``rais pause``): until when (loop time)."""
+        self.campaign = False
+        """Guard "etcd": the core wants the group's leader key (``Campaign``)."""
 
     # ------------------------------------------------------------- lifecycle
 
@@ -353,6 +355,8 @@ class GroupRunner(SetActions):
             elif isinstance(eff, Announce):
                 ips = [to_ip(eff.address), *(to_ip(a) for a, _ in eff.extras)]
                 self._spawn(self._announce(ips))
+            elif isinstance(eff, Campaign):
+                self.campaign = eff.want  # guard "etcd": the arbiter loop reads it
             else:
                 self.on_event(eff)
         if self.core.left:
