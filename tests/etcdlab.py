@@ -6,6 +6,11 @@ timeout) in one temporary directory, waits until every member answers
 ``GET /health``, and on exit (also on failure) kills them all and removes the
 directory. ``lab.urls`` are the client URLs, ``lab.kill(i)`` SIGKILLs member i.
 
+``netns="NAME"`` runs the members inside that network namespace instead
+(``ip netns exec``), their client URLs on ``host`` (an address of that
+namespace; the peer URLs stay on its loopback), health checked from inside
+it; ``lab.restart(i)`` starts a killed member again on its data directory.
+
 ``tls=True`` serves the client URLs over https with a fresh CA
 (``lab.certs``) and requires a client certificate signed by it;
 ``lab.enable_auth(user, password)`` adds a user with the root role and turns
@@ -28,6 +33,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -138,10 +144,11 @@ class Member:
     peer_port: int
     scheme: str
     process: subprocess.Popen[bytes] | None = None
+    host: str = HOST
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{HOST}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -155,6 +162,7 @@ class EtcdLab:
     members: list[Member]
     certs: Certs | None = None
     token: str = field(default_factory=lambda: "rais-" + secrets.token_hex(4))
+    netns: str | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -164,36 +172,45 @@ class EtcdLab:
         return self.certs.client_context() if self.certs is not None else None
 
     def start(self) -> None:
-        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
-            args = [
-                self.binary,
-                f"--name={m.name}",
-                f"--data-dir={self.directory / m.name}",
-                f"--listen-client-urls={m.url}",
-                f"--advertise-client-urls={m.url}",
-                f"--listen-peer-urls={m.peer_url}",
-                f"--initial-advertise-peer-urls={m.peer_url}",
-                f"--initial-cluster={cluster}",
-                "--initial-cluster-state=new",
-                f"--initial-cluster-token={self.token}",
-                "--heartbeat-interval=50",
-                "--election-timeout=500",
-                "--logger=zap",
-                "--log-outputs=stderr",
+            self._spawn(m)
+
+    def restart(self, index: int) -> None:
+        """Start member ``index`` again (after ``kill``) on its data directory."""
+        self._spawn(self.members[index])
+
+    def _spawn(self, m: Member) -> None:
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
+        args = [
+            *wrap,
+            self.binary,
+            f"--name={m.name}",
+            f"--data-dir={self.directory / m.name}",
+            f"--listen-client-urls={m.url}",
+            f"--advertise-client-urls={m.url}",
+            f"--listen-peer-urls={m.peer_url}",
+            f"--initial-advertise-peer-urls={m.peer_url}",
+            f"--initial-cluster={cluster}",
+            "--initial-cluster-state=new",
+            f"--initial-cluster-token={self.token}",
+            "--heartbeat-interval=50",
+            "--election-timeout=500",
+            "--logger=zap",
+            "--log-outputs=stderr",
+        ]
+        if self.certs is not None:
+            c = self.certs
+            args += [
+                f"--cert-file={c.server_cert}",
+                f"--key-file={c.server_key}",
+                f"--trusted-ca-file={c.ca}",
+                "--client-cert-auth",
             ]
-            if self.certs is not None:
-                c = self.certs
-                args += [
-                    f"--cert-file={c.server_cert}",
-                    f"--key-file={c.server_key}",
-                    f"--trusted-ca-file={c.ca}",
-                    "--client-cert-auth",
-                ]
-            with (self.directory / f"{m.name}.log").open("wb") as log:
-                m.process = subprocess.Popen(
-                    args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-                )
+        with (self.directory / f"{m.name}.log").open("ab") as log:
+            m.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
 
     async def wait_ready(self) -> None:
         loop = asyncio.get_running_loop()
@@ -209,8 +226,17 @@ class EtcdLab:
                         raise RuntimeError(f"{m.name} not ready:\n{self.log_tail(m)}")
                     await asyncio.sleep(0.05)
 
-    @staticmethod
-    async def _healthy(session: aiohttp.ClientSession, m: Member) -> bool:
+    async def _healthy(self, session: aiohttp.ClientSession, m: Member) -> bool:
+        if self.netns is not None:
+            url = m.url + "/health"
+            check = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=1).read())"
+            proc = await asyncio.create_subprocess_exec(
+                *("ip", "netns", "exec", self.netns, sys.executable, "-c", check),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            out, _ = await proc.communicate()
+            return proc.returncode == 0 and b'"true"' in out
         try:
             async with session.get(m.url + "/health", timeout=aiohttp.ClientTimeout(1)) as r:
                 return r.status == 200 and '"true"' in await r.text()
@@ -270,12 +296,19 @@ def _b64(text: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def etcd_cluster(size: int = 1, *, tls: bool = False) -> AsyncIterator[EtcdLab]:
+async def etcd_cluster(
+    size: int = 1, *, tls: bool = False, netns: str | None = None, host: str = HOST
+) -> AsyncIterator[EtcdLab]:
     binary = require_etcd()
     directory = Path(tempfile.mkdtemp(prefix="rais-etcd-"))
     scheme = "https" if tls else "http"
-    members = [Member(f"m{i}", free_port(), free_port(), scheme) for i in range(size)]
-    lab = EtcdLab(directory, binary, members)
+    if netns is None:
+        members = [Member(f"m{i}", free_port(), free_port(), scheme) for i in range(size)]
+    else:  # a namespace of the caller's: every port is free there
+        members = [
+            Member(f"m{i}", 2379 + 2 * i, 2380 + 2 * i, scheme, host=host) for i in range(size)
+        ]
+    lab = EtcdLab(directory, binary, members, netns=netns)
     try:
         if tls:
             lab.certs = make_certs(directory)
