@@ -16,19 +16,22 @@ does), then stops refreshing, at a random phase. ``ip -o -ts monitor address
 dev eth0`` times both the last refresh and the kernel's ``Deleted`` line; the
 *lateness* is ``deleted - last refresh - L``.
 
-Two conditions, because the kernel's IPv4 lifetime check (devinet.c,
-``check_lifetime``) is one timer for every namespace, rescheduled by every
-address change and by itself at least 1 s apart:
+The conditions, because the kernel's IPv4 lifetime check (devinet.c,
+``check_lifetime``) is a timer that runs at once on every address change and
+then not again for at least 1 s (``ADDRCONF_TIMER_FUZZ_MAX``):
 
-* ``idle``: nothing else changes addresses in the lab (other processes on the
-  machine still may);
-* ``busy``: a second namespace refreshes its own address (lifetime 2 s) every
-  250 ms all along, as running agents do;
-* ``after-change``: idle, but one unrelated address change (an add in the
-  other namespace) comes 50 to 950 ms (random) before the lifetime runs out:
-  the timer runs at once on the change and then not again for at least 1 s
-  (``ADDRCONF_TIMER_FUZZ_MAX``), the worst case (say, an agent on another
-  host, or of another group, acquiring an address just then).
+* ``idle``: nothing else changes addresses in the namespace;
+* ``busy``: another address of the namespace (198.51.100.2, lifetime 2 s) is
+  refreshed every 250 ms all along, as an agent of another group does;
+* ``after-change``: idle, but one other address is added to the namespace
+  50 to 950 ms (random) before the lifetime runs out (the worst case: the
+  timer ran just then and waits 1 s);
+* ``after-expiry``: another address of the namespace, not refreshed, runs out
+  50 to 950 ms before this one (a stalled agent whose addresses' lifetimes
+  end apart); with ``valid_lft`` 1 the last refresh itself reschedules the
+  timer, so both go together;
+* ``other-ns-change``: as ``after-change``, the add in a second namespace
+  (does one namespace's change delay another's removal?).
 
 Everything it makes is removed at the end, also on failure and Ctrl-C.
 """
@@ -59,7 +62,7 @@ ADDRESS = "198.51.100.1"
 OTHER = "198.51.100.2"
 REFRESHES = 3
 REFRESH_EVERY = 0.25
-CONDITIONS = ("idle", "busy", "after-change")
+CONDITIONS = ("idle", "busy", "after-change", "after-expiry", "other-ns-change")
 HEADING = "## Kernel removal of an expired address (issue 13, KERNEL_SLACK)"
 STAMP = re.compile(r"^\[([^\]]+)\] ?")
 
@@ -144,6 +147,7 @@ class Busy:
     def __init__(self, ns: str) -> None:
         self.ns = ns
         self.done = threading.Event()
+        ip("-n", ns, "addr", "add", f"{OTHER}/24", "dev", "eth0", *lifetime(2))
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -170,17 +174,21 @@ class Trial:
 
 
 def one_trial(ns: str, other: str, monitor: Monitor, lft: int, condition: str) -> Trial:
-    """Add, refresh, stop; with ``after-change`` an unrelated address (in the
-    other namespace) is added 50..950 ms before this one runs out."""
+    """Add, refresh, stop refreshing; the condition's other event on the way."""
     time.sleep(random.uniform(0, 1))  # a random phase against the kernel's timer
     start = time.time()
+    last = REFRESHES * REFRESH_EVERY
     plan: list[tuple[float, str, list[str]]] = [
         (i * REFRESH_EVERY, ns, ["replace" if i else "add", f"{ADDRESS}/24", *lifetime(lft)])
         for i in range(REFRESHES + 1)
     ]
+    early = random.uniform(0.05, 0.95)  # before ADDRESS runs out at last + lft
     if condition == "after-change":
-        early = random.uniform(0.05, 0.95)
-        plan.append((REFRESHES * REFRESH_EVERY + lft - early, other, ["add", f"{OTHER}/24"]))
+        plan.append((last + lft - early, ns, ["add", f"{OTHER}/24"]))
+    elif condition == "other-ns-change":
+        plan.append((last + lft - early, other, ["add", f"{OTHER}/24"]))
+    elif condition == "after-expiry":
+        plan.append((last + lft - early - 1, ns, ["add", f"{OTHER}/24", *lifetime(1)]))
     for at, where, (verb, address, *more) in sorted(plan):
         time.sleep(max(0.0, start + at - time.time()))
         ip("-n", where, "addr", verb, address, "dev", "eth0", *more)
@@ -190,7 +198,10 @@ def one_trial(ns: str, other: str, monitor: Monitor, lft: int, condition: str) -
             ip("-n", ns, "addr", "del", f"{ADDRESS}/24", "dev", "eth0", check=False)
             raise RuntimeError(f"{ADDRESS} (valid_lft {lft}) still there after {lft + 5} s")
         time.sleep(0.01)
-    ip("-n", other, "addr", "del", f"{OTHER}/24", "dev", "eth0", check=False)
+    if condition in ("after-change", "other-ns-change", "after-expiry"):
+        time.sleep(0.1)
+        for where in (ns, other):
+            ip("-n", where, "addr", "del", f"{OTHER}/24", "dev", "eth0", check=False)
     last_refresh = monitor.last_change(ADDRESS, False, start)
     assert last_refresh is not None
     return Trial(condition, lft, gone - last_refresh - lft)
@@ -271,7 +282,7 @@ def main() -> int:
         monitor = Monitor(ns)
         try:
             for condition in CONDITIONS:
-                busy = Busy(other) if condition == "busy" else None
+                busy = Busy(ns) if condition == "busy" else None
                 try:
                     for lft in (1, 2):
                         for i in range(args.trials):
