@@ -397,6 +397,8 @@ class Simulation(GuardSteps):
         elif kind == "partition-":
             net.heal(now)
             self.guarded.heal()
+        elif kind in ("deaf+", "deaf-"):
+            net.deafen(now, act.hosts if start else ())
         elif kind in ("stall+", "stall-"):
             for index in act.hosts:
                 self._stall(now, start, self.hosts[index])
