@@ -13,6 +13,7 @@ class Network:
 
     __slots__ = (
         "cut",
+        "deaf",
         "drops",
         "extra_latency",
         "extra_loss",
@@ -26,7 +27,6 @@ class Network:
         "networks",
         "rng",
         "side",
-        "deaf",
     )
 
     def __init__(
