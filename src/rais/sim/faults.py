@@ -76,9 +76,10 @@ def schedule(
         kind = rng.choices(KINDS, WEIGHTS)[0]
         if guard != "none":
             kind = GUARDED.get(kind, kind)
-            if kind == "latency" and guard == "etcd" and rng.random() < 0.5:
+            r = rng.random()
+            if kind in ("latency", "loss") and guard == "etcd" and r < 0.4:
                 kind = "etcd"
-            elif kind in ("netcut", "loss") and rng.random() < 0.5:
+            elif kind in ("netcut", "loss", "latency") and r < 0.7:
                 kind = "deaf"
         window = 0.0
         if kind == "netcut" and (networks < 2 or netcut_until > t):
