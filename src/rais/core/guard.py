@@ -345,7 +345,7 @@ class Guard:
         if not self.on:
             return False
         vote = self._choose(now, leader, settled)
-        changed = vote != self.vote or self.dirty
+        changed = vote != self.vote
         self.dirty = False
         self.vote = vote
         if self.mode == "etcd" and not (self.arb_held and now < self.arb_until):

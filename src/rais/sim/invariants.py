@@ -90,6 +90,7 @@ DISTURBANCES = (
     "lapse",
     "stall",
     "etcd",
+    "deaf",
 )
 """Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
 quiesce and a cut control network are states the group must converge under. A
