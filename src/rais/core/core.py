@@ -393,7 +393,7 @@ class Core(Hearing):
         )
         for cmd in new:
             if cmd.target == self.id:
-                self._obey(now, cmd, now + self.config.lease)
+                self._obey(now, cmd, now + self.config.lease if self.guard.on else math.inf)
             else:
                 self._send_info = True
         if any(c.target == self.id for c in new):
