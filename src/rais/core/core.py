@@ -390,6 +390,7 @@ class Core(Hearing):
             self.config.effective_command_timeout,
             winning(hosts),
             self.guard.free_at,
+            self.guard.hand_over_at(),
         )
         for cmd in new:
             if cmd.target == self.id:
