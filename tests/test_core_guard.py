@@ -13,20 +13,30 @@ from rais.core import sections
 from rais.core.body import DecodeError
 from rais.core.config import KERNEL_SLACK, CoreConfig
 from rais.core.effects import Campaign, EventKind
-from rais.core.guard import at_least, stamp_of, time_of
+from rais.core.guard import GuardView, at_least, stamp_of, time_of
 from rais.core.messages import GuardInfo, HostEntry, Message
 
 LEASE = 2.0
 
 
-def guarded(n: int, guard: str = "majority", voters: int = 5, **kw: object) -> CoreConfig:
+def guarded(
+    n: int, guard: str = "majority", voters: int = 5, on_arbiter_loss: str = "hold"
+) -> CoreConfig:
     c = make_config(n, spare=n == 5)
     ids = tuple(host_id(i) for i in range(1, voters + 1)) if guard == "majority" else ()
-    return dataclasses.replace(c, guard=guard, voters=ids, lease=LEASE, **kw)  # type: ignore[arg-type]
+    return dataclasses.replace(
+        c, guard=guard, voters=ids, lease=LEASE, on_arbiter_loss=on_arbiter_loss
+    )
 
 
-def five(guard: str = "majority", **kw: object) -> Cluster:
-    return Cluster([guarded(n, guard, **kw) for n in range(1, 6)])
+def five(guard: str = "majority", on_arbiter_loss: str = "hold") -> Cluster:
+    return Cluster([guarded(n, guard, on_arbiter_loss=on_arbiter_loss) for n in range(1, 6)])
+
+
+def gview(c: Cluster, i: int) -> GuardView:
+    view = c.view(i).guard
+    assert view is not None
+    return view
 
 
 # ----------------------------------------------------------------- config, wire
@@ -99,7 +109,7 @@ def test_a_majority_serves_and_the_minority_releases() -> None:
     c = five()
     c.run_until(6.0)
     assert all(c.holders(service(n)) == [n - 1] for n in range(1, 5))
-    assert c.view(0).guard is not None and c.view(0).guard.quorate
+    assert gview(c, 0).quorate
     cut = c.now
     c.drop = partition([0, 1], [2, 3, 4])
     c.run_until(cut + 0.2)
@@ -194,7 +204,7 @@ def test_etcd_leader_campaigns_and_assigns_only_with_the_key() -> None:
         _arbiter(c, 0, reachable=True, held=True)
         c.run_until(c.now + 1.0)
     assert all(len(c.holders(service(n))) == 1 for n in range(1, 5))
-    assert c.view(1).guard is not None and c.view(1).guard.token == 7
+    assert gview(c, 1).token == 7
 
 
 def test_etcd_hold_keeps_addresses_while_everybody_still_names_the_leader() -> None:
@@ -207,7 +217,7 @@ def test_etcd_hold_keeps_addresses_while_everybody_still_names_the_leader() -> N
     _arbiter(c, 0, reachable=False, held=True)
     c.run_until(c.now + 6.0)  # the key lapsed long ago: holding on
     assert all(len(c.holders(service(n))) == 1 for n in range(1, 5))
-    assert c.view(0).guard is not None and c.view(0).guard.holding
+    assert gview(c, 0).holding
     c.kill(4)  # a member stops naming the leader: holding on ends
     c.run_until(c.now + LEASE + 1.0)
     assert not any(c.holders(service(n)) for n in range(1, 5))
