@@ -344,9 +344,9 @@ async def test_etcd_split_2_2_the_key_holders_side_serves_everything(
 @GUARDED
 @pytest.mark.xfail(
     strict=True,
-    reason="hold does not hold: Guard.arbiter drops the hold set on every 'unreachable, "
-    "still held' report, and after an etcd restart the arbiter loop campaigns against "
-    "its own stale key instead of renewing it (see the h-e report)",
+    reason="etcd back from a restart kept this host's lease (and key): the arbiter loop "
+    "campaigns against its own key instead of renewing that lease, reports 'reachable, not "
+    "held', the hold ends and every address is released until a new key (h-e report)",
 )
 async def test_etcd_stopped_hold_moves_nothing(net: GuardLab, tmp_path: Path) -> None:
     """on_arbiter_loss = "hold": etcd is killed for three leases and comes back;
