@@ -146,9 +146,6 @@ class Figures:
     def overlap(self) -> float:
         return sum(end - start for start, end, _ in self.overlaps)
 
-    def holders_at(self, t: float) -> set[str]:
-        return {h for h, spans in self.holds.items() for a, b in spans if a <= t < b}
-
     def story(self) -> str:
         """Who held it when, relative to ``since`` (for a failing assertion)."""
         spans = sorted((a, b, h) for h, s in self.holds.items() for a, b in s)

@@ -87,7 +87,10 @@ def report(net: GuardLab, title: str, since: float, until: float | None = None) 
     figs = [net.watch.figures(a, since, until) for a in SERVICE.values()]
     print(f"\n{title}")
     for f in figs:
-        print(f"  {f.address}: overlap {1000 * f.overlap:.0f} ms, outage {1000 * f.outage:.0f} ms")
+        at = f" from {f.outage_at - since:+.3f} s" if f.outage else ""
+        print(
+            f"  {f.address}: overlap {1000 * f.overlap:.0f} ms, outage {1000 * f.outage:.0f} ms{at}"
+        )
         print(f"    {f.story()}")
     return figs
 
