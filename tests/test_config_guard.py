@@ -97,7 +97,11 @@ G = "group.www"
             "IPv6 but the host id",
         ),
         (
-            {"guard": '"majority"', "voters": '["192.0.2.11", "192.0.2.14"]', "peers": '["192.0.2.12"]'},
+            {
+                "guard": '"majority"',
+                "voters": '["192.0.2.11", "192.0.2.14"]',
+                "peers": '["192.0.2.12"]',
+            },
             "",
             f"{G}.voters[1]",
             "neither this host's id nor one of the group's peers",
