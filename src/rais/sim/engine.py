@@ -13,10 +13,12 @@ from typing import Any
 from rais.core import wire
 from rais.core.addr import fmt
 from rais.core.core import Core
-from rais.core.effects import Acquire, Announce, Event, EventKind, Release, Send
+from rais.core.effects import Acquire, Announce, Campaign, Event, EventKind, Release, Send
 from rais.core.pause import KERNEL_MARGIN
 from rais.sim.episodes import Operator
 from rais.sim.faults import FaultAction, schedule
+from rais.sim.guarded import Guarded
+from rais.sim.guardsteps import ARB, I8, KEXP, GuardSteps
 from rais.sim.inject import inject_bad
 from rais.sim.invariants import Checker
 from rais.sim.network import TICK
@@ -28,7 +30,7 @@ __all__ = ["SimHost", "Simulation"]
 _DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT, _LINK = range(7)
 
 
-class Simulation:
+class Simulation(GuardSteps):
     def __init__(
         self,
         params: SimParams,
@@ -46,6 +48,7 @@ class Simulation:
         self.hosts = world.hosts
         self.group_tag = world.group_tag
         self.checker = Checker(world)
+        self.guarded = Guarded(world, random.Random(params.seed * 7333 + 11))
         self.operator = Operator(world)
         self.result = SimResult(params)
         self.tick = 0
@@ -66,12 +69,18 @@ class Simulation:
         self.world.trace.log(now, text)
 
     def _judge_later(self, now: float) -> None:
-        """The group is quiet from now: judge I1 and I6 a bound later."""
-        self._at(self.tick + ceil(self.checker.bound / TICK) + 1, (_DEADLINE, now))
+        """The group is quiet from now: judge I1 and I6 a bound later (with a
+        guard, from the first boots, later still: sim/guardcheck.py ``cold``)."""
+        bound = self.checker.bound
+        if self.guarded.on and now <= self.params.heartbeat:
+            bound += self.checker.guard.cold
+        self._at(self.tick + ceil(bound / TICK) + 1, (_DEADLINE, now))
 
     # ----------------------------------------------------------------- hosts
 
     def _boot(self, h: SimHost, now: float) -> None:
+        if self.guarded.on:
+            self._stale_addresses(h, now)
         self.world.boot(h, now)
         h.timer_tick = -1
         self.checker.host_up(now, h.index)
@@ -79,7 +88,10 @@ class Simulation:
         self._after(h, now)
 
     def _down(self, h: SimHost, now: float, why: str) -> None:
-        released = self.world.down(h, now)
+        # With a guard the kernel keeps a crashed host's addresses for their lifetime.
+        released = self.world.down(h, now, keep=self.guarded.on and why == "crash")
+        self.guarded.stalled.pop(h.index, None)
+        self.guarded.pending.pop(h.index, None)
         if self.checker.host_down(now, h.index, released):
             self._judge_later(now)
         self._log(now, f"down {h.index} {why}")
@@ -110,9 +122,13 @@ class Simulation:
                     pass
                 elif isinstance(eff, Event):
                     self._event(h, eff)
+                elif isinstance(eff, Campaign):
+                    self._campaign(h, now, eff.want)
             if core.left:
                 self._down(h, now, "left")
                 return
+        if self.guarded.on:
+            self._refreshed(h, now)
         t = core.get_timer()
         if t is not None:
             tick = ceil(t / TICK - 1e-6)
@@ -196,6 +212,9 @@ class Simulation:
                 networks=p.networks,
                 orphan_timeout=p.orphan_timeout,
                 link_hold=p.link_hold,
+                guard=p.guard,
+                bound=self.checker.guard.wait if self.guarded.on else 0.0,
+                lease=p.lease,
             ):
                 self._at(ceil(act.time / TICK), (_FAULT, act))
         if p.inject_bad:
@@ -224,7 +243,9 @@ class Simulation:
                     self._deliver(now, item)
                 elif kind == _TIMER:
                     h = self.hosts[item[1]]
-                    if h.core is not None and h.epoch == item[2] and h.timer_tick == tick:
+                    if h.index in self.guarded.stalled:
+                        h.timer_tick = -1  # its stall's end calls the timer
+                    elif h.core is not None and h.epoch == item[2] and h.timer_tick == tick:
                         h.timer_tick = -1
                         h.core.handle_timer(now)
                         self._after(h, now)
@@ -236,6 +257,12 @@ class Simulation:
                     checker.deadline(now, item[1])
                 elif kind == _LINK:
                     checker.link_released(now, item[1], item[2])
+                elif kind == KEXP:
+                    self._kernel_removes(now, item)
+                elif kind == ARB:
+                    self._arbiter(now, item)
+                elif kind == I8:
+                    checker.guard.judge(now, item[1])
                 else:
                     self._inject(now, item[1])
             if checker.dirty or checker.dups or checker.introducing:
@@ -254,8 +281,8 @@ class Simulation:
         for r in receivers:
             h = hosts[r]
             core = h.core
-            if core is None or h.started_at > sent:
-                continue  # down, or restarted since: its old socket is gone
+            if core is None or h.started_at > sent or r in self.guarded.stalled:
+                continue  # down, restarted since (its old socket is gone) or stalled
             n += 1
             h.last_rx = data
             if delivered(now, _sender, r, dgram, sent):
@@ -270,7 +297,14 @@ class Simulation:
         h = self.hosts[index]
         if h.core is None or h.epoch != epoch:
             return
+        if index in self.guarded.stalled:
+            self.guarded.pending.setdefault(index, []).append(item)
+            return
         world = self.world
+        if op == "acquire" and not extras_only and not self._may_hold(h, now, address):
+            h.core.action_done(now, address, False, "under a second of lease left")
+            self._after(h, now)
+            return
         if op == "acquire":
             if not extras_only:
                 world.hold(address, index)
@@ -356,8 +390,19 @@ class Simulation:
                 self._after(h, now)
         elif kind == "partition+":
             net.partition(now, act.hosts)
+            self.guarded.partition(act.hosts, act.value >= 0.5)
+            if self.guarded.on:
+                when = now + self.checker.guard.wait
+                self._at(ceil(when / TICK), (I8, now))
         elif kind == "partition-":
             net.heal(now)
+            self.guarded.heal()
+        elif kind in ("stall+", "stall-"):
+            for index in act.hosts:
+                self._stall(now, start, self.hosts[index])
+        elif kind in ("etcd+", "etcd-"):
+            self.guarded.etcd_up = not start
+            self.guarded.counts["etcd-down"] += start
         elif kind == "netcut+":
             net.cut_link(now, int(act.value), act.hosts)
         elif kind == "netcut-":

@@ -30,7 +30,11 @@ KINDS = (
 WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1, 2, 2, 2)
 """'link': a host's service link loses its carrier ('link+'), gets it back
 ('link-'), and the hold-down ends ('linkup-', ``link_hold`` later)."""
-HOST_FAULTS = ("crash", "leave", "test", "quiesce", "pause", "link")
+HOST_FAULTS = ("crash", "leave", "test", "quiesce", "pause", "link", "stall")
+GUARDED = {"pause": "stall"}
+"""With a guard a pause is refused (rais.core.guard): the agent stalls
+instead (SIGSTOP, a VM pause: 'stall'), and with etcd the arbiter goes down
+in turn ('etcd')."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +58,13 @@ def schedule(
     networks: int,
     orphan_timeout: float,
     link_hold: float = 0.5,
+    guard: str = "none",
+    bound: float = 0.0,
+    lease: float = 2.0,
 ) -> list[FaultAction]:
-    """Random episodes over ``candidates`` (hosts that may be faulted)."""
-    quiet = timeout + 2 * heartbeat + 0.3
+    """Random episodes over ``candidates`` (hosts that may be faulted); with a
+    ``guard``, quiet periods of its ``bound`` and its faults (``GUARDED``)."""
+    quiet = max(timeout + 2 * heartbeat, bound) + 0.3
     t = 2 * timeout + 1.0
     end_of_faults = duration - 2 * quiet - 1.0
     busy_until: dict[int, float] = {}
@@ -65,6 +73,10 @@ def schedule(
     last_end = t
     while t < end_of_faults and candidates:
         kind = rng.choices(KINDS, WEIGHTS)[0]
+        if guard != "none":
+            kind = GUARDED.get(kind, kind)
+            if kind == "latency" and guard == "etcd" and rng.random() < 0.5:
+                kind = "etcd"
         window = 0.0
         if kind == "netcut" and (networks < 2 or netcut_until > t):
             # One control network at a time: two cut at once is a partition.
@@ -93,6 +105,12 @@ def schedule(
                 length = window + rng.uniform(0.1, 3.0)
         elif kind == "latency":
             length = rng.uniform(0.2, 2.0)
+        elif kind == "stall":
+            length = rng.uniform(0.1, 3 * lease)
+        elif kind == "etcd":
+            length = rng.uniform(0.5, 6.0)
+        elif kind == "partition" and guard != "none" and rng.random() < 0.5:
+            length = rng.uniform(bound, bound + 4.0)  # long enough for I8
         elif kind == "move":
             # An operator pins an address elsewhere, then fails it back; shorter
             # than the orphan countdown, which a pinned orphan still runs.
@@ -118,6 +136,7 @@ def schedule(
             if not side or len(side) == hosts:
                 side = [rng.randrange(hosts)]
             hosts_hit = tuple(side)
+            value = rng.random()  # with etcd: on the split-off side if >= 0.5
         elif kind == "netcut":
             netcut_until = t + length + quiet
             value = float(rng.randrange(networks))

@@ -1,4 +1,4 @@
-"""The invariant checker (I1-I6, S1-S2, L1, P1), run by the engine after every step.
+"""The invariant checker (I1-I8, S1-S2, L1, P1), run by the engine after every step.
 
 I1  once faults stop, within timeout + 2 x heartbeat every valid service address
     is online on exactly one live, OK host if an eligible host exists, and a
@@ -20,6 +20,9 @@ I6  when I1 is judged, every live member's DNS thread (rais.dns.zone.advertise
     over its own view of the group) advertises the same set: exactly the
     preferred addresses of the up, OK, not quiesced hosts that hold them (no
     orphan, no spare, no failed or quiesced host's address).
+I7, I8  with a guard: never two holders anywhere; a side with a majority
+    (or etcd) serves every address (sim/guardcheck.py); I1's bound is then
+    the guard's;
 S1, S2  address sets judged as units (sim/sets.py);
 P1  while a host is stopped in place after ``rais pause`` and its addresses'
     kernel lifetime lasts, no other host acquires an address it holds, and its
@@ -61,6 +64,7 @@ from rais.dns.views import views
 from rais.dns.zone import ZonePolicy, advertise
 from rais.sim.duplicates import Duplicates
 from rais.sim.faults import FaultAction
+from rais.sim.guardcheck import GuardJudge
 from rais.sim.hearing import Hearing
 from rais.sim.knowers import Knowers
 from rais.sim.network import TICK
@@ -76,7 +80,17 @@ def world_has_sets(world: World) -> bool:
 
 _DNS_POLICY = ZonePolicy(min_addresses=0)
 
-DISTURBANCES = ("partition", "loss", "latency", "drained", "behind", "pause", "lapse")
+DISTURBANCES = (
+    "partition",
+    "loss",
+    "latency",
+    "drained",
+    "behind",
+    "pause",
+    "lapse",
+    "stall",
+    "etcd",
+)
 """Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
 quiesce and a cut control network are states the group must converge under. A
 receiver being behind on a sender after a lost datagram (sim/hearing.py) also
@@ -127,6 +141,10 @@ class Checker:
         self.sets = SetJudge(world, self.violate)
         self._known = Knowers(world)
         self.knowers = self._known.knowers
+        self.guard = GuardJudge(world, self.violate, self._valid)
+        """I7 and I8 (sim/guardcheck.py); with a guard, I1's bound is the guard's."""
+        if self.guard.on:
+            self.bound = self.guard.wait
 
     # ------------------------------------------------------- who knows what
 
@@ -212,6 +230,7 @@ class Checker:
             else:
                 self.active -= 1
         self.pauses.fault(kind)
+        self.guard.fault(now, act)
         if base not in ("behind", "start"):
             self._introduce = True
         self._restart(now)
@@ -255,6 +274,7 @@ class Checker:
 
     def held(self, now: float, address: Addr, host: int) -> None:
         """The host has put the address online (the world has it already)."""
+        self.guard.held(now, address, self.holders.get(address, set()))
         if self.pauses.hold:
             self.pauses.held(now, address, host)
         if not self.world.hosts[host].link_fit:

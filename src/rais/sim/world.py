@@ -241,14 +241,17 @@ class World:
         h.paused_until = until
         return self.held_by(h.index)
 
-    def down(self, h: SimHost, now: float) -> list[Addr]:
+    def down(self, h: SimHost, now: float, *, keep: bool = False) -> list[Addr]:
         """The host stops (a crash, or the end of a graceful leave); its
-        addresses go off the service network. Returns them."""
+        addresses go off the service network (with ``keep``, they stay until
+        their kernel lifetime ends: sim/guarded.py). Returns those gone."""
         h.up = False
         h.core = None
         h.down_at = now
         for hs in self.extra_holders.values():
             hs.discard(h.index)
+        if keep:
+            return []
         gone = []
         for address, hs in self.holders.items():
             if h.index in hs:
