@@ -290,3 +290,22 @@ async def test_a_campaign_won_after_the_wish_changed_is_resigned() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("ticks", range(6))
+async def test_stopped_while_a_resignation_fails_the_loop_ends(ticks: int) -> None:
+    """A cancellation that meets a resignation finishing in the same loop
+    iteration ends the loop (asyncio.wait_for on 3.11 would swallow it)."""
+    h = Harness(Clock())
+    task = asyncio.create_task(h.loop.run())
+    h.loop.want(True)
+    await settle()
+    assert h.holder() == ME
+    h.etcd.down = True
+    h.loop.want(False)
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    task.cancel()
+    await settle()
+    assert task.done()
+    assert not h.last.held and h.loop.counters["resigned"] == 1

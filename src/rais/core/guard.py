@@ -272,6 +272,9 @@ class Guard:
         if self.mode != "etcd":
             return
         had = self.arb_held and now < self.arb_until
+        # The driver's last word was "held" (its ``until`` may have passed since:
+        # it says "not held" only on its next try after that).
+        said = self.arb_held
         if not reachable and self.arb_reachable is not False and (had or self.quorate(now)):
             self._hold_set = frozenset(members)  # what "hold" keeps hearing
             self._hold_broken = False
@@ -284,11 +287,12 @@ class Guard:
             self.token = token
             if token > self.newest_token:
                 self.newest_token = token
-            self._hold_set = None
-            self._hold_broken = False
-        if held and not had:
+            if reachable:  # not while etcd is lost and the key only may still be ours
+                self._hold_set = None
+                self._hold_broken = False
+        if held and not said:
             self.out.event(now, EventKind.ARBITER_REGAINED, None, f"token {token}")
-        elif had and not held:
+        elif said and not held:
             why = "etcd unreachable" if not reachable else "the leader key is lost"
             self.out.event(now, EventKind.ARBITER_LOST, None, why)
 
@@ -449,7 +453,10 @@ class Guard:
             arbiter=""
             if self.arb_reachable is None
             else ("reachable" if self.arb_reachable else "unreachable"),
-            holding=self._hold_set is not None and not self._hold_broken,
+            holding=self.loss == "hold"
+            and self._hold_set is not None
+            and not self._hold_broken
+            and not (self.arb_held and now < self.arb_until),
             lease_left=min(lefts) if lefts else None,
             quorate_for=None if since is None else now - since,
             on_arbiter_loss=self.loss,

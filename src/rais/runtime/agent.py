@@ -109,11 +109,12 @@ class Agent:
     ) -> None:
         """``drivers``, ``probes``, ``trap_sender``, ``group_dns`` and
         ``arbiter`` (the client of ``[etcd]``, made when a group with guard
-        "etcd" first needs it) make the parts (tests give fakes); ``boot()`` is this boot's id (the pause record
-        of an in-place restart is valid only within one boot). ``links``
-        watches the service interfaces' carrier (``track_link``); None: the
-        netlink watcher with the real drivers, and no link tracking with any
-        other (fake interfaces have no carrier to watch)."""
+        "etcd" first needs it) make the parts (tests give fakes); ``boot()``
+        is this boot's id (the pause record of an in-place restart is valid
+        only within one boot). ``links`` watches the service interfaces'
+        carrier (``track_link``); None: the netlink watcher with the real
+        drivers, and no link tracking with any other (fake interfaces have
+        no carrier to watch)."""
         self.config = config
         if links is None and drivers is real_drivers:
             links = real_links()
