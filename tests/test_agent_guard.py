@@ -130,6 +130,11 @@ async def test_lifetimes_follow_the_lease_and_a_cut_off_holder_lets_it_run_out(
         assert max(a.at for a in after) <= t_cut + LEASE - 1.0 + 0.05  # none with < 1 s left
         assert refresher_ok(h2)  # running out of lease is no refresh failure
         assert "quorum-lost" in kinds(h2)
+        assert h2.agent is not None  # the event flows like the others: API, metrics
+        (lost,) = [e for e in h2.agent.api.events_since(0) if e["kind"] == "quorum-lost"]
+        assert lost["group"] == "www" and lost["host"] == "192.0.2.2"
+        metrics = h2.agent.api.metrics_text()[0].decode()
+        assert 'rais_events_total{group="www",kind="quorum-lost"} 1.0' in metrics
 
         # The majority side gives the address away only once every lease on it
         # and the kernel's slack have run out.
