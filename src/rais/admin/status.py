@@ -19,7 +19,6 @@ from rais.admin.status_view import (
     TestStatus,
 )
 from rais.core.addr import fmt
-from rais.core.guard import GuardView
 from rais.core.utilization import utilization
 from rais.core.view import CoreView, MemberView, SetView
 
@@ -138,11 +137,14 @@ def group_status(
         common_features=view.common_features,
         link=None if interface is None else _link(view, interface, track_link),
         sets=tuple(_set(s) for s in view.sets),
-        guard=None if view.guard is None else _guard(view.guard),
+        guard=_guard(view),
     )
 
 
-def _guard(g: GuardView) -> GuardStatus:
+def _guard(view: CoreView) -> GuardStatus | None:
+    g = view.guard
+    if g is None:
+        return None
     on = g.mode != "none"
     return GuardStatus(
         mode=g.mode,
