@@ -156,7 +156,8 @@ def _guard(view: CoreView) -> GuardStatus | None:
         key_held=g.key_held,
         token=g.token,
         arbiter=g.arbiter,
-        holding=g.holding,
+        # In force only once the key is gone, and only with "hold".
+        holding=g.holding and not g.key_held and g.on_arbiter_loss == "hold",
         lease_left_s=None if g.lease_left is None else round(max(0.0, g.lease_left), 3),
         quorate_for_s=None if g.quorate_for is None else round(g.quorate_for, 3),
         on_arbiter_loss=g.on_arbiter_loss,

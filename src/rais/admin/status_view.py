@@ -169,7 +169,8 @@ class GuardStatus:
     arbiter: str
     """Guard etcd, as leader: reachable, unreachable or "" (not asked)."""
     holding: bool
-    """on_arbiter_loss "hold" is in force: etcd is lost, nothing new is assigned."""
+    """on_arbiter_loss "hold" is in force: etcd is lost, the key's lease has run
+    out, everything stays where it is and nothing new is assigned."""
     lease_left_s: float | None
     """The shortest lease left on an address this host holds (None: none)."""
     quorate_for_s: float | None

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 from rais.core.addr import Addr
 from rais.core.addrtable import AddressTable, AddrRow
+from rais.core.backoff import Backoff
 from rais.core.effects import EventKind
 from rais.core.hosts import eligible, pausing
 from rais.core.messages import AddrState, Command, HostEntry, Op, ReqOp, Request
@@ -88,6 +89,9 @@ class _Pass:
     """Addresses a pausing host claims: no rule touches them."""
     free_at: Callable[[Addr], float]
     """When an unserved address may be given to a host (rais.core.guard, rule 3)."""
+    hand_over_at: float
+    """Before then no move or failback begins (a guard's new quorate interval:
+    the address would wait, unserved, for rule 3)."""
     new: list[Command] = field(default_factory=list)
 
 
@@ -107,12 +111,11 @@ class Controller:
     """The leader-side state: pending commands and unassignable addresses."""
 
     __slots__ = (
-        "_blocked",
+        "_backoffs",
         "_cannot",
         "_fit_since",
         "_leading_since",
         "_pending",
-        "_steps",
         "_wake",
         "backoff",
         "failback",
@@ -149,19 +152,12 @@ class Controller:
         """The first pass since this host became leader."""
         self._pending: dict[Addr, _Pending] = {}
         self._cannot: set[Addr] = set()
-        # A host whose acquire of an address failed is not asked for it again
-        # before the time in _blocked; _steps keeps the backoff for doubling.
-        self._blocked: dict[tuple[Addr, Addr], float] = {}
-        self._steps: dict[tuple[Addr, Addr], float] = {}
+        self._backoffs = Backoff(backoff)
 
     def acquire_failed(self, now: float, host: Addr, address: Addr) -> None:
         """``host`` reported (by dropping it from acquiring) that it could not take
-        ``address``: back off that pair, doubling up to 64 x the base backoff."""
-        key = (host, address)
-        last = self._steps.get(key)
-        step = min(last * 2, self.backoff * 64) if last else self.backoff
-        self._steps[key] = step
-        self._blocked[key] = now + step
+        ``address``: back off that pair (rais.core.backoff)."""
+        self._backoffs.failed(now, host, address)
 
     def note_outcomes(self, now: float, prev: HostEntry, entry: HostEntry) -> None:
         """A host's new info shows which of its acquires succeeded (online) or
@@ -177,12 +173,10 @@ class Controller:
                 self.acquired(entry.id, address)
 
     def acquired(self, host: Addr, address: Addr) -> None:
-        self._steps.pop((host, address), None)
-        self._blocked.pop((host, address), None)
+        self._backoffs.succeeded(host, address)
 
     def _may_take(self, now: float, host: Addr, address: Addr) -> bool:
-        until = self._blocked.get((host, address))
-        return until is None or until <= now
+        return self._backoffs.may_take(now, host, address)
 
     def reset(self) -> None:
         """Leadership lost: forget what was in flight."""
@@ -205,7 +199,7 @@ class Controller:
 
     def next_deadline(self) -> float | None:
         times = [p.deadline for p in self._pending.values()]
-        times.extend(self._blocked.values())
+        times.extend(self._backoffs.blocked.values())
         if self._wake is not None:
             times.append(self._wake)
         return min(times) if times else None
@@ -235,9 +229,7 @@ class Controller:
         late = [a for a, p in self._pending.items() if p.deadline <= now]
         for address in late:
             del self._pending[address]
-        ready = [k for k, until in self._blocked.items() if until <= now]
-        for key in ready:
-            del self._blocked[key]
+        ready = self._backoffs.expire(now)
         due = self._wake is not None and self._wake <= now
         if due:
             self._wake = None
@@ -251,11 +243,12 @@ class Controller:
         command_timeout: float,
         requests: dict[Addr, Request] | None = None,
         free_at: Callable[[Addr], float] = lambda address: -math.inf,
+        hand_over_at: float = -math.inf,
     ) -> list[Command]:
         """One control pass (figure 6A, steps 608 and 610): the rules of the module
         doc, in its order; returns the new commands (also recorded as pending).
         ``requests``: the operator request in force per address (core/requests.py)."""
-        p = self._build(now, hosts, command_timeout, requests or {}, free_at)
+        p = self._build(now, hosts, command_timeout, requests or {}, free_at, hand_over_at)
         if self._leading_since is None:
             self._leading_since = now
         rows = table.rows
@@ -272,6 +265,7 @@ class Controller:
         command_timeout: float,
         requests: dict[Addr, Request],
         free_at: Callable[[Addr], float],
+        hand_over_at: float,
     ) -> _Pass:
         """Step 608: the control database (the pseudocode's outer loop over the
         hosts, its inner loop over the addresses each serves)."""
@@ -298,6 +292,7 @@ class Controller:
             requests,
             held,
             free_at,
+            hand_over_at,
         )
         self._track_eligible(now, hosts, by_id)
         return p
@@ -383,7 +378,9 @@ class Controller:
                     self._command(p, Op.RELEASE, host, address, row.prefixlen)
             return
         holders = [host for host, _ in claimants]
-        if self._move(p, address, row, holders) or self._fail_back(p, address, row, holders):
+        if p.now < p.hand_over_at:
+            self._wake = p.hand_over_at if self._wake is None else min(self._wake, p.hand_over_at)
+        elif self._move(p, address, row, holders) or self._fail_back(p, address, row, holders):
             return
         self._resolve_duplicates(p, address, row, holders)
 

@@ -390,10 +390,11 @@ class Core(Hearing):
             self.config.effective_command_timeout,
             winning(hosts),
             self.guard.free_at,
+            self.guard.hand_over_at(),
         )
         for cmd in new:
             if cmd.target == self.id:
-                self._obey(now, cmd, now + self.config.lease)
+                self._obey(now, cmd, now + self.config.lease if self.guard.on else math.inf)
             else:
                 self._send_info = True
         if any(c.target == self.id for c in new):

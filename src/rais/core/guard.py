@@ -123,6 +123,7 @@ class Guard:
         self.arb_until = _NEVER
         self._hold_set: frozenset[Addr] | None = None
         self._hold_broken = False
+        self._key = False
         self.want_key = False
         self.leases: dict[Addr, float] = {}
         """Per held key: until when this host may keep it."""
@@ -168,6 +169,22 @@ class Guard:
         if self.arb_reachable is not False:
             return False
         return all(self.ballots.get(m, _NEVER) > now for m in self._hold_set)
+
+    def _key_events(self, now: float) -> None:
+        """``arbiter-lost`` when the key stops being held (etcd said so, or its
+        TTL ran out unrenewed), ``arbiter-regained`` when it is held again."""
+        key = self.arb_held and now < self.arb_until
+        if key != self._key:
+            self._key = key
+            if key:
+                self.out.event(now, EventKind.ARBITER_REGAINED, None, f"token {self.token}")
+            else:
+                why = (
+                    "etcd unreachable" if self.arb_reachable is False else "the leader key is lost"
+                )
+                self.out.event(now, EventKind.ARBITER_LOST, None, why)
+        if not key:
+            self._check_hold(now)
 
     def _check_hold(self, now: float) -> None:
         """Holding on ends for good once a member heard at the loss stops naming
@@ -272,9 +289,6 @@ class Guard:
         if self.mode != "etcd":
             return
         had = self.arb_held and now < self.arb_until
-        # The driver's last word was "held" (its ``until`` may have passed since:
-        # it says "not held" only on its next try after that).
-        said = self.arb_held
         if not reachable and self.arb_reachable is not False and (had or self.quorate(now)):
             self._hold_set = frozenset(members)  # what "hold" keeps hearing
             self._hold_broken = False
@@ -287,14 +301,9 @@ class Guard:
             self.token = token
             if token > self.newest_token:
                 self.newest_token = token
-            if reachable:  # not while etcd is lost and the key only may still be ours
-                self._hold_set = None
-                self._hold_broken = False
-        if held and not said:
-            self.out.event(now, EventKind.ARBITER_REGAINED, None, f"token {token}")
-        elif said and not held:
-            why = "etcd unreachable" if not reachable else "the leader key is lost"
-            self.out.event(now, EventKind.ARBITER_LOST, None, why)
+        if held and reachable:
+            self._hold_set = None
+            self._hold_broken = False
 
     # ------------------------------------------------------------------ output
 
@@ -349,11 +358,11 @@ class Guard:
         if not self.on:
             return False
         vote = self._choose(now, leader, settled)
-        changed = vote != self.vote or self.dirty
+        changed = vote != self.vote
         self.dirty = False
         self.vote = vote
-        if self.mode == "etcd" and not (self.arb_held and now < self.arb_until):
-            self._check_hold(now)
+        if self.mode == "etcd":
+            self._key_events(now)
         q = is_leader and self.quorate(now)
         if q:
             for key in held:
@@ -391,6 +400,14 @@ class Guard:
             if a == address and when > latest:
                 latest = when
         return latest + self.lease + KERNEL_SLACK
+
+    def hand_over_at(self) -> float:
+        """Before then this quorate leader begins no move or failback: what it
+        released would wait for rule 3 unserved."""
+        if not self.on:
+            return _NEVER
+        since = self.quorate_since if self.quorate_since is not None else math.inf
+        return since + self.lease + KERNEL_SLACK
 
     # ------------------------------------------------------------------ holder
 
@@ -453,10 +470,7 @@ class Guard:
             arbiter=""
             if self.arb_reachable is None
             else ("reachable" if self.arb_reachable else "unreachable"),
-            holding=self.loss == "hold"
-            and self._hold_set is not None
-            and not self._hold_broken
-            and not (self.arb_held and now < self.arb_until),
+            holding=self._hold_set is not None and not self._hold_broken,
             lease_left=min(lefts) if lefts else None,
             quorate_for=None if since is None else now - since,
             on_arbiter_loss=self.loss,

@@ -49,6 +49,7 @@ class Simulation(GuardSteps):
         self.group_tag = world.group_tag
         self.checker = Checker(world)
         self.guarded = Guarded(world, random.Random(params.seed * 7333 + 11))
+        self._last_boot = 0.0
         self.operator = Operator(world)
         self.result = SimResult(params)
         self.tick = 0
@@ -70,15 +71,16 @@ class Simulation(GuardSteps):
 
     def _judge_later(self, now: float) -> None:
         """The group is quiet from now: judge I1 and I6 a bound later (with a
-        guard, from the first boots, later still: sim/guardcheck.py ``cold``)."""
-        bound = self.checker.bound
-        if self.guarded.on and now <= self.params.heartbeat:
-            bound += self.checker.guard.cold
-        self._at(self.tick + ceil(bound / TICK) + 1, (_DEADLINE, now))
+        guard, and a host booted lately, later still: sim/guardcheck.py ``cold``)."""
+        when = now + self.checker.bound
+        if self.guarded.on:
+            when = max(when, self._last_boot + self.checker.bound + self.checker.guard.cold)
+        self._at(ceil(when / TICK) + 1, (_DEADLINE, now))
 
     # ----------------------------------------------------------------- hosts
 
     def _boot(self, h: SimHost, now: float) -> None:
+        self._last_boot = now
         if self.guarded.on:
             self._stale_addresses(h, now)
         self.world.boot(h, now)
@@ -397,6 +399,8 @@ class Simulation(GuardSteps):
         elif kind == "partition-":
             net.heal(now)
             self.guarded.heal()
+        elif kind in ("deaf+", "deaf-"):
+            net.deafen(now, act.hosts if start else ())
         elif kind in ("stall+", "stall-"):
             for index in act.hosts:
                 self._stall(now, start, self.hosts[index])

@@ -33,8 +33,9 @@ WEIGHTS = (5, 2, 3, 2, 2, 2, 2, 1, 2, 2, 2)
 HOST_FAULTS = ("crash", "leave", "test", "quiesce", "pause", "link", "stall")
 GUARDED = {"pause": "stall"}
 """With a guard a pause is refused (rais.core.guard): the agent stalls
-instead (SIGSTOP, a VM pause: 'stall'), and with etcd the arbiter goes down
-in turn ('etcd')."""
+instead (SIGSTOP, a VM pause: 'stall'); with etcd the arbiter goes down in
+turn ('etcd'); and some control-network cuts are asymmetric ('deaf': a random
+set of (sender, receiver) pairs that do not get through, one way only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +76,11 @@ def schedule(
         kind = rng.choices(KINDS, WEIGHTS)[0]
         if guard != "none":
             kind = GUARDED.get(kind, kind)
-            if kind == "latency" and guard == "etcd" and rng.random() < 0.5:
+            r = rng.random()
+            if kind in ("latency", "loss") and guard == "etcd" and r < 0.4:
                 kind = "etcd"
+            elif kind in ("netcut", "loss", "latency") and r < 0.7:
+                kind = "deaf"
         window = 0.0
         if kind == "netcut" and (networks < 2 or netcut_until > t):
             # One control network at a time: two cut at once is a partition.
@@ -109,6 +113,8 @@ def schedule(
             length = rng.uniform(0.1, 3 * lease)
         elif kind == "etcd":
             length = rng.uniform(0.5, 6.0)
+        elif kind == "deaf":
+            length = rng.uniform(0.5, bound + 3.0)
         elif kind == "partition" and guard != "none" and rng.random() < 0.5:
             length = rng.uniform(bound, bound + 4.0)  # long enough for I8
         elif kind == "move":
@@ -131,6 +137,9 @@ def schedule(
             hosts_hit = tuple(sorted(rng.sample(free, count)))
             for h in hosts_hit:
                 busy_until[h] = t + length + hold + quiet
+        elif kind == "deaf":
+            pairs = [(a, b) for a in range(hosts) for b in range(hosts) if a != b]
+            hosts_hit = tuple(x for pair in pairs if rng.random() < 0.3 for x in pair)
         elif kind == "partition":
             side = [h for h in range(hosts) if rng.random() < 0.5]
             if not side or len(side) == hosts:

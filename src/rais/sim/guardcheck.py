@@ -46,9 +46,10 @@ class GuardJudge:
         self.bound = p.effective_timeout + p.lease + KERNEL_SLACK + 2 * hb + delays
         self.wait = self.bound + (ETCD_TTL + RETRY if self.etcd else 0.0)
         self.cold = 2 * p.effective_timeout + 2 * hb
-        """More for a group that boots all at once: hosts settle one timeout
-        after their boot, staggered over a heartbeat, and a voter that named
-        one of them first names the lowest only one timeout later."""
+        """More after a host boots: it settles one timeout later, and if it
+        has the lowest id the voters name it one timeout after they last named
+        the leader before it (staggered boots: one heartbeat more); only then
+        does its quorate interval, and rule 3's wait, begin."""
         self._partition: tuple[float, frozenset[int], bool] | None = None
         self._etcd_up = True
         self.last_fault = -1e9

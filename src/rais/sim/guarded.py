@@ -84,15 +84,17 @@ class Guarded:
 
     def refresh(self, h: SimHost, now: float) -> list[tuple[Addr, float, float]]:
         """The agent's refresher, if due: (address, expiry, removal time) per
-        address whose lifetime it set."""
+        address whose lifetime it set. Like the agent's (``ip addr replace``)
+        it adds again an address the kernel removed meanwhile (after a stall),
+        if the lease allows: the caller puts it back on the service network."""
         if not self.on or h.core is None or h.index in self.stalled:
             return []
         if now < self._next_refresh.get(h.index, 0.0):
             return []
         self._next_refresh[h.index] = now + REFRESH
         out = []
-        for address in self.world.held_by(h.index):
-            if h.core.holding(address) != AddrState.ONLINE:
+        for address, state in h.core.served.states.items():
+            if state != AddrState.ONLINE:
                 continue
             removal = self.lifetime(h, address, now)
             if removal is not None:

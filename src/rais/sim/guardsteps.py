@@ -42,6 +42,10 @@ class GuardSteps:
     def _refreshed(self, h: SimHost, now: float) -> None:
         for address, expiry, when in self.guarded.refresh(h, now):
             self._removal(address, h.index, expiry, when)
+            if h.index not in self.world.holders.get(address, ()):
+                self.world.hold(address, h.index)
+                self.checker.held(now, address, h.index)
+                self._log(now, f"refresh adds {fmt(address)} to {h.index} again")
 
     def _kernel_removes(self, now: float, item: tuple[Any, ...]) -> None:
         _, address, index, expiry = item

@@ -90,6 +90,7 @@ DISTURBANCES = (
     "lapse",
     "stall",
     "etcd",
+    "deaf",
 )
 """Faults that last: I1 is judged from their end. Crashes, leaves, failed tests,
 quiesce and a cut control network are states the group must converge under. A
@@ -309,10 +310,14 @@ class Checker:
             self.pauses.unheld(now, address, host)
         if held:
             hs = self.holders[address]
-            if self.world.hosts[host].preferred == address:
-                since, before = self._held_from.pop(address, (now, now))
-                self._brief(address, since, before, now)
-                self.last_held_by_pref[address] = now
+            h = self.world.hosts[host]
+            if h.preferred == address:
+                # The kernel removes a crashed host's address later (a guard's
+                # lifetime); the group counts its orphan from the crash.
+                gone = now if h.up else min(now, h.down_at)
+                since, before = self._held_from.pop(address, (gone, gone))
+                self._brief(address, since, before, gone)
+                self.last_held_by_pref[address] = gone
             if not hs:
                 self.last_unheld[address] = now
         self.dirty = True

@@ -13,6 +13,7 @@ class Network:
 
     __slots__ = (
         "cut",
+        "deaf",
         "drops",
         "extra_latency",
         "extra_loss",
@@ -49,6 +50,8 @@ class Network:
         self.extra_loss = 0.0
         self.extra_latency = 0.0
         self.side: dict[int, int] = {}
+        self.deaf: frozenset[tuple[int, int]] = frozenset()
+        """(sender, receiver) pairs that do not get through (``deafen``)."""
         self.cut: list[set[int] | None] = [set() for _ in range(networks)]
         """Per network: hosts whose link is cut, or None for the whole network."""
         self.last_change = 0.0
@@ -65,6 +68,7 @@ class Network:
         """True when nothing can stop or delay a datagram beyond the base figures."""
         return (
             not self.side
+            and not self.deaf
             and self.loss == 0.0
             and self.extra_loss == 0.0
             and self.extra_latency == 0.0
@@ -75,6 +79,8 @@ class Network:
         """Whether a and b hear each other in time on at least one network."""
         if (
             self.side.get(a, 0) != self.side.get(b, 0)
+            or (a, b) in self.deaf
+            or (b, a) in self.deaf
             or self.max_delay() >= self.hear_limit
             or now < self.in_flight_until
         ):
@@ -84,7 +90,7 @@ class Network:
     def delays(self, now: float, s: int, r: int) -> list[float]:
         """Delays of the copies that arrive (one per network that delivers), in
         network order; records drops and losses."""
-        if self.side.get(s, 0) != self.side.get(r, 0):
+        if self.side.get(s, 0) != self.side.get(r, 0) or (s, r) in self.deaf:
             return []
         out: list[float] = []
         p = self.loss + self.extra_loss - self.loss * self.extra_loss
@@ -113,6 +119,13 @@ class Network:
 
     def heal(self, now: float) -> None:
         self.side = {}
+        self.last_change = now
+
+    def deafen(self, now: float, pairs: tuple[int, ...]) -> None:
+        """An asymmetric partition: for each (sender, receiver) in ``pairs``
+        (flattened), the receiver hears nothing from the sender while the
+        sender may still hear it (an inbound filter; empty: over)."""
+        self.deaf = frozenset(zip(pairs[::2], pairs[1::2], strict=True))
         self.last_change = now
 
     def cut_link(self, now: float, network: int, hosts: tuple[int, ...]) -> None:
