@@ -14,11 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from etcdlab import etcd_cluster
 from test_agent import HB, Cluster, Host
 
 from rais.base.ip import IP
 from rais.config.etcd import EtcdConfig
 from rais.core.config import KERNEL_SLACK
+from rais.drivers.etcd import EtcdClient
 from rais.drivers.fake_addresses import FakeAddresses
 from rais.drivers.fake_etcd import FakeEtcd
 
@@ -226,3 +228,31 @@ async def test_etcd_the_leader_holds_the_key_holds_on_without_etcd_and_resigns(
         await c.until(lambda: guard(h2)["key_held"], limit=1.0)
     finally:
         await stop_all(c)
+
+
+async def test_etcd_real_the_leader_key_in_a_real_etcd(tmp_path: Path) -> None:
+    """The same through the real client (rais.drivers.etcd, made by the agent
+    from ``[etcd]``) and a real etcd on loopback: the leader holds the key, its
+    value is its host id, and a graceful stop hands it to the next leader."""
+    async with etcd_cluster(1) as lab:
+        c = Cluster(tmp_path, 3, guard="etcd", lease=2.0)
+        config = EtcdConfig(endpoints=tuple(lab.urls), prefix="/test/", ttl=2.0)
+        for h in c.hosts:
+            h.config = replace(h.config, etcd=config)
+        h1, h2, _ = c.hosts
+        probe = EtcdClient(lab.urls)
+        try:
+            for h in c.hosts:
+                await c.start(h)
+            await c.until(c.settled, limit=8.0)
+            held = await probe.holder("/test/www")
+            assert held is not None and held.value == b"192.0.2.1"
+            assert guard(h1)["key_held"] and guard(h1)["token"] == held.revision
+            await c.stop(h1)
+            await c.until(lambda: guard(h2)["key_held"], limit=3.0)
+            after = await probe.holder("/test/www")
+            assert after is not None and after.value == b"192.0.2.2"
+            assert after.revision > held.revision
+        finally:
+            await stop_all(c)
+            await probe.close()
