@@ -68,6 +68,10 @@ def sample_events() -> list[Event]:
         Event(5.0, EventKind.TEST_FAILED, "www", v4, None, "http probe: connection refused"),
         Event(6.0, EventKind.CANNOT_ASSIGN, "grüße", v4, pack("192.0.2.103"), "no host — é"),
         Event(7.0, EventKind.LEADER_CHANGED, "www", v6, None, "leader 2001:db8::13"),
+        Event(8.0, EventKind.QUORUM_LOST, "nfs", v4, None, "1 of 3 voters, 2 needed"),
+        Event(9.0, EventKind.QUORUM_REGAINED, "nfs", v4, None, "2 of 3 voters, 2 needed"),
+        Event(10.0, EventKind.ARBITER_LOST, "db", v6, None, "etcd unreachable"),
+        Event(11.0, EventKind.ARBITER_REGAINED, "db", v6, None, "token 42"),
     ]
 
 
@@ -150,11 +154,13 @@ def test_uptime_ticks() -> None:
 
 def test_notification_numbers_cover_the_patent_events() -> None:
     assert set(NOTIFICATIONS) == TRAPPED_BY_DEFAULT
-    assert len(TRAPPED_BY_DEFAULT) == 7
-    assert sorted(NOTIFICATIONS.values()) == list(range(1, 8))
+    assert len(TRAPPED_BY_DEFAULT) == 11
+    assert sorted(NOTIFICATIONS.values()) == list(range(1, 12))
     assert list(EventKind)[:6] == [k for k, n in NOTIFICATIONS.items() if n <= 6]
     assert EventKind.LEADER_CHANGED in TRAPPED_BY_DEFAULT
     assert EventKind.TEST_RECOVERED not in TRAPPED_BY_DEFAULT
+    guard = ("quorum-lost", "quorum-regained", "arbiter-lost", "arbiter-regained")
+    assert [NOTIFICATIONS[EventKind(k)] for k in guard] == [8, 9, 10, 11]
 
 
 def test_text_engine_id() -> None:
@@ -476,7 +482,7 @@ MODES = {
 
 
 def interleaved() -> Iterator[Event]:
-    """The seven trapped events with every untrapped kind around them."""
+    """The eleven trapped events with every untrapped kind around them."""
     others = iter(NOT_TRAPPED)
     for event in sample_events():
         yield event
@@ -498,7 +504,7 @@ async def test_every_trapped_kind_arrives(trapd: TrapDaemon, mode: str) -> None:
             sender.submit(event)
         async with asyncio.timeout(10):
             await sender.flush()
-        traps = await trapd.wait_for(7)
+        traps = await trapd.wait_for(11)
     events = sample_events()
     assert len(traps) == len(events)
     for trap, event in zip(traps, events, strict=True):
@@ -506,9 +512,9 @@ async def test_every_trapped_kind_arrives(trapd: TrapDaemon, mode: str) -> None:
         assert trap.pdu == ("INFORM" if receiver.inform else "TRAP2")
         assert trap.version == receiver.version
         assert trap.security == (receiver.user if receiver.version == "3" else COMMUNITY)
-    assert sender.stats[receiver.name] == ReceiverStats(sent=7, failed=0, dropped=0, queued=0)
+    assert sender.stats[receiver.name] == ReceiverStats(sent=11, failed=0, dropped=0, queued=0)
     assert trapd.mib_errors() == []
-    assert len(trapd.traps) == 7  # nothing else arrived: untrapped kinds were not sent
+    assert len(trapd.traps) == 11  # nothing else arrived: untrapped kinds were not sent
 
 
 async def test_custom_enterprise(trapd: TrapDaemon) -> None:

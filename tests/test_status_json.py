@@ -226,10 +226,10 @@ def dumps(status: dict[str, Any]) -> str:
     return json.dumps(status, sort_keys=False)
 
 
-ADDED_GROUP_FIELDS = ("wire_version", "common_features", "link")
+ADDED_GROUP_FIELDS = ("wire_version", "common_features", "link", "guard")
 ADDED_HOST_FIELDS = ("wire_versions", "features")
-"""Fields added since the reference (issue 12; ``link``: issue 13): they come
-last, in this order, and are left out before comparing with it."""
+"""Fields added since the reference (issue 12; ``link`` and ``guard``: issue
+13): they come last, in this order, and are left out before comparing with it."""
 
 
 def without_added(status: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,24 @@ def _address(address: str, holder: str | None, preferred: str) -> dict[str, Any]
     }
 
 
+def _guard(mode: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "quorate": True,
+        "votes": 0,
+        "needed": 0,
+        "voters": [],
+        "vote": "192.0.2.1",
+        "key_held": False,
+        "token": 0,
+        "arbiter": "",
+        "holding": False,
+        "lease_left_s": 1.93,
+        "quorate_for_s": 3605.0,
+        "on_arbiter_loss": "hold",
+    } | fields
+
+
 def initial_status() -> dict[str, Any]:
     www_hosts = [
         _host("192.0.2.1", "198.51.100.1/24", load=412, heard=0.0),
@@ -115,6 +133,9 @@ def initial_status() -> dict[str, Any]:
                         }
                     },
                 },
+                "guard": _guard(
+                    "majority", votes=3, needed=2, voters=["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+                ),
             },
             {
                 "name": "db",
@@ -133,6 +154,7 @@ def initial_status() -> dict[str, Any]:
                 "expired": [],
                 "dropped": {},
                 "counters": {},
+                "guard": _guard("etcd", key_held=True, token=42, arbiter="reachable"),
             },
         ],
     }
@@ -291,7 +313,10 @@ async def test_page_shows_groups_and_follows_changes(browser: Browser, agent: Fa
         text = await www.inner_text()
         for needle in ("192.0.2.4", "spare", "198.51.100.3/24", "www.rais.test", "871 (871/1000)"):
             assert needle in text
-        assert await page.locator("section[data-group=db]").count() == 1
+        assert "guard majority 3/3 quorate, 2 needed" in text
+        db = page.locator("section[data-group=db]")
+        assert await db.count() == 1
+        assert "guard etcd key held, token 42" in await db.inner_text()
         await page.locator("#feed li").nth(5).wait_for()  # the recent history
 
         # host .3 dies and the spare takes its address: shown within a second, no reload
@@ -327,6 +352,15 @@ async def test_page_shows_groups_and_follows_changes(browser: Browser, agent: Fa
         assert "198.51.100.3" in await first.inner_text()
         assert await page.locator("#feed li").count() == 7
         assert "expires in" in await page.locator(moved).inner_text()
+
+        # the quorum is lost: the guard line says so
+        agent.group()["guard"] |= {"votes": 1, "quorate": False, "quorate_for_s": None}
+        await page.wait_for_function(
+            "() => document.querySelector('section[data-group=www] li.guard.failing')"
+            " && document.querySelector('section[data-group=www] li.guard')"
+            ".textContent === 'guard majority 1/3 NOT QUORATE, 2 needed'",
+            timeout=3000,
+        )
         assert not js_errors(page)
         await page.close()
 

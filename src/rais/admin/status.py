@@ -11,6 +11,7 @@ from rais.admin.status_view import (
     AddressStatus,
     DnsStatus,
     GroupStatus,
+    GuardStatus,
     HostStatus,
     LinkStatus,
     ServedStatus,
@@ -136,6 +137,30 @@ def group_status(
         common_features=view.common_features,
         link=None if interface is None else _link(view, interface, track_link),
         sets=tuple(_set(s) for s in view.sets),
+        guard=_guard(view),
+    )
+
+
+def _guard(view: CoreView) -> GuardStatus | None:
+    g = view.guard
+    if g is None:
+        return None
+    on = g.mode != "none"
+    return GuardStatus(
+        mode=g.mode,
+        quorate=g.quorate if on else None,
+        votes=g.votes,
+        needed=g.needed,
+        voters=tuple(fmt(v) for v in g.voters),
+        vote=None if g.vote is None else fmt(g.vote),
+        key_held=g.key_held,
+        token=g.token,
+        arbiter=g.arbiter,
+        # In force only once the key is gone, and only with "hold".
+        holding=g.holding and not g.key_held and g.on_arbiter_loss == "hold",
+        lease_left_s=None if g.lease_left is None else round(max(0.0, g.lease_left), 3),
+        quorate_for_s=None if g.quorate_for is None else round(g.quorate_for, 3),
+        on_arbiter_loss=g.on_arbiter_loss,
     )
 
 
@@ -175,6 +200,9 @@ def render(status: dict[str, Any]) -> str:
             left = link.get("hold_left_s")
             hold = f", up again in {left:.1f}s" if left is not None else ""
             lines.append(f"  link {link['interface']:<20} {state}{why}{hold}")
+        guard = g.get("guard")
+        if guard and guard["mode"] != "none":
+            lines.append(f"  guard {guard_line(guard, g['is_leader'])}")
         if "wire_version" in g:
             common = ", ".join(g.get("common_features", [])) or "none"
             lines.append(f"  wire version {g['wire_version']}, common features: {common}")
@@ -221,6 +249,32 @@ def render(status: dict[str, Any]) -> str:
             lines.append(f"  dropped datagrams: {detail}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def guard_line(guard: dict[str, Any], leads: bool) -> str:
+    """The guard of a group in a few words (``rais status``), as leader
+    (``leads``): "majority 3/5 quorate, 3 needed", "etcd key held, token 42";
+    as follower: "majority, leader quorate"; then the lease left."""
+    quorate = "quorate" if guard["quorate"] else "NOT QUORATE"
+    if not leads:
+        parts = [f"{guard['mode']}, leader {quorate}"]
+    elif guard["mode"] == "majority":
+        n = len(guard["voters"])
+        parts = [f"majority {guard['votes']}/{n} {quorate}", f"{guard['needed']} needed"]
+    else:
+        parts = [
+            f"etcd key held, token {guard['token']}" if guard["key_held"] else "etcd key NOT HELD"
+        ]
+        if guard["arbiter"] == "unreachable":
+            parts.append("etcd UNREACHABLE")
+        if guard["holding"]:
+            parts.append("holding on, nothing new assigned")
+        elif not guard["key_held"]:
+            parts.append(quorate)
+    left = guard.get("lease_left_s")
+    if left is not None:
+        parts.append(f"lease {left:.1f}s left")
+    return ", ".join(parts)
 
 
 def _state(held: list[tuple[str, str]]) -> str:

@@ -148,6 +148,37 @@ class LinkStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardStatus:
+    """A group's guard as this host sees it (rais.core.guard.GuardView)."""
+
+    mode: str
+    """none, majority or etcd."""
+    quorate: bool | None
+    """As leader: it may assign now; as follower: its leader said so in its
+    last info (None: no guard)."""
+    votes: int
+    """Guard majority, as leader: the voters that name it now, itself included."""
+    needed: int
+    voters: tuple[str, ...]
+    vote: str | None
+    """The leader this host names in its infos (None: none yet)."""
+    key_held: bool
+    """Guard etcd: this host holds the group's leader key."""
+    token: int
+    """The newest fencing token seen (the leader key's create revision)."""
+    arbiter: str
+    """Guard etcd, as leader: reachable, unreachable or "" (not asked)."""
+    holding: bool
+    """on_arbiter_loss "hold" is in force: etcd is lost, the key's lease has run
+    out, everything stays where it is and nothing new is assigned."""
+    lease_left_s: float | None
+    """The shortest lease left on an address this host holds (None: none)."""
+    quorate_for_s: float | None
+    """How long this host has led quorate without a break (None: it does not)."""
+    on_arbiter_loss: str
+
+
+@dataclass(frozen=True, slots=True)
 class PartStatus:
     """One supervised part of the agent."""
 
@@ -189,6 +220,8 @@ class GroupStatus:
     """This host's service link for the group (None: not known here)."""
     sets: tuple[SetStatus, ...] = ()
     """The address sets this host holds (those with more than one address)."""
+    guard: GuardStatus | None = None
+    """The group's guard (issue 13; None: not known here)."""
 
     def me(self) -> HostStatus | None:
         """This host's own entry."""
@@ -276,7 +309,26 @@ def _group(g: GroupStatus) -> dict[str, Any]:
             }
             for s in g.sets
         ]
+    out["guard"] = None if g.guard is None else _guard(g.guard)
     return out
+
+
+def _guard(g: GuardStatus) -> dict[str, Any]:
+    return {
+        "mode": g.mode,
+        "quorate": g.quorate,
+        "votes": g.votes,
+        "needed": g.needed,
+        "voters": list(g.voters),
+        "vote": g.vote,
+        "key_held": g.key_held,
+        "token": g.token,
+        "arbiter": g.arbiter,
+        "holding": g.holding,
+        "lease_left_s": g.lease_left_s,
+        "quorate_for_s": g.quorate_for_s,
+        "on_arbiter_loss": g.on_arbiter_loss,
+    }
 
 
 def _link(link: LinkStatus) -> dict[str, Any]:

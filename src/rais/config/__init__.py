@@ -19,6 +19,7 @@ from rais.base.ip import IP as IP  # re-exported: drivers and tests used to take
 from rais.base.ip import Interface
 from rais.base.section import Invalid, Section, family, parse_interface, show_endpoint
 from rais.config.etcd import EtcdConfig, parse_etcd
+from rais.config.guard import DEFAULT_LEASE, read_guard
 from rais.config.keys import (
     boolean,
     choice,
@@ -86,6 +87,10 @@ def _extras(extras: tuple[Interface, ...]) -> tuple[tuple[bytes, int], ...]:
 
 def _start_ok(tests: tuple[str, ...]) -> bool:
     return not tests
+
+
+def _ids(ips: tuple[IP, ...]) -> tuple[bytes, ...]:
+    return tuple(ip.packed for ip in ips)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,18 @@ class GroupConfig:
     down the host is not fit for the group (issue 13)."""
     link_hold: float = field(default=1.0, metadata=key(read=duration(zero=True), core="link_hold"))
     """How long the carrier must stay up again before the host is fit."""
+    guard: Literal["none", "majority", "etcd"] = field(default="none", metadata=key(core="guard"))
+    """What keeps an address off two hosts across a partition or a stall
+    (rais.core.guard): nothing more than the patent ("none"), a majority of
+    ``voters`` or the group's leader key in ``[etcd]``."""
+    voters: tuple[IP, ...] = field(default=(), metadata=key(core=(("voters", _ids),)))
+    """Guard "majority": the host ids (first control addresses) whose votes count."""
+    lease: float = field(default=DEFAULT_LEASE, metadata=key(core="lease"))
+    """With a guard: how long a host keeps an address without a quorate leader's word."""
+    on_arbiter_loss: Literal["hold", "release"] = field(
+        default="hold", metadata=key(core="on_arbiter_loss")
+    )
+    """Guard "etcd", etcd unreachable: keep every address where it is, or release."""
     dns: GroupDnsConfig | None = field(default=None, metadata=key())
     """``[group.dns]``: the DNS name that advertises the group's addresses."""
 
@@ -247,7 +264,7 @@ def _agent(path: str, data: dict[str, Any]) -> AgentConfig:
             f"group.{name}" if isinstance(name, str) and _NAME.fullmatch(name) else f"group[{i}]"
         )
         section = Section(raw, prefix, _GROUP, base)
-        group = _group(section, host, groups)
+        group = _group(section, host, groups, etcd)
         _objects_exist(section, "tests", group.tests, tests)
         _objects_exist(section, "loads", group.loads, loads)
         groups.append(group)
@@ -320,7 +337,9 @@ def _default(name: str, cls: type[Any] = GroupConfig) -> Any:
     return next(f.default for f in fields(cls) if f.name == name)
 
 
-def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConfig:
+def _group(
+    g: Section, host: HostConfig, others: list[GroupConfig], etcd: EtcdConfig | None
+) -> GroupConfig:
     name = g.string("name")
     if not _NAME.fullmatch(name):
         raise g.fail("name", f"must be 1-64 letters, digits, '_' or '-' (not first), got {name!r}")
@@ -386,6 +405,7 @@ def _group(g: Section, host: HostConfig, others: list[GroupConfig]) -> GroupConf
         orphan_timeout=orphan.seconds,
         peers=peers,
         observer=observer,
+        **read_guard(g, me=me, peers=peers, timeout=timeout.seconds, etcd=etcd),
         **read_plain(g, GroupConfig),
         dns=parse_group(g.table("dns"), g.key("dns"), g.base) if g.has("dns") else None,
     )

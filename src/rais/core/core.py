@@ -125,8 +125,8 @@ class Core(Hearing):
         renewal that succeeded)."""
 
         def body(now: float) -> bool:
-            live = [e.id for e in self.members.live()]
-            self.guard.arbiter(now, reachable, held, token, until, live)
+            known = [h for h, r in self.members.records.items() if not r.entry.leaving]
+            self.guard.arbiter(now, reachable, held, token, until, known)
             return True
 
         self._input(now, body)

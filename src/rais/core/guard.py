@@ -290,7 +290,10 @@ class Guard:
             return
         had = self.arb_held and now < self.arb_until
         if not reachable and self.arb_reachable is not False and (had or self.quorate(now)):
-            self._hold_set = frozenset(members)  # what "hold" keeps hearing
+            # What "hold" must keep hearing name it: every host of the group it
+            # has ever heard and that has not left (a host it no longer hears
+            # may reach etcd, take the key and lead on the far side).
+            self._hold_set = frozenset(members)
             self._hold_broken = False
         if reachable:
             self._hold_set = None

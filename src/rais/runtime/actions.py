@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from rais.base.ip import IP, ip_key
 from rais.config import GroupConfig
 from rais.core.addr import Addr
+from rais.core.config import MIN_KERNEL
 from rais.core.core import Core
 from rais.core.effects import Acquire, Release
 from rais.drivers.base import Addresses, Announcer, Scripts, Transport
@@ -30,6 +32,25 @@ def to_ip(addr: Addr) -> IP:
 
 def to_addr(ip: IP) -> Addr:
     return ip.packed
+
+
+class RefreshFailed(Exception):
+    """A held address could not be refreshed before its kernel lifetime ends."""
+
+
+class LeaseTooShort(Exception):
+    """With a guard: too little lease is left to configure an address."""
+
+
+def guarded_lifetime(lease_left: float) -> int | None:
+    """With a guard, the kernel lifetime (whole seconds) to set on an address
+    whose lease has ``lease_left`` seconds to run: the whole seconds of it, so
+    the kernel removes the address by the time the lease ends (plus its own
+    slack, rais.core.config.KERNEL_SLACK); None under ``MIN_KERNEL`` left:
+    set nothing (the lifetime set before ends in time)."""
+    if lease_left < MIN_KERNEL:
+        return None
+    return math.floor(lease_left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +72,8 @@ class SetActions:
     lifetime: int
     loop: asyncio.AbstractEventLoop
     _fresh: dict[IP, float]
+    _lifetimes: dict[IP, int]
+    """The kernel lifetime each held address was last added or refreshed with."""
     _stopped: bool
 
     def _done(self, address: Addr, ok: bool, reason: str) -> None:
@@ -65,15 +88,20 @@ class SetActions:
         added: list[tuple[IP, int]] = []
         try:
             for ip, prefixlen in members:
+                lifetime = self._add_lifetime(eff.address)
                 self.held.add(ip, prefixlen, None if ip == key else key)
                 added.append((ip, prefixlen))
-                await self.drivers.addresses.add(cfg.interface, ip, prefixlen, self.lifetime)
+                await self.drivers.addresses.add(cfg.interface, ip, prefixlen, lifetime)
                 self._fresh[ip] = self.loop.time()
+                self._lifetimes[ip] = lifetime
         except Exception as exc:
             self.counters["acquire_failed"] += 1
             for ip, prefixlen in added:
                 await self._remove(ip, prefixlen)
-            self._done(eff.address, False, f"add {added[-1][0]}: {exc}")
+            if isinstance(exc, LeaseTooShort):
+                self._done(eff.address, False, str(exc))
+            else:
+                self._done(eff.address, False, f"add {added[-1][0]}: {exc}")
             return
         ok, reason = await self.drivers.scripts.run(
             cfg.acquire_script, self._env(key, "acquire", members)
@@ -86,6 +114,20 @@ class SetActions:
             return
         self.counters["acquired"] += 1
         self._done(eff.address, True, "")
+
+    def _add_lifetime(self, key: Addr) -> int:
+        """The kernel lifetime of an address of the set keyed by ``key`` added
+        now: the normal one, or with a guard what its lease allows (raises
+        ``LeaseTooShort`` when that is under ``MIN_KERNEL``)."""
+        left = self.core.lease_left(key, self.loop.time())
+        if left is None:
+            return self.lifetime
+        lifetime = guarded_lifetime(left)
+        if lifetime is None:
+            raise LeaseTooShort(
+                f"lease: {max(0.0, left):.2f}s left, under {MIN_KERNEL:g}s: not added"
+            )
+        return lifetime
 
     async def _release(self, eff: Release) -> None:
         members = _members(eff.address, eff.prefixlen, eff.extras, eff.extras_only)
@@ -119,6 +161,7 @@ class SetActions:
             return False
         self.held.discard(ip, prefixlen)
         self._fresh.pop(ip, None)
+        self._lifetimes.pop(ip, None)
         return True
 
     async def _announce(self, ips: list[IP]) -> None:

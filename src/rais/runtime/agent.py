@@ -25,9 +25,10 @@ from rais.admin.facade import AgentFacade
 from rais.admin.metrics import Metrics
 from rais.admin.status_view import AgentStatus
 from rais.config import IP, AgentConfig, ConfigError, GroupConfig, load
+from rais.config.etcd import EtcdConfig
 from rais.dns.group import GroupDns
 from rais.dns.server import DnsServer
-from rais.drivers.base import Links
+from rais.drivers.base import Arbiter, Links
 from rais.drivers.scripts import ScriptRunner
 from rais.probes.spec import LoadSpec, TestSpec
 from rais.runtime.dns_service import DnsService
@@ -55,6 +56,19 @@ def real_links() -> Links:
     from rais.drivers.links import NetlinkLinks
 
     return NetlinkLinks()
+
+
+def real_arbiter(config: EtcdConfig) -> Arbiter:
+    """The etcd v3 client over its JSON gateway (rais.drivers.etcd)."""
+    from rais.drivers.etcd import EtcdClient, ssl_context
+
+    tls = config.ca_file is not None or config.cert_file is not None
+    return EtcdClient(
+        config.endpoints,
+        ssl=ssl_context(config.ca_file, config.cert_file, config.key_file) if tls else None,
+        user=config.user,
+        password=config.password,
+    )
 
 
 LINKS_READY = 1.0
@@ -91,18 +105,24 @@ class Agent:
         group_dns: Callable[..., GroupDns] = GroupDns,
         boot: Callable[[], str] = boot_id,
         links: Links | None = None,
+        arbiter: Callable[[EtcdConfig], Arbiter] = real_arbiter,
     ) -> None:
-        """``drivers``, ``probes``, ``trap_sender`` and ``group_dns`` make the
-        parts (tests give fakes); ``boot()`` is this boot's id (the pause record
-        of an in-place restart is valid only within one boot). ``links``
-        watches the service interfaces' carrier (``track_link``); None: the
-        netlink watcher with the real drivers, and no link tracking with any
-        other (fake interfaces have no carrier to watch)."""
+        """``drivers``, ``probes``, ``trap_sender``, ``group_dns`` and
+        ``arbiter`` (the client of ``[etcd]``, made when a group with guard
+        "etcd" first needs it) make the parts (tests give fakes); ``boot()``
+        is this boot's id (the pause record of an in-place restart is valid
+        only within one boot). ``links`` watches the service interfaces'
+        carrier (``track_link``); None: the netlink watcher with the real
+        drivers, and no link tracking with any other (fake interfaces have
+        no carrier to watch)."""
         self.config = config
         if links is None and drivers is real_drivers:
             links = real_links()
         self.links = links
         self.make_traps = trap_sender
+        self.make_arbiter = arbiter
+        self.arbiter: Arbiter | None = None
+        """The one client of ``[etcd]`` every group with guard "etcd" shares."""
         self.groups: dict[str, GroupRunner] = {}
         self.probes = probes(config.tests, config.loads)
         self.metrics = Metrics(self.status)
@@ -127,6 +147,8 @@ class Agent:
             rng=rng or random.Random(),
             leave_grace=leave_grace,
             links=links,
+            etcd=lambda: self.config.etcd,
+            arbiter=self._arbiter,
         )
         self.api = AgentFacade(
             self.groups, status=self.status, bus=self.bus, metrics=self.metrics, pause=self.pause
@@ -219,6 +241,9 @@ class Agent:
             await self.dns.close()
             for runner in self.groups.values():
                 runner.stop()
+            if self.arbiter is not None:
+                await self.arbiter.close()
+                self.arbiter = None
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
@@ -249,6 +274,13 @@ class Agent:
     def _in_pause(self, now: float) -> bool:
         """Stopping in place: paused, the pause not over, no failure."""
         return self.paused_until is not None and now < self.paused_until and not self.exit_code
+
+    def _arbiter(self) -> Arbiter:
+        if self.arbiter is None:
+            if self.config.etcd is None:
+                raise RuntimeError("no [etcd] is configured")
+            self.arbiter = self.make_arbiter(self.config.etcd)
+        return self.arbiter
 
     def request_reload(self) -> None:
         """SIGHUP: reload soon (requests made while one runs give one more reload)."""

@@ -24,25 +24,21 @@ from rais.core.addr import Addr
 from rais.core.config import CoreConfig
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Campaign, Event, Release, Send
-from rais.core.messages import AddrState
-from rais.core.pause import kernel_lifetime
 from rais.runtime.actions import Drivers as Drivers  # re-exported: tests take it from here
-from rais.runtime.actions import SetActions, _by_set, to_ip
+from rais.runtime.actions import RefreshFailed as RefreshFailed  # re-exported
+from rais.runtime.actions import _by_set, to_ip
 from rais.runtime.actions import to_addr as to_addr  # re-exported: the agent takes it from here
+from rais.runtime.refresh import Refresher
 from rais.runtime.state import HeldFile
 
 log = logging.getLogger("rais.group")
-
-
-class RefreshFailed(Exception):
-    """A held address could not be refreshed before its kernel lifetime ends."""
 
 
 def _raise(part: str, reason: str) -> None:
     raise RuntimeError(f"{part}: {reason}")
 
 
-class GroupRunner(SetActions):
+class GroupRunner(Refresher):
     def __init__(
         self,
         config: GroupConfig,
@@ -93,12 +89,15 @@ class GroupRunner(SetActions):
         self.refresh_every = min(0.25, self.lifetime / 4)
         self._fresh: dict[IP, float] = {}
         """When each held address was last added or refreshed."""
+        self._lifetimes: dict[IP, int] = {}
         self.tracks_link = False
         """A link watcher reports this group's interface (``link_state``)."""
         self.pause_until: float | None = None
         """While this host pauses (``rais pause``): until when (loop time)."""
-        self.campaign = False
-        """Guard "etcd": the core wants the group's leader key (``Campaign``)."""
+        self.wants_key = False
+        """Guard "etcd": the core wants the group's leader key (its last ``Campaign``)."""
+        self.on_campaign: Callable[[bool], None] | None = None
+        """Hears every ``Campaign`` (the group's arbiter loop, rais.runtime.arbiter)."""
 
     # ------------------------------------------------------------- lifecycle
 
@@ -300,6 +299,20 @@ class GroupRunner(SetActions):
 
         self._drive(step)
 
+    def arbiter_state(
+        self, *, reachable: bool, held: bool, token: int = 0, until: float = 0.0
+    ) -> None:
+        """Guard "etcd": the arbiter loop's latest word on the leader key."""
+        if self._stopped:
+            return
+
+        def step() -> None:
+            now = self.loop.time()
+            self.core.arbiter_state(now, reachable=reachable, held=held, token=token, until=until)
+            self._pump()
+
+        self._drive(step)
+
     def load_sample(self, load: int, capacity: int) -> None:
         self.core.load_sample(self.loop.time(), load, capacity)
 
@@ -356,7 +369,9 @@ class GroupRunner(SetActions):
                 ips = [to_ip(eff.address), *(to_ip(a) for a, _ in eff.extras)]
                 self._spawn(self._announce(ips))
             elif isinstance(eff, Campaign):
-                self.campaign = eff.want  # guard "etcd": the arbiter loop reads it
+                self.wants_key = eff.want
+                if self.on_campaign is not None:
+                    self.on_campaign(eff.want)
             else:
                 self.on_event(eff)
         if self.core.left:
@@ -408,43 +423,3 @@ class GroupRunner(SetActions):
             self._pump()
 
         self._drive(step)
-
-    async def refresh_forever(self) -> None:
-        """The dead man's switch, run by the agent as a part it cannot do
-        without: refreshes every held address's kernel lifetime. Raises
-        ``RefreshFailed`` when an address has gone unrefreshed for so long
-        that the kernel is about to remove it behind the core's back."""
-        while True:
-            await asyncio.sleep(self.refresh_every)
-            if self._stopped:
-                continue
-            now = self.loop.time()
-            for ip, prefixlen in self.held.current():
-                if self.core.holding(to_addr(ip)) != AddrState.ONLINE:
-                    # Being acquired (its script may run long, behind which the
-                    # refresh waits in the address's queue) or released.
-                    self._fresh[ip] = now
-                since = self._fresh.setdefault(ip, now)
-                if now - since > self.lifetime - self.refresh_every:
-                    raise RefreshFailed(
-                        f"{ip} not refreshed for {now - since:.2f}s "
-                        f"(kernel lifetime {self.lifetime}s)"
-                    )
-                # In its set's queue, so never after its release.
-                self._chain(self.core.key_of(to_addr(ip)), self._refresh(ip, prefixlen))
-
-    async def _refresh(self, ip: IP, prefixlen: int) -> None:
-        state = self.core.holding(to_addr(ip))
-        if self._stopped or state is None or state == AddrState.RELEASING:
-            return  # being released (or gone): let the lifetime run out
-        if (ip, prefixlen) not in self.held.current():
-            return
-        try:
-            left = None if self.pause_until is None else self.pause_until - self.loop.time()
-            lifetime = kernel_lifetime(self.lifetime, left)
-            await self.drivers.addresses.add(self.config.interface, ip, prefixlen, lifetime)
-            self._fresh[ip] = self.loop.time()
-            self.counters["refreshes"] += 1
-        except Exception as exc:
-            self.counters["refresh_errors"] += 1
-            log.error("group %s: refresh %s: %s", self.config.name, ip, exc)

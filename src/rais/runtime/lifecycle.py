@@ -15,9 +15,11 @@ from typing import Any, Literal, Protocol
 
 from rais.admin.metrics import Metrics
 from rais.config import IP, AgentConfig, GroupConfig, HostConfig
+from rais.config.etcd import EtcdConfig
 from rais.core.pause import out_of_bounds
-from rais.drivers.base import Links
+from rais.drivers.base import Arbiter, Links
 from rais.probes.spec import LoadSpec, TestSpec
+from rais.runtime.arbiter import Campaigner
 from rais.runtime.dns_service import DnsService
 from rais.runtime.events import AnyEvent
 from rais.runtime.group import Drivers, GroupRunner
@@ -74,12 +76,16 @@ class Groups:
         rng: random.Random,
         leave_grace: float,
         links: Links | None = None,
+        etcd: Callable[[], EtcdConfig | None] = lambda: None,
+        arbiter: Callable[[], Arbiter] | None = None,
     ) -> None:
         """``runners``: the running groups by name (filled and emptied here);
         ``host`` and ``keys`` never change while the agent runs; ``publish``:
         the event bus; ``supervisor()``: the running agent's supervisor; each
         group's random generator is seeded from ``rng``; ``links``: the link
-        watcher a group with ``track_link`` subscribes to (None: no tracking)."""
+        watcher a group with ``track_link`` subscribes to (None: no tracking);
+        ``etcd()``: the running ``[etcd]``, and ``arbiter()`` the agent's one
+        client of it, for the groups with guard "etcd" (rais.runtime.arbiter)."""
         self.runners = runners
         self.host = host
         self.keys = keys
@@ -92,7 +98,11 @@ class Groups:
         self.rng = rng
         self.leave_grace = leave_grace
         self.links = links
+        self.etcd = etcd
+        self.arbiter = arbiter
         self._unsubscribe: dict[str, list[Callable[[], None]]] = {}
+        self.campaigners: dict[str, Campaigner] = {}
+        """The arbiter loop of each group with guard "etcd", by group name."""
 
     async def join(self, group: GroupConfig, epoch: int, resume_until: float | None = None) -> None:
         """Start ``group``; ``resume_until``: the end of the pause of the previous
@@ -120,6 +130,8 @@ class Groups:
             # No await since start(): nothing was acquired on an unknown link.
             runner.tracks_link = True
             subs.append(self.links.subscribe(group.interface, runner.link_state))
+        if group.guard == "etcd":
+            self._campaign(group, runner)
         if group.tests:
             subs.append(self.probes.subscribe(group.tests, runner.test_result))
         gd = self.dns.add(group)
@@ -134,11 +146,15 @@ class Groups:
         for unsubscribe in self._unsubscribe.pop(name, []):
             unsubscribe()
         sup = self.supervisor()
+        arbiter = _arbiter_part(name)
         for part in [p for p in sup.parts.values() if p.group == name]:
-            sup.stop(part.name)
+            if part.name != arbiter:  # it resigns the key when the leave says so
+                sup.stop(part.name)
         self.dns.remove(name)
         await runner.leave(self.leave_grace)
         runner.stop()
+        sup.stop(arbiter)
+        self.campaigners.pop(name, None)
         log.info("group %s: left", name)
 
     async def join_all(
@@ -184,6 +200,7 @@ class Groups:
             for part in [p for p in sup.parts.values() if p.group == name]:
                 sup.stop(part.name)
             self.dns.remove(name)
+            self.campaigners.pop(name, None)
             runner.stop()
             await runner.drain()
             log.info("group %s: stopped in place (paused)", name)
@@ -204,6 +221,24 @@ class Groups:
             if before.get(name) != group:
                 await self.join(group, epoch)
 
+    def _campaign(self, group: GroupConfig, runner: GroupRunner) -> None:
+        """Start the arbiter loop of a group with guard "etcd"."""
+        etcd = self.etcd()
+        if etcd is None or self.arbiter is None:
+            raise RuntimeError(f'group {group.name}: guard "etcd" but no [etcd] is running')
+        loop = Campaigner(
+            self.arbiter(),
+            key=etcd.prefix + group.name,
+            value=str(self.host.control[0]).encode(),
+            ttl=etcd.ttl,
+            report=runner.arbiter_state,
+            name=f"group {group.name}",
+        )
+        self.campaigners[group.name] = loop
+        runner.on_campaign = loop.want
+        loop.want(runner.wants_key)
+        self.supervisor().keep(_arbiter_part(group.name), loop.run, group=group.name)
+
     def supervisor(self) -> Supervisor:
         sup = self._supervisor()
         if sup is None:
@@ -220,17 +255,25 @@ class Groups:
         return lambda: self.probes.load(names, how)
 
 
+def _arbiter_part(group: str) -> str:
+    return f"arbiter {group}"
+
+
 def reloaded(running: AgentConfig, new: AgentConfig) -> AgentConfig:
     """The config after a reload: ``new``'s groups, tests and loads; the rest
-    (host, auth, DNS server, SNMP) stays as running (logged if it changed)."""
+    (host, auth, DNS server, SNMP, etcd) stays as running (logged if it
+    changed). An ``[etcd]`` the running config did not have is taken: nothing
+    used one yet."""
+    etcd = running.etcd if running.etcd is not None else new.etcd
     if (
         new.host != running.host
         or new.auth.keys != running.auth.keys
         or new.dns != running.dns
         or new.snmp != running.snmp
+        or new.etcd != etcd
     ):
         log.error(
-            "reload: [host], [auth], [dns] and [snmp] changes need a restart; "
+            "reload: [host], [auth], [dns], [snmp] and [etcd] changes need a restart; "
             "groups, tests and loads reloaded only"
         )
-    return replace(running, groups=new.groups, tests=new.tests, loads=new.loads)
+    return replace(running, groups=new.groups, tests=new.tests, loads=new.loads, etcd=etcd)

@@ -68,6 +68,16 @@ class GuardJudge:
         if kind not in ("boot", "start"):
             self.last_fault = now
 
+    def can_serve(self) -> bool:
+        """Whether the group can serve at all now (I1 is judged only then): a
+        majority of the voters is up, or etcd is."""
+        if not self.on:
+            return True
+        if self.etcd:
+            return self._etcd_up
+        hosts = self.world.hosts
+        return sum(1 for h in hosts if h.up and h.core is not None) >= len(hosts) // 2 + 1
+
     def held(self, now: float, address: Addr, holders: set[int]) -> None:
         """I7: an acquire completed."""
         if self.on and len(holders) > 1:

@@ -93,7 +93,7 @@ class Guarded:
             return []
         self._next_refresh[h.index] = now + REFRESH
         out = []
-        for address, state in h.core.served.states.items():
+        for address, state in h.core.entry().served:
             if state != AddrState.ONLINE:
                 continue
             removal = self.lifetime(h, address, now)

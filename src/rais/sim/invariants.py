@@ -341,7 +341,7 @@ class Checker:
             if not self.converged and self._settled_state(now, strict=False) is None:
                 self.converged = True
                 self.convergences.append(now - self.fault_at)
-            elif self.converged and self.judged:
+            elif self.converged and self.judged and self.guard.can_serve():
                 problem = self._settled_state(now, strict=False)
                 if problem is not None:
                     self.violate("I1", now, f"after convergence: {problem}")
@@ -352,7 +352,7 @@ class Checker:
     def deadline(self, now: float, fault_at: float) -> None:
         """Scheduled at fault time + bound: judge I1 and I4 if no fault came
         since and no disturbance is going on (its end schedules the check)."""
-        if self.active or fault_at != self.fault_at:
+        if self.active or fault_at != self.fault_at or not self.guard.can_serve():
             return
         self.i1_checks += 1
         for address in list(self.early):

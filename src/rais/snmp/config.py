@@ -27,9 +27,14 @@ NOTIFICATIONS: Mapping[EventKind, int] = {
     EventKind.TEST_FAILED: 5,  # raisTestFailed
     EventKind.CANNOT_ASSIGN: 6,  # raisCannotAssign
     EventKind.LEADER_CHANGED: 7,  # raisLeaderChanged
+    EventKind.QUORUM_LOST: 8,  # raisQuorumLost
+    EventKind.QUORUM_REGAINED: 9,  # raisQuorumRegained
+    EventKind.ARBITER_LOST: 10,  # raisArbiterLost
+    EventKind.ARBITER_REGAINED: 11,  # raisArbiterRegained
 }
 """The event kinds that have a notification in RAIS-MIB, and its number under
-``ENTERPRISE.0`` (raisNotifications). Other kinds cannot be sent."""
+``ENTERPRISE.0`` (raisNotifications). Other kinds cannot be sent. The guard's
+four (8 to 11, issue 13) come only from groups with a guard."""
 
 TRAPPED_BY_DEFAULT: frozenset[EventKind] = frozenset(NOTIFICATIONS)
 

@@ -357,13 +357,15 @@
     view.quiesce.dataset.action = g.quiesced ? "unquiesce" : "quiesce";
     setText(view.quiesce, g.quiesced ? "Unquiesce" : "Quiesce");
     const linkKey = link ? [link.state, link.reason, link.hold_left_s == null] : null;
-    renderIfChanged(view.tests, [g.tests || [], linkKey], () => [
+    const guard = g.guard && g.guard.mode !== "none" ? guardText(g.guard, g.is_leader) : null;
+    renderIfChanged(view.tests, [g.tests || [], linkKey, guard], () => [
       ...(g.tests || []).map((t) => {
         const state = t.ok === true ? "passing" : t.ok === false ? "FAILING" : "pending";
         const why = t.reason && t.ok !== true ? ` (${t.reason})` : "";
         return h("li", { class: `test ${state.toLowerCase()}`, text: `test ${t.name}: ${state}${why}` });
       }),
       link ? linkItem(link) : null,
+      guard ? h("li", { class: `test guard ${guard.kind}`, text: guard.text }) : null,
     ].filter(Boolean));
     const scale = g.load_scale || 1000;
     const hosts = g.hosts || [];
@@ -384,6 +386,26 @@
     const dropped = Object.entries(g.dropped || {}).filter(([, v]) => v);
     if (dropped.length) notes.push(`dropped datagrams: ${dropped.map(([k, v]) => `${k} ${v}`).join(", ")}`);
     setText(view.extra, notes.join(" · "));
+  }
+
+  // The guard in a few words, as `rais status` says it (rais.admin.status.guard_line);
+  // the lease left is not shown here: it changes on every status.
+  function guardText(guard, leads) {
+    const quorate = guard.quorate ? "quorate" : "NOT QUORATE";
+    let text;
+    if (!leads) {
+      text = `guard ${guard.mode}, leader ${quorate}`;
+    } else if (guard.mode === "majority") {
+      text = `guard majority ${guard.votes}/${(guard.voters || []).length} ${quorate}, ${guard.needed} needed`;
+    } else {
+      const parts = [guard.key_held ? `etcd key held, token ${guard.token}` : "etcd key NOT HELD"];
+      if (guard.arbiter === "unreachable") parts.push("etcd UNREACHABLE");
+      if (guard.holding) parts.push("holding on, nothing new assigned");
+      else if (!guard.key_held) parts.push(quorate);
+      text = `guard ${parts.join(", ")}`;
+    }
+    const kind = guard.holding ? "pending" : guard.quorate ? "passing" : "failing";
+    return { text, kind };
   }
 
   function linkItem(link) {
