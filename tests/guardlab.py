@@ -330,9 +330,21 @@ class GuardLab(Lab):
         self.watch.plugged(host, at)
         return at
 
+    def cut_arbiter(self) -> float:
+        """Take etcd's switch port down: etcd runs on, nobody reaches it."""
+        at = time.time()
+        self.ip(SWITCH, "link", "set", "ae", "down")
+        return at
+
+    def mend_arbiter(self) -> float:
+        self.ip(SWITCH, "link", "set", "ae", "up")
+        return time.time()
+
     def restore(self) -> None:
-        """Heal the control network and plug every unplugged host back in."""
+        """Heal the control network, reconnect etcd and plug every unplugged
+        host back in."""
         self.heal()
+        self.mend_arbiter()
         for h, spans in self.watch.offline.items():
             if spans and spans[-1][1] == float("inf"):
                 self.plug(h)

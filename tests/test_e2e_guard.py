@@ -13,7 +13,6 @@ and removes what they left.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -44,10 +43,6 @@ MARGIN = 0.2
 """Beyond the protocol's bounds: netlink, ``ip monitor``'s stamps, five
 agents and their watchers scheduled on two cores."""
 SETTLE = 15.0
-GUARDED = pytest.mark.skipif(
-    importlib.util.find_spec("rais.config.guard") is None,
-    reason="the guard's config keys are not on this branch yet (issue 13)",
-)
 LEASE = 2.0
 TAKEOVER = TIMEOUT + LEASE + 2 * HEARTBEAT + KERNEL_SLACK
 """I8's bound: while a side holds a majority (or the etcd key) every address
@@ -182,7 +177,6 @@ def deleted_on(net: GuardLab, address: str, host: str, since: float) -> float | 
     )
 
 
-@GUARDED
 async def test_majority_split_2_3_minority_releases_majority_serves_heal_fails_back(
     net: GuardLab, tmp_path: Path
 ) -> None:
@@ -238,7 +232,6 @@ def lifetimes(net: GuardLab, since: float) -> set[str]:
     }
 
 
-@GUARDED
 async def test_majority_stalled_leader_loses_its_address_by_the_kernel_first(
     net: GuardLab, tmp_path: Path
 ) -> None:
@@ -290,7 +283,6 @@ async def test_majority_stalled_leader_loses_its_address_by_the_kernel_first(
 # -- (b), (c) guard "etcd" ----------------------------------------------------------
 
 
-@GUARDED
 async def test_etcd_split_2_2_the_key_holders_side_serves_everything(
     net: GuardLab, tmp_path: Path
 ) -> None:
@@ -344,46 +336,61 @@ async def test_etcd_split_2_2_the_key_holders_side_serves_everything(
             agents.stop_all()
 
 
-@GUARDED
-@pytest.mark.xfail(
-    strict=True,
-    reason="etcd back from a restart kept this host's lease (and key): the arbiter loop "
-    "campaigns against its own key instead of renewing that lease, reports 'reachable, not "
-    "held', the hold ends and every address is released until a new key (h-e report)",
+@pytest.mark.parametrize(
+    "outage",
+    [
+        pytest.param(
+            "killed",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="etcd back from a restart kept this host's lease (and key): the arbiter "
+                "loop campaigns against its own key instead of renewing that lease, reports "
+                "'reachable, not held', the hold ends and every address is released until "
+                "a new key (h-e report)",
+            ),
+        ),
+        "cut off",
+    ],
 )
-async def test_etcd_stopped_hold_moves_nothing(net: GuardLab, tmp_path: Path) -> None:
-    """on_arbiter_loss = "hold": etcd is killed for three leases and comes back;
-    no address moves (refreshes only), the leader says it is holding on."""
+async def test_etcd_lost_hold_moves_nothing(net: GuardLab, tmp_path: Path, outage: str) -> None:
+    """on_arbiter_loss = "hold": etcd is killed (or its port cut, etcd running
+    on) for three leases and comes back; no address moves (refreshes only), and
+    the leader says it is holding on."""
     async with etcd_cluster(1, netns=net.ns(ETCD), host=ETCD_IP) as etcd:
         agents = Agents(net, tmp_path, Guard("etcd", lease=LEASE, on_arbiter_loss="hold"))
         try:
             agents.start()
             start = await settle(net, agents)
             await asyncio.sleep(1.0)
-            etcd.kill(0)
-            stopped = time.time()
+            if outage == "killed":
+                etcd.kill(0)
+                lost = time.time()
+            else:
+                lost = net.cut_arbiter()
             await asyncio.sleep(3 * LEASE)
             assert preferred(net), f"{net.placement()}\n{agents.logs()}"
             g = agents.status("h1")["guard"]
-            print(f"\n  h1's guard with etcd down: {g}")
+            print(f"\n  h1's guard with etcd {outage}: {g}")
             assert g["arbiter"] == "unreachable" and g["holding"] and g["quorate"], g
-            etcd.restart(0)
-            await etcd.wait_ready()
+            if outage == "killed":
+                etcd.restart(0)
+                await etcd.wait_ready()
+            else:
+                net.mend_arbiter()
             again = await until(lambda: agents.status("h1")["guard"]["key_held"], 3 * LEASE)
             assert again, agents.status("h1")
-            await asyncio.sleep(1.0)
-            assert preferred(net), net.placement()
-            figs = report(net, "guard etcd, etcd killed for 3 leases, hold", stopped)
+            await asyncio.sleep(LEASE + 1.0)
+            assert preferred(net), f"{net.placement()}\n{agents.logs()}"
+            figs = report(net, f"guard etcd, etcd {outage} for 3 leases, hold", lost)
             no_overlap(figs, net, start)
             for f in figs:
-                moves = [x for x in net.watch.changes(f.address, stopped) if x.deleted]
+                moves = [x for x in net.watch.changes(f.address, lost) if x.deleted]
                 assert not moves and f.outage == 0, f.story()
         finally:
             net.restore()
             agents.stop_all()
 
 
-@GUARDED
 async def test_etcd_stopped_release_gives_everything_up(net: GuardLab, tmp_path: Path) -> None:
     """on_arbiter_loss = "release": with etcd killed every host lets its
     addresses go (within a lease); once etcd is back the leader takes the key
