@@ -33,7 +33,7 @@ class GuardedMachine(ClusterMachine):
         self.sim.start()
         self.advance(1.0)
 
-    def boot(self, seed: int) -> None:  # type: ignore[override]
+    def boot(self, seed: int) -> None:
         """(The unguarded machine's initializer: replaced by ``boot_guarded``.)"""
 
     @rule(host=st.integers(0, HOSTS - 1))

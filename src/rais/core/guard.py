@@ -473,7 +473,10 @@ class Guard:
             arbiter=""
             if self.arb_reachable is None
             else ("reachable" if self.arb_reachable else "unreachable"),
-            holding=self._hold_set is not None and not self._hold_broken,
+            holding=self.loss == "hold"
+            and self._hold_set is not None
+            and not self._hold_broken
+            and not (self.arb_held and now < self.arb_until),
             lease_left=min(lefts) if lefts else None,
             quorate_for=None if since is None else now - since,
             on_arbiter_loss=self.loss,

@@ -81,6 +81,8 @@ def schedule(
                 kind = "etcd"
             elif kind in ("netcut", "loss", "latency") and r < 0.7:
                 kind = "deaf"
+            elif kind in ("move", "test", "quiesce", "leave") and r < 0.5:
+                kind = "partition"  # what the guard is for: more of them
         window = 0.0
         if kind == "netcut" and (networks < 2 or netcut_until > t):
             # One control network at a time: two cut at once is a partition.
@@ -115,7 +117,7 @@ def schedule(
             length = rng.uniform(0.5, 6.0)
         elif kind == "deaf":
             length = rng.uniform(0.5, bound + 3.0)
-        elif kind == "partition" and guard != "none" and rng.random() < 0.5:
+        elif kind == "partition" and guard != "none" and rng.random() < 0.7:
             length = rng.uniform(bound, bound + 4.0)  # long enough for I8
         elif kind == "move":
             # An operator pins an address elsewhere, then fails it back; shorter
