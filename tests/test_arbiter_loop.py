@@ -197,6 +197,27 @@ async def test_unreachable_past_the_lease_then_won_again(h: Harness) -> None:
     assert h.loop.counters["campaigns"] == 2
 
 
+async def test_a_lease_etcd_kept_is_held_again_with_its_token(h: Harness) -> None:
+    """etcd restarted: the lease this host saw lapse is alive again (etcd gives
+    restored leases a fresh TTL), so is the key: the loop renews it and holds
+    the key again with the same token, never telling the core "not held" while
+    etcd answers."""
+    h.loop.want(True)
+    await settle()
+    token = h.last.token
+    lease = next(iter(h.etcd.leases))
+    h.etcd.down = True
+    await h.clock.advance(TTL + 0.3)
+    assert not h.last.held
+    h.etcd.leases[lease] = h.clock() + TTL  # restored by the restart
+    h.etcd.down = False
+    seen = len(h.told)
+    await h.clock.advance(RETRY_MAX)
+    after = h.told[seen:]
+    assert after and all(t.reachable and t.held and t.token == token for t in after), after
+    assert h.loop.counters["campaigns"] == 2
+
+
 async def test_unreachable_from_the_start(h: Harness) -> None:
     h.client.reachable = False
     h.loop.want(True)

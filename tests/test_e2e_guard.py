@@ -339,16 +339,7 @@ async def test_etcd_split_2_2_the_key_holders_side_serves_everything(
 @pytest.mark.parametrize(
     "outage",
     [
-        pytest.param(
-            "killed",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="etcd back from a restart kept this host's lease (and key): the arbiter "
-                "loop campaigns against its own key instead of renewing that lease, reports "
-                "'reachable, not held', the hold ends and every address is released until "
-                "a new key (h-e report)",
-            ),
-        ),
+        "killed",
         "cut off",
     ],
 )

@@ -135,6 +135,8 @@ class Campaigner:
         except ArbiterError as exc:
             return self._failed(exc, None)
         self._answered()
+        if isinstance(won, Holder) and await self._kept(won):
+            return self.lead.renew_every if self.lead is not None else 0.0
         if isinstance(won, Holder):
             if won != self._shown_holder:  # logged once per holder
                 self._shown_holder = won
@@ -155,6 +157,29 @@ class Campaigner:
         return won.renew_every
 
     _shown_holder: Holder | None = None
+    _lapsed: Leadership | None = None
+    """The leadership whose lease this loop saw lapse while etcd was unreachable."""
+
+    async def _kept(self, holder: Holder) -> bool:
+        """The key is held under this host's value: if it is the leadership that
+        lapsed while etcd could not be reached (etcd restored the lease when it
+        came back, as a restarted etcd does), renew it and hold it again, with
+        the same token. Nobody else held the key meanwhile: its create revision
+        is unchanged."""
+        lapsed, self._lapsed = self._lapsed, None
+        if lapsed is None or (holder.value, holder.revision) != (self.value, lapsed.revision):
+            return False
+        try:
+            kept = await self.arbiter.keepalive(lapsed)
+        except ArbiterError:
+            self._lapsed = lapsed
+            return False
+        if not kept:
+            return False
+        self.lead = lapsed
+        log.info("%s: %s is still this host's, token %d", self.name, self.key, lapsed.revision)
+        self._tell(held=True)
+        return True
 
     async def _renew(self) -> float:
         lead = self.lead
@@ -220,6 +245,7 @@ class Campaigner:
         if lead is not None:
             log.warning("%s: %s lapsed while etcd was unreachable", self.name, self.key)
             self.lead = None
+            self._lapsed = lead
         self._tell(held=False)
         return delay
 
