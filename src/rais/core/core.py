@@ -125,8 +125,9 @@ class Core(Hearing):
         renewal that succeeded)."""
 
         def body(now: float) -> bool:
-            known = [h for h, r in self.members.records.items() if not r.entry.leaving]
-            self.guard.arbiter(now, reachable, held, token, until, known)
+            # Every host ever heard, even one that left: it may come back on
+            # the far side of a partition, reach etcd and lead there.
+            self.guard.arbiter(now, reachable, held, token, until, list(self.members.records))
             return True
 
         self._input(now, body)

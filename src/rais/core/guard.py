@@ -291,8 +291,8 @@ class Guard:
         had = self.arb_held and now < self.arb_until
         if not reachable and self.arb_reachable is not False and (had or self.quorate(now)):
             # What "hold" must keep hearing name it: every host of the group it
-            # has ever heard and that has not left (a host it no longer hears
-            # may reach etcd, take the key and lead on the far side).
+            # has ever heard (a host it no longer hears may reach etcd, take the
+            # key and lead on the far side).
             self._hold_set = frozenset(members)
             self._hold_broken = False
         if reachable:
