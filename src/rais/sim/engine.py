@@ -256,7 +256,8 @@ class Simulation(GuardSteps):
                 elif kind == _FAULT:
                     self._fault(now, item[1])
                 elif kind == _DEADLINE:
-                    checker.deadline(now, item[1])
+                    if not self._too_soon(now):
+                        checker.deadline(now, item[1])
                 elif kind == _LINK:
                     checker.link_released(now, item[1], item[2])
                 elif kind == KEXP:

@@ -23,6 +23,7 @@ class GuardSteps:
     guarded: Guarded
     hosts: list[SimHost]
     tick: int
+    _last_boot: float
 
     def _at(self, tick: int, item: tuple[Any, ...]) -> None:
         raise NotImplementedError
@@ -35,6 +36,13 @@ class GuardSteps:
 
     def _log(self, now: float, text: str) -> None:
         raise NotImplementedError
+
+    def _too_soon(self, now: float) -> bool:
+        """A judgement scheduled before a host booted at that same instant: the
+        boot scheduled a later one (with a guard, see ``_judge_later``)."""
+        if not self.guarded.on:
+            return False
+        return now + TICK < self._last_boot + self.checker.bound + self.checker.guard.cold
 
     def _removal(self, address: Addr, index: int, expiry: float, when: float) -> None:
         self._at(max(self.tick + 1, ceil(when / TICK)), (KEXP, address, index, expiry))
