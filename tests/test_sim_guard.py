@@ -44,7 +44,7 @@ def _sweep(request: pytest.FixtureRequest, guard: str, loss: float, quick: int) 
 
 
 @pytest.mark.timeout(SWEEP_TIMEOUT)
-@pytest.mark.parametrize(("loss", "quick"), [(0.0, 14), (0.05, 10)], ids=["lossless", "loss"])
+@pytest.mark.parametrize(("loss", "quick"), [(0.0, 8), (0.05, 6)], ids=["lossless", "loss"])
 def test_majority_guard_across_seeds(
     request: pytest.FixtureRequest, loss: float, quick: int
 ) -> None:
@@ -56,7 +56,7 @@ def test_majority_guard_across_seeds(
 
 
 @pytest.mark.timeout(SWEEP_TIMEOUT)
-@pytest.mark.parametrize(("loss", "quick"), [(0.0, 14), (0.05, 10)], ids=["lossless", "loss"])
+@pytest.mark.parametrize(("loss", "quick"), [(0.0, 8), (0.05, 6)], ids=["lossless", "loss"])
 def test_etcd_guard_across_seeds(request: pytest.FixtureRequest, loss: float, quick: int) -> None:
     """guard "etcd" (on arbiter loss "hold"), etcd on either side of every
     partition and sometimes down: every invariant holds, and the key changed
