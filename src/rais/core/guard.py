@@ -138,7 +138,6 @@ class Guard:
         self.dirty = False
         """A vote came or went since the last ``settle``."""
         self._lapsed = False
-        self._was_quorate = False
         self._lost = False
 
     # ----------------------------------------------------------- votes, quorum
@@ -156,8 +155,7 @@ class Guard:
         if self.vote != self.me:
             return False
         if self.mode == "majority":
-            n = sum(1 for v in self.voters if v != self.me and self.ballots.get(v, _NEVER) > now)
-            return n + (1 if self.me in self._voter_set else 0) >= self.needed
+            return self.votes(now) >= self.needed
         if self.arb_held and now < self.arb_until:
             return True
         return self._holding(now)
@@ -277,10 +275,7 @@ class Guard:
         """This leader sends an acquire of ``address`` to ``host`` in its info of ``stamp``."""
         if self.on:
             self.claims[(host, address)] = now
-            self.asked_at(host, address, stamp)
-
-    def asked_at(self, host: Addr, address: Addr, stamp: int) -> None:
-        self._asked[(host, address)] = stamp
+            self._asked[(host, address)] = stamp
 
     def arbiter(
         self, now: float, reachable: bool, held: bool, token: int, until: float, members: list[Addr]
@@ -360,6 +355,7 @@ class Guard:
         quorum changed (the leader then recomputes and tells the group)."""
         if not self.on:
             return False
+        was = self.quorate_since is not None
         vote = self._choose(now, leader, settled)
         changed = vote != self.vote
         self.dirty = False
@@ -374,9 +370,9 @@ class Guard:
                 self.quorate_since = now
         else:
             self.quorate_since = None
-        if q != self._was_quorate:
+        if q != was:
             changed = True
-            if self.mode == "majority" and is_leader and (q or self._was_quorate):
+            if self.mode == "majority" and is_leader and (q or was):
                 why = f"{self.votes(now)} of {len(self.voters)} voters, {self.needed} needed"
                 if not q:
                     self._lost = True
@@ -384,7 +380,6 @@ class Guard:
                 elif self._lost:
                     self._lost = False
                     self.out.event(now, EventKind.QUORUM_REGAINED, None, why)
-        self._was_quorate = q
         if not is_leader:
             self._lost = False
         want = self.mode == "etcd" and is_leader and settled and vote == self.me and not leaving
