@@ -41,7 +41,6 @@ import ipaddress
 import itertools
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -51,15 +50,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchkit import interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from netlab import Lab, lab  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from traffic import ECHO, PROBER  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 
@@ -382,19 +381,9 @@ def one_run(kind: type[System], tmp_root: Path, index: int) -> Run:
 # -- report -------------------------------------------------------------------
 
 
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+def keepalived_version() -> str:
     kav = subprocess.run(["keepalived", "--version"], capture_output=True, text=True)
-    kav_line = (kav.stdout + kav.stderr).strip().splitlines()[0]
-    return (
-        f"{platform.machine()} ({model}, {os.cpu_count()} cores), "
-        f"kernel {platform.release()}, Python {platform.python_version()}, {kav_line}"
-    )
+    return (kav.stdout + kav.stderr).strip().splitlines()[0]
 
 
 def fmt(values: list[float], digits: int = 0) -> str:
@@ -477,7 +466,7 @@ max gap** is the longest gap among the last 250 answers before the failure
 
 def report(runs: list[Run], args: argparse.Namespace, failures: list[str]) -> str:
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    text = f"### {today}, {machine()}\n\n"
+    text = f"### {today}, {machine(keepalived_version())}\n\n"
     command = f"bench/failover.py --heartbeat-ms {HEARTBEAT_MS[0]} --runs {args.runs}"
     text += f"`{command}`, probe interval 5 ms.\n\n"
     text += tables(runs) + "\n"
@@ -508,21 +497,6 @@ def ensure_keepalived() -> None:
         subprocess.run(cmd, env=env, check=True)
     if not shutil.which("keepalived"):
         raise SystemExit("keepalived is not installed and could not be installed")
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt, so that cleanup runs."""
-    old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 def main() -> int:

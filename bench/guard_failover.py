@@ -30,21 +30,19 @@ import asyncio
 import contextlib
 import datetime
 import os
-import platform
 import random
 import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchkit import interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from etcdlab import EtcdLab, etcd_cluster  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from guardlab import (  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
     ETCD,
@@ -144,19 +142,6 @@ async def measure(guard: str, runs: int, tmp: Path) -> list[Run]:
     return out
 
 
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{platform.machine()} ({model}, {os.cpu_count()} cores), "
-        f"kernel {platform.release()}, Python {platform.python_version()}"
-    )
-
-
 def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.0f} / {max(values):.0f}"
 
@@ -190,21 +175,6 @@ def append_readme(path: Path, section: str) -> None:
     if HEADING not in text:
         text = text.rstrip("\n") + f"\n\n{HEADING}\n\n" + __doc__.split("\n\n", 1)[1]
     path.write_text(text.rstrip("\n") + "\n\n" + section)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt, so that cleanup runs."""
-    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 def main() -> int:

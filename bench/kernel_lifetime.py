@@ -42,10 +42,8 @@ import argparse
 import contextlib
 import datetime
 import os
-import platform
 import random
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,7 +52,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+
+from benchkit import interruptible, machine  # type: ignore[import-not-found, unused-ignore]
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "rais-klt"
@@ -207,19 +206,6 @@ def one_trial(ns: str, other: str, monitor: Monitor, lft: int, condition: str) -
     return Trial(condition, lft, gone - last_refresh - lft)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{platform.machine()} ({cpu}, {os.cpu_count()} cores), kernel {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def report(trials: list[Trial], args: argparse.Namespace) -> str:
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -245,20 +231,6 @@ def report(trials: list[Trial], args: argparse.Namespace) -> str:
             )
     lines += ["", f"Latest removal: {1000 * worst:.0f} ms after the lifetime ran out.", ""]
     return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGTERM ends the run like Ctrl-C (so the finally blocks clean up)."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def append_readme(path: Path, section: str) -> None:

@@ -1,0 +1,42 @@
+"""What the bench scripts share: the machine line of a README heading, and
+SIGTERM/SIGHUP turned into KeyboardInterrupt so that a run's cleanup runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+
+def machine(extra: str = "") -> str:
+    """Architecture, CPU model and cores, kernel, Python (and ``extra``)."""
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    text = (
+        f"{platform.machine()} ({model}, {os.cpu_count()} cores), "
+        f"kernel {platform.release()}, Python {platform.python_version()}"
+    )
+    return f"{text}, {extra}" if extra else text
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, so that cleanup runs."""
+    old = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
