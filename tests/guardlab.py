@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netlab import Lab, _ip, remove_stale
+from netlab import Lab, _ip, delete_namespaces, remove_stale
 
 PREFIX = "rais-guard"
 HOSTS = ("h1", "h2", "h3", "h4", "h5")
@@ -437,15 +437,7 @@ def guard_lab(prefix: str = PREFIX) -> Iterator[GuardLab]:
         yield net
     finally:
         net.watch.stop()
-        errors = []
-        for ns in reversed(net.made):
-            try:
-                _ip("netns", "del", ns)
-            except RuntimeError as exc:
-                errors.append(str(exc))
-        net.made.clear()
-        if errors:
-            raise RuntimeError("guard lab teardown: " + "; ".join(errors))
+        delete_namespaces(net.made, "guard lab teardown")
 
 
 # -- the agents -----------------------------------------------------------------

@@ -342,15 +342,21 @@ def lab(n_hosts: int, prefix: str = PREFIX, *, client: bool = False) -> Iterator
         _build(net)
         yield net
     finally:
-        errors = []
-        for ns in reversed(net.made):
-            try:
-                _ip("netns", "del", ns)
-            except RuntimeError as exc:
-                errors.append(str(exc))
-        net.made.clear()
-        if errors:
-            raise RuntimeError("lab teardown: " + "; ".join(errors))
+        delete_namespaces(net.made, "lab teardown")
+
+
+def delete_namespaces(made: list[str], what: str) -> None:
+    """Delete the namespaces in ``made`` (newest first) and empty it; raises
+    once, naming ``what``, if any could not be deleted."""
+    errors = []
+    for ns in reversed(made):
+        try:
+            _ip("netns", "del", ns)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+    made.clear()
+    if errors:
+        raise RuntimeError(f"{what}: " + "; ".join(errors))
 
 
 LabFactory = Callable[..., Lab]
