@@ -104,11 +104,15 @@ class ClusterMachine(RuleBasedStateMachine):
         result = self.sim.result_now()
         assert not result.violations, json.dumps(summary(result)["violation_list"], indent=1)
 
+    def quiet(self) -> float:
+        """How long the end of a run stays quiet before the last check."""
+        return 3.0
+
     def teardown(self) -> None:
         if self.partitioned:
             self.act("partition-")
         # Quiet for long enough that every deadline check runs.
-        self.now += 3.0
+        self.now += self.quiet()
         self.sim.run_until(self.now)
         result = self.sim.result_now()
         assert not result.violations, json.dumps(summary(result)["violation_list"], indent=1)
