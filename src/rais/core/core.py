@@ -95,7 +95,7 @@ class Core(Hearing):
             self.link.fit_at,
             None if self.settled else self.settle_at,
             self.own_pause.until,
-            self.guard.next_deadline(self.now, list(self.served.states), self.is_leader),
+            self.guard.next_deadline(self.now, self.served.states, self.is_leader),
         ):
             if d is not None and d < t:
                 t = d
@@ -319,7 +319,7 @@ class Core(Hearing):
             self._need_pass = True
         if self.link.expire(now):
             self._self_changed(now)
-        lapsed = self.guard.lapsed(now, list(self.served.states))
+        lapsed = self.guard.lapsed(now, self.served.states)
         if lapsed:
             for key in lapsed:
                 self.served.release(key)
@@ -407,7 +407,7 @@ class Core(Hearing):
             hosts.append(self.entry())
             if self.requests.prune(now, hosts):
                 self._self_changed(now)
-        held = list(self.served.states)
+        held = self.served.states
         if self.guard.settle(now, self.is_leader, self.settled, self._leader, held, self.leaving):
             self._send_info = True
             self._need_pass = True
@@ -431,10 +431,12 @@ class Core(Hearing):
         self.table.observe(now, entry)
         leading = self.is_leader
         commands = self.control.pending() if leading and self.guard.quorate(now) else ()
-        served = [a for a, _ in entry.served]
-        live = [e.id for e in self.members.live()]
-        guard = self.guard.section(now, self._leader, self.settled, leading, served, live)
-        if guard is not None:
+        guard = None
+        if self.guard.on:
+            served = [a for a, _ in entry.served]
+            live = [e.id for e in self.members.live()]
+            guard = self.guard.section(now, self._leader, self.settled, leading, served, live)
+            assert guard is not None
             self.guard.observe(now, self.id, served, None)
             for cmd in commands:
                 if cmd.op == Op.ACQUIRE and cmd.target != self.id:

@@ -33,6 +33,7 @@ stretch them (only clock *rates* are assumed equal):
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from rais.core.addr import Addr, fmt, id_key
@@ -347,7 +348,7 @@ class Guard:
         is_leader: bool,
         settled: bool,
         leader: Addr | None,
-        held: list[Addr],
+        held: Collection[Addr],
         leaving: bool,
     ) -> bool:
         """After every input: the vote to name, the quorum's transitions and
@@ -409,7 +410,7 @@ class Guard:
 
     # ------------------------------------------------------------------ holder
 
-    def lapsed(self, now: float, held: list[Addr]) -> list[Addr]:
+    def lapsed(self, now: float, held: Collection[Addr]) -> list[Addr]:
         """The held keys whose lease ran out (the caller releases them)."""
         if not self.on:
             return []
@@ -432,7 +433,7 @@ class Guard:
             return None
         return self.leases.get(key, now) - now
 
-    def next_deadline(self, now: float, held: list[Addr], is_leader: bool) -> float | None:
+    def next_deadline(self, now: float, held: Collection[Addr], is_leader: bool) -> float | None:
         if not self.on:
             return None
         times = [self.leases[k] for k in held if k in self.leases]
@@ -453,7 +454,7 @@ class Guard:
             del self.claims[key]
             self._asked.pop(key, None)
 
-    def view(self, now: float, held: list[Addr]) -> GuardView:
+    def view(self, now: float, held: Collection[Addr]) -> GuardView:
         lefts = [self.leases[k] - now for k in held if k in self.leases]
         since = self.quorate_since
         return GuardView(

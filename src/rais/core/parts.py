@@ -245,7 +245,7 @@ class CoreParts:
             tests_ok=self.ok,
             link=self.link.view(now),
             sets=self.served.views(),
-            guard=self.guard.view(now, list(self.served.states)),
+            guard=self.guard.view(now, self.served.states),
         )
 
     def lease_left(self, address: Addr, now: float) -> float | None:
