@@ -205,6 +205,11 @@ class BrokenRefreshes(FakeAddresses):
             raise OSError("netlink: no buffer space")
         await super().add(interface, address, prefixlen, lifetime)
 
+    def refresh_now(self, interface: str, address: IP, prefixlen: int, lifetime: int) -> bool:
+        if self.broken and address == self.address:
+            return False  # the kernel refused: the refresher goes the slow way, to add
+        return super().refresh_now(interface, address, prefixlen, lifetime)
+
 
 async def test_a_refresher_that_cannot_refresh_ends_the_agent_with_a_graceful_leave(
     tmp_path: Path,

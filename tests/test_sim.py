@@ -260,7 +260,7 @@ class NeverExpiresHosts(Core):
 
 
 class TrustsEverything(Core):
-    def datagram_received(self, now: float, data: bytes, via: int) -> None:
+    def datagram_received(self, now: float, data: bytes, via: int) -> bool:
         from rais.core import wire
 
         for key in (*self.config.keys, b"not the group key"):
@@ -270,7 +270,8 @@ class TrustsEverything(Core):
                 continue
             self.inbox = type(self.inbox)(self.id)  # forget every replay window
             self.receive(now, dgram, via)
-            return
+            return True
+        return False
 
 
 class StaleAfterLoss(Core):

@@ -59,11 +59,15 @@ class Core(Hearing):
         ``timeout`` after ``now`` at the earliest, not after its creation."""
         self._input(now, self._listen)
 
-    def datagram_received(self, now: float, data: bytes, via: int) -> None:
-        """A datagram arrived on control address ``via``: authenticate and process it."""
+    def datagram_received(self, now: float, data: bytes, via: int) -> bool:
+        """A datagram arrived on control address ``via``: authenticate and
+        process it. Returns whether it was authentic (a driver may trust its
+        source: rais.drivers.transport)."""
         dgram = self.inbox.decode(data, self.group_tag, self.config)
-        if dgram is not None:
-            self.receive(now, dgram, via)
+        if dgram is None:
+            return False
+        self.receive(now, dgram, via)
+        return True
 
     def receive(self, now: float, dgram: Datagram, via: int) -> None:
         """An authenticated, decoded datagram arrived (the simulator decodes once per send)."""

@@ -13,7 +13,9 @@ from typing import NamedTuple, Protocol
 
 from rais.base.ip import IP
 
-OnDatagram = Callable[[bytes, int], None]
+OnDatagram = Callable[[bytes, int], bool | None]
+"""Called with each datagram and its via; returns whether it was authentic
+(the transport trusts its source from then on), None if it cannot tell."""
 """Called with (datagram, index of the control address it arrived on)."""
 
 OnLost = Callable[[str], None]
@@ -56,6 +58,12 @@ class Addresses(Protocol):
     ) -> None:
         """Add (or, with ``lifetime`` in whole seconds, add or refresh) an address
         that the kernel removes by itself when the lifetime runs out."""
+        ...
+
+    def refresh_now(self, interface: str, address: IP, prefixlen: int, lifetime: int) -> bool:
+        """Add or refresh with ``lifetime`` at once, in the call, without
+        waiting for an answer; False if that is not possible (or the last such
+        refresh of ``address`` failed): use ``add``."""
         ...
 
     async def remove(self, interface: str, address: IP, prefixlen: int) -> None: ...

@@ -22,7 +22,7 @@ from rais.drivers.netlink import AddressError
 class AddressCall:
     """One call to ``FakeAddresses`` (failed calls included)."""
 
-    op: Literal["prepare", "add", "remove", "present"]
+    op: Literal["prepare", "add", "refresh", "remove", "present"]
     interface: str
     address: IP | None = None
     prefixlen: int | None = None
@@ -51,6 +51,8 @@ class FakeAddresses:
         self._fail_add: dict[IP, list[Exception]] = {}
         self._fail_remove: dict[IP, list[Exception]] = {}
         self.closed = False
+        self.fast = True
+        """Whether ``refresh_now`` works (False: it always asks for ``add``)."""
 
     # -- test controls ---------------------------------------------------
 
@@ -93,6 +95,21 @@ class FakeAddresses:
         if (address, prefixlen) not in table:
             table.add((address, prefixlen))
             self._order.append((interface, address, prefixlen))
+
+    def refresh_now(self, interface: str, address: IP, prefixlen: int, lifetime: int) -> bool:
+        """Like ``add`` with a lifetime, done in the call (unless ``fast`` is off
+        or an injected add failure is pending: then False, use ``add``)."""
+        if not self.fast or self._fail_add.get(address):
+            return False
+        if self.fixed and interface not in self.interfaces:
+            return False
+        self.lifetimes[(interface, address)] = lifetime
+        self.calls.append(AddressCall("refresh", interface, address, prefixlen))
+        table = self._table(interface)
+        if (address, prefixlen) not in table:
+            table.add((address, prefixlen))
+            self._order.append((interface, address, prefixlen))
+        return True
 
     async def remove(self, interface: str, address: IP, prefixlen: int) -> None:
         """Like the real driver: afterwards ``address`` is gone whatever its prefix length."""

@@ -20,6 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from rais.base.ip import IP
+from rais.drivers.nlrefresh import FastRefresh
 
 log = logging.getLogger("rais.drivers.netlink")
 
@@ -44,6 +45,7 @@ class NetlinkAddresses:
         self.netns = netns
         self._ipr: Any = None
         self._lock = asyncio.Lock()
+        self._fast = FastRefresh()
 
     # -- Addresses -------------------------------------------------------
 
@@ -99,6 +101,14 @@ class NetlinkAddresses:
                     return
                 raise self._error(exc, f"cannot add {address}/{prefixlen}", interface) from exc
 
+    def refresh_now(self, interface: str, address: IP, prefixlen: int, lifetime: int) -> bool:
+        """Add or refresh with ``lifetime`` at once, without waiting for an
+        answer (rais.drivers.nlrefresh); False: not done, use ``add``. Only in
+        the agent's own network namespace."""
+        if self.netns is not None:
+            return False
+        return self._fast.refresh(interface, address, prefixlen, lifetime)
+
     async def remove(self, interface: str, address: IP, prefixlen: int) -> None:
         """Remove ``address/prefixlen``. Absent: success. Present with another
         prefix length (say, the config changed since it was added): removed all
@@ -130,6 +140,7 @@ class NetlinkAddresses:
         ipr, self._ipr = self._ipr, None
         if ipr is not None:
             ipr.close()
+        self._fast.close()
 
     # -- internals -------------------------------------------------------
 

@@ -81,12 +81,19 @@ import struct
 from collections.abc import Iterable
 
 from rais.base.ip import IP, Interface
+from rais.drivers import sockfilter
 from rais.drivers.base import OnDatagram, OnLost
+from rais.drivers.receive import (
+    MAX_DATAGRAM as MAX_DATAGRAM,
+)
+from rais.drivers.receive import (
+    MEMBER_RCVBUF,
+    STRANGER_PAUSE,
+    STRANGER_RCVBUF,
+    Reader,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_DATAGRAM = 1500
-"""Largest datagram sent or delivered, in bytes (UDP payload)."""
 
 IP_MULTICAST_ALL = 49
 """Linux ``IP_MULTICAST_ALL`` (Python 3.11 has no constant)."""
@@ -177,24 +184,6 @@ async def interface_indexes(addresses: Iterable[IP]) -> dict[IP, int]:
     return found
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, owner: UdpTransport, via: int | None) -> None:
-        self.owner = owner
-        self.via = via
-        """None: a send-only socket, whatever it receives is ignored."""
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if self.via is not None:
-            self.owner._deliver(data, self.via)
-
-    def error_received(self, exc: Exception) -> None:
-        self.owner.counters["receive_errors"] += 1
-        log.debug("control socket error: %s", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._lost(self.via, exc)
-
-
 class UdpTransport:
     """One service group's control channel over UDP (see the module docstring)."""
 
@@ -226,12 +215,21 @@ class UdpTransport:
         self._on_datagram: OnDatagram | None = None
         self._on_lost: OnLost | None = None
         self._sockets: list[socket.socket] = []
-        self._transports: list[asyncio.BaseTransport] = []
+        self._readers: list[Reader] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._trusted: set[IP] = set()
+        """Sources heard authentic (multicast mode): read from the member socket."""
+        self._filtered: list[tuple[socket.socket, bool]] = []
+        """(socket, accept): the sockets whose source filter follows ``_trusted``."""
         self._send_socks: dict[int, socket.socket] = {}
         self._destinations: dict[int, list[SockAddr]] = {}
         self._started = False
         self._closed = False
         self._logged: set[tuple[int, int | None]] = set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def multicast(self) -> bool:
@@ -260,12 +258,15 @@ class UdpTransport:
     def close(self) -> None:
         """Close every socket; idempotent."""
         self._closed = True
-        for transport in self._transports:
-            with contextlib.suppress(RuntimeError):  # its event loop already closed
-                transport.close()
+        loop = self._loop
+        for reader in self._readers:
+            if loop is not None and not reader.paused:
+                with contextlib.suppress(RuntimeError, ValueError):  # its event loop closed
+                    loop.remove_reader(reader.fd)
         for sock in self._sockets:
             sock.close()
-        self._transports.clear()
+        self._readers.clear()
+        self._filtered.clear()
         self._sockets.clear()
         self._send_socks.clear()
         self._destinations.clear()
@@ -274,10 +275,45 @@ class UdpTransport:
         self._sockets.append(sock)
         return sock
 
-    async def _endpoint(self, sock: socket.socket, via: int | None) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Endpoint(self, via), sock=sock)
-        self._transports.append(transport)
+    def _read(self, sock: socket.socket, via: int, *, stranger: bool = False) -> None:
+        """Read ``sock`` from the event loop; its datagrams arrive on ``via``."""
+        loop = self._loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):
+            rcvbuf = STRANGER_RCVBUF if stranger else MEMBER_RCVBUF
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        reader = Reader(self, sock, via, stranger)
+        self._readers.append(reader)
+        loop.add_reader(reader.fd, reader.ready)
+
+    def pause_reader(self, reader: Reader) -> None:
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        reader.paused = True
+        loop.remove_reader(reader.fd)
+
+        def resume() -> None:
+            if not self._closed and reader in self._readers:
+                reader.paused = False
+                loop.add_reader(reader.fd, reader.ready)
+
+        loop.call_later(STRANGER_PAUSE, resume)
+
+    def lose(self, via: int, exc: Exception | None = None) -> None:
+        """A socket failed under the transport (what a fatal socket error does;
+        tests call it): reported through ``on_lost`` once."""
+        self.lost(via, exc)
+
+    def _filter(self, sock: socket.socket, family: socket.AddressFamily, accept: bool) -> bool:
+        """Keep (``accept``) or drop the datagrams of the trusted sources on ``sock``."""
+        try:
+            sockfilter.attach(sock, sockfilter.program(self._trusted, family, accept=accept))
+        except (OSError, ValueError) as exc:
+            self.counters["filter_errors"] += 1
+            self._log_once(-1, None, f"cannot filter by source: {exc}")
+            return False
+        self._filtered.append((sock, accept))
+        return True
 
     async def _start_unicast(self) -> None:
         scoped = any(_needs_scope(a) for a in (*self.control, *self.peers))
@@ -292,7 +328,17 @@ class UdpTransport:
                 for peer in self.peers
                 if peer.version == address.version and _needs_scope(peer) == _needs_scope(address)
             ]
-            await self._endpoint(sock, via)
+            if self._destinations[via]:
+                # Only the configured peers are heard: a flood from anywhere
+                # else is dropped by the kernel.
+                peers = {p for p in self.peers if p.version == address.version}
+                prog = sockfilter.program(peers, _family(address))
+                try:
+                    sockfilter.attach(sock, prog)
+                except OSError as exc:
+                    self.counters["filter_errors"] += 1
+                    self._log_once(via, exc.errno, f"cannot filter by source: {exc}")
+            self._read(sock, via)
 
     async def _start_multicast(self) -> None:
         group, port = self.group, self.port
@@ -308,48 +354,74 @@ class UdpTransport:
         # The receive socket: bound to the group, joined on every control interface.
         recv = self._own(_udp_socket(family))
         recv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if group.version == 4:
-            recv.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        else:
-            recv.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
         if _needs_scope(group):
             _bind(recv, ("::", port, 0, 0), f"receive (group {group})")
         else:
             _bind(recv, _sockaddr(group, port), "multicast receive")
-        for index in dict.fromkeys(indexes[a] for _, a in mine):
+        joined = list(dict.fromkeys(indexes[a] for _, a in mine))
+        self._join(recv, joined)
+        self._read(recv, mine[0][0])
+        if self._filter(recv, family, True):
+            self._start_strangers(recv, mine[0][0], joined)
+
+        # One send socket per control address, sending out of its interface.
+        for via, address in mine:
+            self._send_socket(via, address, indexes[address])
+
+    def _join(self, sock: socket.socket, joined: list[int]) -> None:
+        """Join the group on the interfaces ``joined``, with no other groups heard."""
+        group = self.group
+        if group.version == 4:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        for index in joined:
             try:
                 if group.version == 4:
                     mreqn = struct.pack("4s4si", group.packed, bytes(4), index)
-                    recv.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
                 else:
                     mreq = group.packed + struct.pack("@I", index)
-                    recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
             except OSError as exc:
                 raise OSError(
                     exc.errno,
                     f"cannot join multicast group {group} on interface index {index}: "
                     f"{exc.strerror or exc}",
                 ) from exc
-        await self._endpoint(recv, mine[0][0])
 
-        # One send socket per control address, sending out of its interface.
-        for via, address in mine:
-            index = indexes[address]
-            sock = self._own(_udp_socket(family))
-            _bind(sock, _sockaddr(address, 0, index), f"send (control address {via})")
-            loop = 1 if self.loop_back else 0
-            if group.version == 4:
-                mreqn = struct.pack("4s4si", group.packed, bytes(4), index)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, loop)
-            else:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.ttl)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, loop)
-            self._send_socks[via] = sock
-            self._destinations[via] = [_sockaddr(group, port, index)]
-            await self._endpoint(sock, None)
+    def _start_strangers(self, recv: socket.socket, via: int, joined: list[int]) -> None:
+        family = recv.family
+        # A second receive socket on the group hears the sources not heard
+        # authentic yet (new hosts), at a bounded rate (STRANGER_BATCH); the
+        # first one hears only the trusted sources, so a flood from elsewhere
+        # never fills its queue or wakes the agent.
+        strangers = self._own(_udp_socket(family))
+        strangers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _bind(strangers, recv.getsockname(), "multicast receive (new sources)")
+        self._join(strangers, joined)
+        if self._filter(strangers, family, False):
+            self._read(strangers, via, stranger=True)
+        else:  # the member socket hears everything, as without filters
+            sockfilter.detach(recv)
+            self._filtered.clear()
+
+    def _send_socket(self, via: int, address: IP, index: int) -> None:
+        group, port, family = self.group, self.port, _family(self.group)
+        sock = self._own(_udp_socket(family))
+        _bind(sock, _sockaddr(address, 0, index), f"send (control address {via})")
+        loop = 1 if self.loop_back else 0
+        if group.version == 4:
+            mreqn = struct.pack("4s4si", group.packed, bytes(4), index)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, loop)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.ttl)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, loop)
+        self._send_socks[via] = sock
+        self._destinations[via] = [_sockaddr(group, port, index)]
 
     # ------------------------------------------------------------- datagrams
 
@@ -383,7 +455,7 @@ class UdpTransport:
             self._logged.add((via, err))
             log.warning("control via %d: %s (further such errors only counted)", via, message)
 
-    def _lost(self, via: int | None, exc: Exception | None) -> None:
+    def lost(self, via: int | None, exc: Exception | None) -> None:
         if self._closed:
             return
         self.counters["sockets_lost"] += 1
@@ -392,7 +464,10 @@ class UdpTransport:
             which = "a send-only socket" if via is None else f"the socket of via {via}"
             callback(f"{which} closed" + (f": {exc}" if exc else ""))
 
-    def _deliver(self, data: bytes, via: int) -> None:
+    def deliver(self, data: bytes, via: int, source: str | None = None) -> None:
+        """Hand a datagram to the callback; ``source``: it came from a source
+        not trusted yet, which is trusted from now on if the callback says the
+        datagram was authentic."""
         if len(data) > MAX_DATAGRAM:
             self.counters["oversized_dropped"] += 1
             return
@@ -401,7 +476,26 @@ class UdpTransport:
             return
         self.counters["received"] += 1
         try:
-            callback(data, via)
+            authentic = callback(data, via)
         except Exception:
             self.counters["callback_errors"] += 1
             log.exception("control datagram callback failed")
+            return
+        if source is not None and authentic:
+            self.trust(ipaddress.ip_address(source.split("%")[0]))
+
+    def trust(self, source: IP) -> None:
+        """Hear ``source`` on the member socket from now on (multicast mode)."""
+        if source in self._trusted or not self._filtered:
+            return
+        self._trusted.add(source)
+        self.counters["sources_trusted"] += 1
+        # First the member socket lets it in, then the stranger socket lets
+        # it go (a datagram in between arrives twice: the core drops the copy).
+        for sock, accept in sorted(self._filtered, key=lambda f: not f[1]):
+            try:
+                prog = sockfilter.program(self._trusted, sock.family, accept=accept)
+                sockfilter.attach(sock, prog)
+            except (OSError, ValueError) as exc:
+                self.counters["filter_errors"] += 1
+                self._log_once(-1, None, f"cannot filter by source: {exc}")

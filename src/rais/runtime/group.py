@@ -86,7 +86,11 @@ class GroupRunner(Refresher):
         # group timeout (whole seconds) and are refreshed well before it runs
         # out; an agent that dies (SIGKILL) leaves nothing behind for long.
         self.lifetime = max(1, math.ceil(config.timeout))
-        self.refresh_every = min(0.25, self.lifetime / 4)
+        self.refresh_every = self.lifetime / 2
+        self._refreshing: set[IP] = set()
+        """Addresses whose refresh waits in their set's chain."""
+        self._refresh_failed = asyncio.Event()
+        self._refresh_why = ""
         self._fresh: dict[IP, float] = {}
         """When each held address was last added or refreshed."""
         self._lifetimes: dict[IP, int] = {}
@@ -230,13 +234,17 @@ class GroupRunner(Refresher):
         try:
             step()
         except Exception as exc:
-            self.broken = f"{type(exc).__name__}: {exc}"
-            log.exception("group %s: the core's driver failed", self.config.name)
-            self._stopped = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self.on_fatal(f"core {self.config.name}", self.broken)
+            self._broke(exc)
+
+    def _broke(self, exc: Exception) -> None:
+        """The core's driver failed: see ``_drive``."""
+        self.broken = f"{type(exc).__name__}: {exc}"
+        log.exception("group %s: the core's driver failed", self.config.name)
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.on_fatal(f"core {self.config.name}", self.broken)
 
     def _on_transport_lost(self, reason: str) -> None:
         if self._stopped:
@@ -245,16 +253,19 @@ class GroupRunner(Refresher):
         self._stopped = True
         self.on_fatal(f"transport {self.config.name}", reason)
 
-    def _on_datagram(self, data: bytes, via: int) -> None:
-        if self._stopped:
-            return
-        self._drive(lambda: self._datagram(data, via))
-
-    def _datagram(self, data: bytes, via: int) -> None:
+    def _on_datagram(self, data: bytes, via: int) -> bool:
+        """One control datagram; returns whether it was authentic."""
+        if self._stopped or self.broken is not None:
+            return False
         if self.metrics is not None:
             self.metrics.datagram_received(self.config.name, len(data))
-        self.core.datagram_received(self.loop.time(), data, via)
-        self._pump()
+        try:
+            authentic = self.core.datagram_received(self.loop.time(), data, via)
+            self._pump()
+        except Exception as exc:
+            self._broke(exc)
+            return False
+        return authentic
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -275,6 +286,7 @@ class GroupRunner(Refresher):
                 self.core.load_sample(now, *sample)
         self.core.handle_timer(now)
         self._pump()
+        self.refresh_due(now)
 
     def quiesce(self) -> None:
         self.core.quiesce(self.loop.time())

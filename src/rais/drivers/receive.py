@@ -1,0 +1,89 @@
+"""Reading the control sockets of a transport (rais.drivers.transport) from
+the event loop: ``add_reader`` on each socket, every datagram queued read in
+one wake-up (up to a batch), no asyncio transport or protocol objects on the
+way. A socket of new sources is read at a bounded rate."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import Counter
+from typing import Protocol
+
+log = logging.getLogger("rais.drivers.transport")
+
+MAX_DATAGRAM = 1500
+"""Largest datagram delivered (one more byte is read, to tell oversized ones)."""
+
+
+class Owner(Protocol):
+    """What a reader needs of its transport."""
+
+    counters: Counter[str]
+
+    @property
+    def closed(self) -> bool: ...
+
+    def deliver(self, data: bytes, via: int, source: str | None = None) -> None: ...
+
+    def lost(self, via: int | None, exc: Exception | None) -> None: ...
+
+    def pause_reader(self, reader: Reader) -> None: ...
+
+
+READ_BATCH = 64
+"""Datagrams read from one socket per wake-up at most: a busy socket cannot
+hold the event loop (timers run between batches)."""
+
+STRANGER_BATCH = 32
+STRANGER_PAUSE = 0.05
+"""A socket of datagrams from sources not yet heard (multicast mode) is read
+at most ``STRANGER_BATCH`` datagrams per ``STRANGER_PAUSE`` s: a flood from a
+host without the key costs a bounded CPU, and what it sends beyond that is
+dropped by the kernel when the socket's small queue is full."""
+
+STRANGER_RCVBUF = 64 * 1024
+MEMBER_RCVBUF = 1024 * 1024
+
+_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+
+class Reader:
+    """Reads one socket from the event loop (``add_reader``), in batches."""
+
+    __slots__ = ("fd", "owner", "paused", "sock", "stranger", "via")
+
+    def __init__(self, owner: Owner, sock: socket.socket, via: int, stranger: bool) -> None:
+        self.owner = owner
+        self.sock = sock
+        self.via = via
+        self.stranger = stranger
+        self.fd = sock.fileno()
+        self.paused = False
+
+    def ready(self) -> None:
+        owner, sock, via = self.owner, self.sock, self.via
+        stranger = self.stranger
+        budget = STRANGER_BATCH if stranger else READ_BATCH
+        for _ in range(budget):
+            try:
+                if stranger:
+                    data, source = sock.recvfrom(MAX_DATAGRAM + 1)
+                else:
+                    data, source = sock.recv(MAX_DATAGRAM + 1), None
+            except OSError as exc:
+                if exc.errno in _RETRY:
+                    return
+                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                    owner.lost(self.via, exc)
+                    return
+                owner.counters["receive_errors"] += 1
+                log.debug("control socket error: %s", exc)
+                continue
+            owner.deliver(data, via, None if source is None else source[0])
+            if owner.closed:
+                return
+        if stranger:
+            # Budget spent: come back later, the kernel drops what overflows meanwhile.
+            owner.pause_reader(self)
