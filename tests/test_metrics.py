@@ -420,3 +420,31 @@ def test_names_follow_prometheus_conventions() -> None:
     documented = {n.removesuffix("_total") for n in re.findall(r"``(rais_[a-z_]+)", doc)}
     families = {f for f, t in s.types.items() if not f.endswith("_created")}
     assert families == documented
+
+
+def test_lateness_histogram_counts_like_prometheus_buckets() -> None:
+    """Bounds are inclusive (a value on a bound falls in it), buckets cumulative."""
+    m = Metrics(lambda: agent_status(www()))
+    for late in (0.0005, 0.001, 0.003, -0.2, 2.0):
+        m.heartbeat_lateness("www", late)
+    m.datagram_sent("www", 100)
+    m.datagram_received("www", 40)
+    m.datagram_received("www", 60)
+    samples = {
+        (x.name, x.labels.get("le")): x.value
+        for fam in text_string_to_metric_families(Scrape(m).text)
+        for x in fam.samples
+        if x.labels.get("group") == "www"
+    }
+    bucket = "rais_heartbeat_lateness_seconds_bucket"
+    assert samples[(bucket, "0.001")] == 3.0  # 0.0005, 0.001 and the negative one as 0
+    assert samples[(bucket, "0.002")] == 3.0
+    assert samples[(bucket, "0.005")] == 4.0
+    assert samples[(bucket, "1.0")] == 4.0
+    assert samples[(bucket, "+Inf")] == 5.0
+    assert samples[("rais_heartbeat_lateness_seconds_count", None)] == 5.0
+    assert abs(samples[("rais_heartbeat_lateness_seconds_sum", None)] - 2.0045) < 1e-9
+    assert samples[("rais_control_datagrams_sent_total", None)] == 1.0
+    assert samples[("rais_control_sent_bytes_total", None)] == 100.0
+    assert samples[("rais_control_datagrams_received_total", None)] == 2.0
+    assert samples[("rais_control_received_bytes_total", None)] == 100.0

@@ -83,12 +83,13 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rais.admin.status_view import AgentStatus, HostStatus
+from rais.admin.traffic import LATENESS_BUCKETS as LATENESS_BUCKETS
+from rais.admin.traffic import GroupTraffic, TrafficCollector
 from rais.core.effects import EventKind
 from rais.core.utilization import utilization
 from rais.runtime.events import AgentEventKind
@@ -109,7 +110,6 @@ DROP_REASONS = (
 )
 EVENT_KINDS = tuple(k.value for k in EventKind) + tuple(k.value for k in AgentEventKind)
 PUBLISHERS = ("update", "zonefile")
-LATENESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 # the status's counters key(s) -> (metric name without _total, help)
 _STATUS_COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -266,34 +266,8 @@ class Metrics:
         self.events = Counter(
             "rais_events_total", "Events, by kind.", ["group", "kind"], registry=r
         )
-        self.lateness = Histogram(
-            "rais_heartbeat_lateness_seconds",
-            "How late the heartbeat timer fired.",
-            ["group"],
-            buckets=LATENESS_BUCKETS,
-            registry=r,
-        )
-        self.sent = Counter(
-            "rais_control_datagrams_sent_total", "Control datagrams sent.", ["group"], registry=r
-        )
-        self.sent_bytes = Counter(
-            "rais_control_sent_bytes_total",
-            "Payload bytes of the control datagrams sent.",
-            ["group"],
-            registry=r,
-        )
-        self.received = Counter(
-            "rais_control_datagrams_received_total",
-            "Control datagrams received.",
-            ["group"],
-            registry=r,
-        )
-        self.received_bytes = Counter(
-            "rais_control_received_bytes_total",
-            "Payload bytes of the control datagrams received.",
-            ["group"],
-            registry=r,
-        )
+        self._traffic: dict[str, GroupTraffic] = {}
+        r.register(TrafficCollector(lambda: list(self._traffic.items())))
         self.dns_publishes = Counter(
             "rais_dns_publishes_total",
             "DNS publish attempts.",
@@ -326,9 +300,7 @@ class Metrics:
             self._groups.add(group)
         for kind in EVENT_KINDS:
             self.events.labels(group, kind)
-        self.lateness.labels(group)
-        for c in (self.sent, self.sent_bytes, self.received, self.received_bytes):
-            c.labels(group)
+        self.traffic(group)
         for publisher in PUBLISHERS:
             self.dns_publishes.labels(group, publisher)
             self.dns_failures.labels(group, publisher)
@@ -341,35 +313,27 @@ class Metrics:
         self._seen(group)
         self.events.labels(group, str(kind)).inc()
 
-    def _children(self, group: str) -> tuple[Any, ...]:
-        """The per-group children of the hot-path metrics (labels() takes a lock
-        and a dict lookup each time; these are called for every datagram)."""
-        kids = self._kids.get(group)
-        if kids is None:
+    def traffic(self, group: str) -> GroupTraffic:
+        """The hot-path counters of ``group`` (rais.admin.traffic), made at 0 on first use."""
+        t = self._traffic.get(group)
+        if t is None:
+            t = self._traffic[group] = GroupTraffic()
             self._seen(group)
-            kids = (
-                self.lateness.labels(group),
-                self.sent.labels(group),
-                self.sent_bytes.labels(group),
-                self.received.labels(group),
-                self.received_bytes.labels(group),
-            )
-            self._kids[group] = kids
-        return kids
+        return t
 
     def heartbeat_lateness(self, group: str, seconds: float) -> None:
         """The heartbeat timer fired ``seconds`` late (a negative value counts as 0)."""
-        self._children(group)[0].observe(max(0.0, seconds))
+        self.traffic(group).late(seconds)
 
     def datagram_sent(self, group: str, size: int) -> None:
-        kids = self._children(group)
-        kids[1].inc()
-        kids[2].inc(size)
+        t = self.traffic(group)
+        t.sent += 1
+        t.sent_bytes += size
 
     def datagram_received(self, group: str, size: int) -> None:
-        kids = self._children(group)
-        kids[3].inc()
-        kids[4].inc(size)
+        t = self.traffic(group)
+        t.received += 1
+        t.received_bytes += size
 
     def dns_publish(self, group: str, publisher: str, ok: bool) -> None:
         """A DNS publish finished (``publisher``: "update" or "zonefile")."""

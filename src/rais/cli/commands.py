@@ -44,8 +44,11 @@ def agent(args: argparse.Namespace) -> int:
         print(f"rais: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_format or config.host.log_format)
+    from rais.runtime import sched
     from rais.runtime.agent import Agent
 
+    # Before the event loop and its threads: they inherit it.
+    sched.apply(config.host.scheduler_slice, config.host.realtime)
     try:
         return asyncio.run(Agent(config).run())
     except (OSError, ExceptionGroup) as exc:

@@ -60,6 +60,11 @@ class HostConfig:
     state_dir: str = field(default="/var/lib/rais", metadata=key())
     """Where the boot epoch counter is kept (created if missing)."""
     log_format: Literal["text", "json"] = field(default="text", metadata=key())
+    scheduler_slice: float = field(default=0.0001, metadata=key())
+    """The EEVDF slice asked for (s; 0: the kernel's): prompt wake-ups under
+    CPU load (rais.runtime.sched)."""
+    realtime: bool = field(default=False, metadata=key())
+    """SCHED_RR and memory locked (rais.runtime.sched); needs CAP_SYS_NICE."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +320,12 @@ def _host(s: Section) -> HostConfig:
             "api", f"{api[0]} is not a loopback address: set api_token_file to protect the API"
         )
     log_format = s.choice("log_format", ("text", "json"))
+    slice_s = s.duration("scheduler_slice", _default("scheduler_slice", HostConfig), zero=True)
+    if slice_s.seconds and not 0.0001 - 1e-12 <= slice_s.seconds <= 0.1 + 1e-12:
+        raise s.fail("scheduler_slice", f"must be 0 or 100us..100ms, got {slice_s.shown}")
     return HostConfig(
+        scheduler_slice=slice_s.seconds,
+        realtime=s.boolean("realtime", False),
         control=control,
         api=api,
         api_token_file=token_file,

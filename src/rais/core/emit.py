@@ -113,9 +113,13 @@ class Sender:
     (one per datagram) and queues them as ``Send`` effects on every control
     address."""
 
-    __slots__ = ("config", "epoch", "group_tag", "out", "seq", "vias")
+    __slots__ = ("_key", "_parts", "config", "epoch", "group_tag", "out", "seq", "vias")
 
     def __init__(self, config: CoreConfig, epoch: int, out: Outbox) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._parts: tuple[bytes, bytes] | None = None
+        """The last version-2 info's body around its PEERS, and what it encodes:
+        a heartbeat that says what the last one said is not encoded again."""
         self.config = config
         self.epoch = epoch
         self.group_tag = wire.group_tag(config.group)
@@ -125,6 +129,14 @@ class Sender:
 
     def send(self, msg: Message, version: int = 1) -> None:
         c = self.config
+        parts = None
+        if version == 2:
+            key = (msg.entry, msg.table, msg.commands, msg.paused, msg.guard, msg.unknown)
+            if key == self._key:
+                parts = self._parts
+            else:
+                parts = self._parts = wire.body_parts(msg)
+                self._key = key
         datagrams, _ = wire.encode(
             msg,
             group_tag=self.group_tag,
@@ -134,6 +146,7 @@ class Sender:
             key=c.keys[0],
             max_size=c.max_datagram,
             version=version,
+            parts=parts,
         )
         self.seq = (self.seq + len(datagrams)) & 0xFFFFFFFF
         for data in datagrams:

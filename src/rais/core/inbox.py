@@ -21,7 +21,8 @@ from rais.core.addr import Addr
 from rais.core.body import DecodeError, decode_body
 from rais.core.config import CoreConfig
 from rais.core.messages import Datagram, Hello, Message
-from rais.core.sections import decode_sections
+from rais.core.sections import _HEAD as _SECTION
+from rais.core.sections import PEERS, decode_sections
 from rais.core.wire import decode as decode_datagram
 
 WINDOW = 64
@@ -67,13 +68,62 @@ class _Partial:
         self.chunks: dict[int, bytes] = {}
 
 
+class Memo:
+    """The last version-2 single-datagram body parsed from each sender, kept so
+    that the next one, equal in everything but its PEERS section, is not
+    parsed again (in steady state every info is: only the ages in PEERS move).
+    The message reused carries the PEERS of the first of the run; the core
+    never reads PEERS (they are for other hosts' displays and version 1)."""
+
+    __slots__ = ("_bodies", "_pending")
+
+    def __init__(self) -> None:
+        self._bodies: dict[Addr, tuple[bytes, Message | Hello]] = {}
+        self._pending: tuple[Addr, bytes] | None = None
+
+    def __call__(self, sender: Addr, version: int, chunk: bytes) -> Message | Hello | None:
+        self._pending = None
+        if version != 2:
+            return None
+        key = without_peers(chunk)
+        known = self._bodies.get(sender)
+        if known is not None and known[0] == key:
+            return known[1]
+        self._pending = (sender, key)
+        return None
+
+    def parsed(self, sender: Addr, body: Message | Hello) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == sender:
+            self._bodies[sender] = (pending[1], body)
+
+    def forget(self, sender: Addr) -> None:
+        self._bodies.pop(sender, None)
+
+
+def without_peers(chunk: bytes) -> bytes:
+    """A version-2 body without its PEERS section (the whole body if there is
+    none, or it cannot be found: a malformed body is parsed, and refused, anyway)."""
+    pos, n = 0, len(chunk)
+    while pos + _SECTION.size <= n:
+        kind, size = _SECTION.unpack_from(chunk, pos)
+        end = pos + _SECTION.size + size
+        if kind == PEERS:
+            return chunk[:pos] + chunk[end:]
+        if kind & 0x7F > PEERS:
+            break
+        pos = end
+    return chunk
+
+
 class Inbox:
     """Per-receiver state for accepting datagrams from the other hosts."""
 
-    __slots__ = ("_newest", "_partials", "_windows", "drops", "self_id")
+    __slots__ = ("_memo", "_newest", "_partials", "_windows", "drops", "self_id")
 
     def __init__(self, self_id: Addr) -> None:
         self.self_id = self_id
+        self._memo = Memo()
         self._windows: dict[Addr, _Window] = {}
         self._partials: dict[Addr, _Partial] = {}
         self._newest: dict[Addr, tuple[int, int]] = {}
@@ -85,7 +135,11 @@ class Inbox:
         drop counted by reason, if it is rejected."""
         try:
             return decode_datagram(
-                data, group_tag=group_tag, keys=config.keys, versions=config.wire_versions
+                data,
+                group_tag=group_tag,
+                keys=config.keys,
+                versions=config.wire_versions,
+                reuse=self._memo,
             )
         except DecodeError as exc:
             self.drops[exc.reason] += 1
@@ -149,3 +203,4 @@ class Inbox:
     def forget(self, sender: Addr) -> None:
         """Drop reassembly state of a host that is gone (its replay window stays)."""
         self._partials.pop(sender, None)
+        self._memo.forget(sender)

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Sequence
+from typing import Protocol
 
 from rais.core.addr import Addr
 from rais.core.body import (
@@ -91,6 +92,7 @@ def encode(
     key: bytes,
     max_size: int = MAX_DATAGRAM,
     version: int = VERSION,
+    parts: tuple[bytes, bytes] | None = None,
 ) -> tuple[list[bytes], int]:
     """Encode ``msg`` into 1..255 signed datagrams of at most ``max_size`` bytes,
     in wire ``version`` 1 or 2 (version 1 leaves out what it cannot carry:
@@ -101,6 +103,9 @@ def encode(
     ``msg.peers`` (in order, from the first) as fit in the room left in the
     datagrams that the entry, table and commands need; a datagram is never
     added just for peers. Everything else is always sent in full.
+
+    ``parts``: version 2's body before and after PEERS, if the caller has it
+    (``split_info(msg)``, kept from an earlier message that equals this one).
 
     Raises ValueError if the message or an argument cannot be represented
     (bad address length, field out of range, more than 255 datagrams needed,
@@ -121,7 +126,7 @@ def encode(
             tail = encode_rest(msg)
             fixed = 2  # the u16 peer count
         elif version == 2:
-            head, tail = split_info(msg)
+            head, tail = split_info(msg) if parts is None else parts
             fixed = len(peers_section([]))
         else:
             raise ValueError(f"unknown wire version {version}")
@@ -146,6 +151,15 @@ def encode(
     except struct.error as exc:
         raise ValueError(f"value out of range for its wire field: {exc}") from None
     return out, len(peers)
+
+
+def body_parts(msg: Message) -> tuple[bytes, bytes]:
+    """Version 2's body of ``msg`` before and after its PEERS (for ``encode``'s
+    ``parts``). Raises ValueError as ``encode`` does."""
+    try:
+        return split_info(msg)
+    except struct.error as exc:
+        raise ValueError(f"value out of range for its wire field: {exc}") from None
 
 
 def _frame(
@@ -216,10 +230,25 @@ def _authentic(signed: bytes, mac: bytes, hint: int, keys: Sequence[bytes]) -> b
     return any(hmac.compare_digest(hmac.digest(key, signed, "sha256"), mac) for key in keys if key)
 
 
+class Reuse(Protocol):
+    """A memo of parsed bodies (rais.core.inbox): ``reuse(sender, version,
+    chunk)`` is a body parsed before that equals this one in all that counts,
+    or None; ``parsed(sender, body)`` is told of each body parsed."""
+
+    def __call__(self, sender: Addr, version: int, chunk: bytes) -> Message | Hello | None: ...
+
+    def parsed(self, sender: Addr, body: Message | Hello) -> None: ...
+
+
 def decode(
-    data: bytes, *, group_tag: int, keys: Sequence[bytes], versions: Sequence[int] = VERSIONS
+    data: bytes,
+    *,
+    group_tag: int,
+    keys: Sequence[bytes],
+    versions: Sequence[int] = VERSIONS,
+    reuse: Reuse | None = None,
 ) -> Datagram:
-    """Check and parse one datagram.
+    """Check and parse one datagram (a single-part body through ``reuse``, if given).
 
     Checks the size, the header, the group tag and the HMAC (accepted if any
     of ``keys`` verifies it, trying first the key named by the key hint). A
@@ -257,9 +286,14 @@ def decode(
     if not _authentic(data[:end], data[end:], hint, keys):
         raise DecodeError("auth", "no key verifies the HMAC")
     chunk = data[start:end]
+    sender = data[_HEAD.size : _HEAD.size + alen]
     message = hello = None
     if parts == 1:
-        parsed = decode_body(chunk) if version == 1 else decode_sections(chunk)
+        parsed = None if reuse is None else reuse(sender, version, chunk)
+        if parsed is None:
+            parsed = decode_body(chunk) if version == 1 else decode_sections(chunk)
+            if reuse is not None:
+                reuse.parsed(sender, parsed)
         if isinstance(parsed, Hello):
             hello = parsed
         else:
@@ -267,7 +301,7 @@ def decode(
         chunk = b""
     return Datagram(
         group_tag=tag,
-        sender=data[_HEAD.size : _HEAD.size + alen],
+        sender=sender,
         epoch=epoch,
         seq=seq,
         part=part,

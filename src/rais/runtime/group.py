@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from rais.admin.metrics import Metrics
+from rais.admin.traffic import GroupTraffic
 from rais.base.ip import IP, ip_key
 from rais.config import GroupConfig
 from rais.config.keys import core_settings
@@ -72,6 +73,8 @@ class GroupRunner(Refresher):
         )
         self.load_source = load_source
         self.metrics = metrics
+        self.traffic = GroupTraffic() if metrics is None else metrics.traffic(config.name)
+        """Datagrams sent and received, heartbeat lateness (rais.admin.traffic)."""
         self.on_fatal = on_fatal or _raise
         self.broken: str | None = None
         """Why this group's core can no longer be driven (None: it can)."""
@@ -91,6 +94,8 @@ class GroupRunner(Refresher):
         """Addresses whose refresh waits in their set's chain."""
         self._refresh_failed = asyncio.Event()
         self._refresh_why = ""
+        self._refresh_at = 0.0
+        self._refresh_seen = -1
         self._fresh: dict[IP, float] = {}
         """When each held address was last added or refreshed."""
         self._lifetimes: dict[IP, int] = {}
@@ -257,8 +262,9 @@ class GroupRunner(Refresher):
         """One control datagram; returns whether it was authentic."""
         if self._stopped or self.broken is not None:
             return False
-        if self.metrics is not None:
-            self.metrics.datagram_received(self.config.name, len(data))
+        traffic = self.traffic
+        traffic.received += 1
+        traffic.received_bytes += len(data)
         try:
             authentic = self.core.datagram_received(self.loop.time(), data, via)
             self._pump()
@@ -278,8 +284,7 @@ class GroupRunner(Refresher):
         late = now - self._timer_at
         if late > self.config.heartbeat / 2:
             self.counters["late_timers"] += 1
-        if self.metrics is not None:
-            self.metrics.heartbeat_lateness(self.config.name, late)
+        self.traffic.late(late)
         if self.load_source is not None:
             sample = self.load_source()
             if sample is not None:
@@ -371,8 +376,8 @@ class GroupRunner(Refresher):
         for eff in self.core.effects():
             if isinstance(eff, Send):
                 self.drivers.transport.send(eff.data, eff.vias)
-                if self.metrics is not None:
-                    self.metrics.datagram_sent(self.config.name, len(eff.data))
+                self.traffic.sent += 1
+                self.traffic.sent_bytes += len(eff.data)
             elif isinstance(eff, Acquire):
                 self._chain(eff.address, self._acquire(eff))
             elif isinstance(eff, Release):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine
 from typing import Any
 
@@ -47,6 +48,10 @@ class Refresher(SetActions):
     _chains: dict[Addr, asyncio.Task[None]]
     _refresh_failed: asyncio.Event
     _refresh_why: str
+    _refresh_at: float
+    """No held address is due before this (see ``refresh_due``)."""
+    _refresh_seen: int
+    """``held.changes`` when ``_refresh_at`` was computed."""
 
     def _chain(self, address: Addr, coro: Coroutine[Any, Any, None]) -> None:
         raise NotImplementedError
@@ -65,7 +70,11 @@ class Refresher(SetActions):
         more: at once through ``refresh_now`` when the driver can (one netlink
         message, no answer awaited), else queued in its set's chain (so never
         after its release)."""
-        for ip, prefixlen in self.held.current():
+        if now < self._refresh_at and self.held.changes == self._refresh_seen:
+            return  # nothing due, nothing new held (most heartbeats)
+        self._refresh_seen = self.held.changes
+        held = self.held.current()
+        for ip, prefixlen in held:
             addr = to_addr(ip)
             if self.core.holding(addr) != AddrState.ONLINE:
                 # Being acquired (its script may run long, behind which the
@@ -95,6 +104,10 @@ class Refresher(SetActions):
                 continue
             self._refreshing.add(ip)
             self._chain(key, self._refresh(ip, prefixlen))
+        # A refresh done now is due again a full interval later; one queued or
+        # skipped is looked at again at the next heartbeat.
+        due = min((self._fresh.get(ip, now) for ip, _ in held), default=math.inf)
+        self._refresh_at = now if self._refreshing else due + self.refresh_every
 
     def _lifetime_now(self, ip: IP, now: float) -> int | None:
         """The lifetime a refresh sets now (None: set none, see ``guarded_lifetime``)."""

@@ -42,6 +42,8 @@ class HeldFile:
         self._held: set[tuple[IP, int]] = set()
         self._of: dict[tuple[IP, int], IP] = {}
         self._loaded_of: dict[tuple[IP, int], IP] = {}
+        self.changes = 0
+        """Counts every change of what this run holds (a cheap "anything new?")."""
 
     def load(self) -> set[tuple[IP, int]]:
         if self.path is None:
@@ -72,6 +74,7 @@ class HeldFile:
 
     def save(self, held: set[tuple[IP, int]]) -> None:
         self._held = set(held)
+        self.changes += 1
         self._of = {h: k for h, k in self._of.items() if h in self._held}
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
