@@ -16,12 +16,12 @@ from rais.config import ConfigError, load
 BASE = '[host]\ncontrol = ["192.0.2.1"]\n{host}[auth]\nkey_file = "{key}"\n'
 
 
-def config(tmp_path: Path, host: str = "") -> Path:
+def config(tmp_path: Path, host: str = "") -> str:
     key = tmp_path / "key"
     key.write_text("k\n")
     path = tmp_path / "rais.toml"
     path.write_text(BASE.format(host=host, key=key))
-    return path
+    return str(path)
 
 
 def test_defaults_and_limits(tmp_path: Path) -> None:

@@ -214,6 +214,15 @@ class CoreParts:
         """Datagrams dropped, by reason."""
         return dict(self.inbox.drops)
 
+    def hosts_key(self) -> tuple[object, ...]:
+        """A value that changes whenever what ``view`` shows of the hosts does
+        (their entries, liveness, the leader, settling, this host's sets): a
+        reader that only needs those (the DNS) rebuilds from ``view`` only then.
+        Cheap: the entries compare by identity first, and an entry heard again
+        unchanged is the same object (rais.core.inbox.Memo)."""
+        records = tuple((r.entry, r.live) for r in self.members.records.values())
+        return (self._leader, self.settled, self.entry(), records, self.served.views())
+
     def view(self, now: float) -> CoreView:
         """The read model (rais.core.view): one frozen snapshot of this core."""
         own = self.entry()

@@ -48,6 +48,8 @@ class DnsService:
         self.thread: Part | None = None
         """The supervised DNS thread, once it runs (the agent sets it)."""
         self._wake = asyncio.Event()
+        self._seen: dict[str, tuple[object, ...]] = {}
+        """Each group's ``Core.hosts_key()`` at its last recomputation."""
 
     def add(self, group: GroupConfig) -> GroupDns | None:
         """Give ``group`` its DNS (None: it has no ``[group.dns]``)."""
@@ -62,15 +64,17 @@ class DnsService:
             on_publish=lambda which, ok: self.published(name, which, ok),
         )
         self.groups[name] = gd
+        self._seen.pop(name, None)
         self._wake.set()
         return gd
 
     def remove(self, name: str) -> None:
         self.groups.pop(name, None)
+        self._seen.pop(name, None)
 
     async def run(self) -> None:
-        """The DNS thread: recompute each group's answer every 100 ms (asleep
-        while no group has DNS)."""
+        """The DNS thread: every 100 ms, recompute the answer of each group
+        whose hosts changed (asleep while no group has DNS)."""
         while True:
             if not self.groups:
                 self._wake.clear()
@@ -78,7 +82,12 @@ class DnsService:
                 continue
             for name, gd in list(self.groups.items()):
                 runner = self.runners.get(name)
-                if runner is not None:
+                if runner is None:
+                    continue
+                key = runner.core.hosts_key()
+                if self._seen.get(name) != key:
+                    # The answer depends only on what the key covers.
+                    self._seen[name] = key
                     gd.refresh(runner.core.view(asyncio.get_running_loop().time()))
             await asyncio.sleep(TICK)
 
