@@ -30,6 +30,21 @@ def test_hardening() -> None:
     assert s["KillSignal"] == "SIGTERM" and "-HUP" in s["ExecReload"]
 
 
+def test_realtime_drop_in_grants_only_what_realtime_needs() -> None:
+    """contrib/rais-realtime.conf: CAP_SYS_NICE and CAP_IPC_LOCK, real-time
+    scheduling allowed; the unit itself allows neither."""
+    parser = configparser.RawConfigParser(strict=False, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment, method-assign]
+    parser.read_string((UNIT.parent / "rais-realtime.conf").read_text())
+    d, s = parser["Service"], unit()["Service"]
+    added = {"CAP_SYS_NICE", "CAP_IPC_LOCK"}
+    base = set(s["CapabilityBoundingSet"].split())
+    assert set(d["CapabilityBoundingSet"].split()) == base | added
+    assert set(d["AmbientCapabilities"].split()) == set(s["AmbientCapabilities"].split()) | added
+    assert d["RestrictRealtime"] == "no" and s["RestrictRealtime"] == "yes"
+    assert int(d["LimitRTPRIO"]) >= 10  # rais.runtime.sched.RT_PRIORITY
+
+
 def test_commands_parse() -> None:
     s = unit()["Service"]
     for key in ("ExecStartPre", "ExecStart"):
