@@ -27,6 +27,10 @@ def config(tmp_path: Path, host: str = "") -> str:
 def test_defaults_and_limits(tmp_path: Path) -> None:
     host = load(config(tmp_path)).host
     assert host.scheduler_slice == pytest.approx(0.0001) and host.realtime is False
+    assert host.nice == -10
+    assert load(config(tmp_path, "nice = 5\n")).host.nice == 5
+    with pytest.raises(ConfigError, match="nice"):
+        load(config(tmp_path, "nice = -21\n"))
     host = load(config(tmp_path, 'scheduler_slice = "0"\nrealtime = true\n')).host
     assert host.scheduler_slice == 0 and host.realtime is True
     assert load(config(tmp_path, 'scheduler_slice = "3ms"\n')).host.scheduler_slice == 0.003
@@ -74,11 +78,12 @@ def test_realtime_without_privileges_is_a_warning_not_a_failure() -> None:
         from rais.runtime import sched
         if os.geteuid() == 0:
             os.setgid(65534); os.setuid(65534)  # nobody: no CAP_SYS_NICE, no CAP_IPC_LOCK
-        problems = sched.apply(0.0001, True)
-        print(len(problems), "SCHED_RR" in problems[0], os.sched_getscheduler(0))
+        problems = sched.apply(0.0001, True, -10)
+        print(len(problems), "setpriority" in problems[0], "SCHED_RR" in problems[1],
+              os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
         """
     )
-    assert out.split() == ["1", "True", "0"]
+    assert out.split() == ["2", "True", "True", "0", "0"]
 
 
 def test_realtime_as_root_is_round_robin_with_memory_locked() -> None:

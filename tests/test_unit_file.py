@@ -28,6 +28,7 @@ def test_hardening() -> None:
     assert "/var/lib/rais" in s["ReadWritePaths"]
     assert set(s["RestrictAddressFamilies"].split()) >= {"AF_NETLINK", "AF_PACKET", "AF_INET"}
     assert s["KillSignal"] == "SIGTERM" and "-HUP" in s["ExecReload"]
+    assert s["Nice"] == "-10"  # [host] nice's default, without CAP_SYS_NICE
 
 
 def test_realtime_drop_in_grants_only_what_realtime_needs() -> None:

@@ -48,7 +48,7 @@ def agent(args: argparse.Namespace) -> int:
     from rais.runtime.agent import Agent
 
     # Before the event loop and its threads: they inherit it.
-    sched.apply(config.host.scheduler_slice, config.host.realtime)
+    sched.apply(config.host.scheduler_slice, config.host.realtime, config.host.nice)
     try:
         return asyncio.run(Agent(config).run())
     except (OSError, ExceptionGroup) as exc:

@@ -63,6 +63,8 @@ class HostConfig:
     scheduler_slice: float = field(default=0.0001, metadata=key())
     """The EEVDF slice asked for (s; 0: the kernel's): prompt wake-ups under
     CPU load (rais.runtime.sched)."""
+    nice: int = field(default=-10, metadata=key())
+    """The agent's nice value (rais.runtime.sched)."""
     realtime: bool = field(default=False, metadata=key())
     """SCHED_RR and memory locked (rais.runtime.sched); needs CAP_SYS_NICE."""
 
@@ -326,6 +328,7 @@ def _host(s: Section) -> HostConfig:
     return HostConfig(
         scheduler_slice=slice_s.seconds,
         realtime=s.boolean("realtime", False),
+        nice=s.integer("nice", _default("nice", HostConfig), -20, 19),
         control=control,
         api=api,
         api_token_file=token_file,

@@ -78,11 +78,11 @@ import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Iterable
 
-from rais.base.ip import IP, Interface
+from rais.base.ip import IP
 from rais.drivers import sockfilter
 from rais.drivers.base import OnDatagram, OnLost
+from rais.drivers.ifindex import interface_indexes as interface_indexes
 from rais.drivers.receive import (
     MAX_DATAGRAM as MAX_DATAGRAM,
 )
@@ -144,44 +144,6 @@ def _bind(sock: socket.socket, address: SockAddr, what: str) -> None:
         raise OSError(
             exc.errno, f"cannot bind the {what} UDP socket to {shown}: {exc.strerror or exc}"
         ) from exc
-
-
-async def interface_indexes(addresses: Iterable[IP]) -> dict[IP, int]:
-    """The index of the interface holding each address (netlink, in the calling
-    thread's network namespace). An unassigned 127/8 address maps to the
-    interface of the loopback network. Raises OSError naming a missing address."""
-    from pyroute2 import AsyncIPRoute
-
-    wanted = set(addresses)
-    if not wanted:
-        return {}
-    assigned: list[tuple[Interface, int]] = []
-    async with AsyncIPRoute() as ipr:
-        async for msg in await ipr.addr("dump"):
-            text = msg.get("local") or msg.get("address")
-            if not text:
-                continue
-            try:
-                iface = ipaddress.ip_interface(f"{text.split('%')[0]}/{msg['prefixlen']}")
-            except ValueError:
-                continue
-            assigned.append((iface, int(msg["index"])))
-    found: dict[IP, int] = {}
-    for address in wanted:
-        exact = [index for iface, index in assigned if iface.ip == address]
-        if not exact and address.version == 4 and address.is_loopback:
-            exact = [
-                index
-                for iface, index in assigned
-                if iface.ip.is_loopback and address in iface.network
-            ]
-        if not exact:
-            raise OSError(
-                errno.EADDRNOTAVAIL,
-                f"control address {address} is not on any interface of this host",
-            )
-        found[address] = exact[0]
-    return found
 
 
 class UdpTransport:

@@ -74,7 +74,9 @@ class DnsService:
 
     async def run(self) -> None:
         """The DNS thread: every 100 ms, recompute the answer of each group
-        whose hosts changed (asleep while no group has DNS)."""
+        whose hosts changed (asleep while no group has DNS). A restarted
+        thread recomputes every group once."""
+        self._seen.clear()
         while True:
             if not self.groups:
                 self._wake.clear()

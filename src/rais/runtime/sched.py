@@ -8,6 +8,13 @@
   it gives it an earlier virtual deadline, so that a wake-up (a heartbeat, a
   datagram) preempts a CPU-bound task instead of queueing behind the slices
   of all of them. Kernels without custom slices ignore it (logged once).
+* ``nice`` (default -10): the CFS weight of the agent against other tasks.
+  Under a CPU saturated by many tasks each gets an equal share of it; at a
+  short heartbeat the agent needs more than that share for a moment at every
+  wake-up, and nice -10 gives it about nine times a normal task's weight. It
+  only matters while the agent wants the CPU, which it does for a few hundred
+  microseconds per heartbeat. Needs CAP_SYS_NICE (the systemd unit sets
+  ``Nice=`` itself); without it, a warning.
 * ``realtime`` (default off): ``SCHED_RR`` at priority ``RT_PRIORITY`` and
   every page locked in memory (``mlockall``), as keepalived's
   ``vrrp_rt_priority`` and ``vrrp_no_swap``; needs CAP_SYS_NICE and
@@ -69,9 +76,23 @@ def go_realtime() -> str | None:
     return "; ".join(problems) or None
 
 
-def apply(slice_s: float, realtime: bool) -> list[str]:
+def set_nice(nice: int) -> str | None:
+    """The process's nice value (a negative one needs CAP_SYS_NICE); None on
+    success, else why not."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        return f"setpriority({nice}): {exc.strerror}"
+    return None
+
+
+def apply(slice_s: float, realtime: bool, nice: int = 0) -> list[str]:
     """Apply the ``[host]`` settings; returns what could not be done (logged)."""
     problems = []
+    if nice and os.getpriority(os.PRIO_PROCESS, 0) != nice:
+        why = set_nice(nice)
+        if why is not None:
+            problems.append(f"nice = {nice}: {why}")
     if realtime:
         why = go_realtime()
         if why is not None:
