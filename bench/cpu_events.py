@@ -42,6 +42,7 @@ from cpukit import (  # type: ignore[import-not-found, unused-ignore]
     Agents,
     Group,
     Others,
+    add_quiet,
     api_status,
     append_readme,
     drain,
@@ -52,6 +53,7 @@ from cpukit import (  # type: ignore[import-not-found, unused-ignore]
     schedstat,
     switches,
     threads,
+    wait_quiet,
 )
 from failover import AddressWatch, Procs, wait_until  # type: ignore[import-not-found, unused-ignore]
 from netlab import Lab, lab  # type: ignore[import-not-found, unused-ignore]
@@ -172,15 +174,14 @@ class EventsResult:
     other_pct: float
 
 
-def live_hosts(net: Lab, host: str) -> tuple[int, str]:
-    """(live hosts, leader) of group www as the agent in ``host`` reports them."""
+def view(net: Lab, host: str) -> tuple[int, str]:
+    """(live hosts, leader) of group www as the agent in ``host`` reports them
+    (no leader: "?"; leader "-" until it has settled)."""
     status = api_status(net, host)
-    if status is None:
-        return 0, "?"
-    for g in status.get("groups", []):
+    for g in [] if status is None else status.get("groups", []):
         if g.get("name") == GROUP.name:
             live = sum(1 for h in g.get("hosts", []) if h.get("live"))
-            return live, str(g.get("leader"))
+            return live, str(g.get("leader")) if g.get("settled") else "-"
     return 0, "?"
 
 
@@ -200,18 +201,20 @@ def part_a(args: argparse.Namespace, n_hosts: int, tmp: Path) -> EventsResult:
         def ready() -> bool:
             agents.check()
             holds = bool({str(a) for a in net.addresses("h1")} & {VIP})
-            return holds and live_hosts(net, "h1")[0] == n_hosts
+            # h1 has the lowest id: it leads once it has settled.
+            return holds and view(net, "h1") == (n_hosts, agent_ip)
 
         driver.run_for(120.0, ready)
-        leader = live_hosts(net, "h1")[1]
         warm = time.monotonic() + 2.0
         while time.monotonic() < warm:
             driver.step()
+        wait_quiet([pid], args.quiet_pct, args.quiet_wait, driver.step)
         others = Others([pid])
         samples = [driver.step() for _ in range(args.samples)]
         other = others.percent()
         agents.check()
-        if live_hosts(net, "h1")[0] != n_hosts:
+        live, leader = view(net, "h1")
+        if live != n_hosts:
             raise RuntimeError("the agent lost a synthetic peer during the run")
         return EventsResult(n_hosts, samples, leader, threads(pid), other)
 
@@ -247,6 +250,7 @@ def part_b(args: argparse.Namespace, held: bool, tmp: Path) -> LoneResult:
 
         wait_until(ready, 30.0, "the lone agent")
         time.sleep(3.0)
+        wait_quiet([pid], args.quiet_pct, args.quiet_wait)
         drain(recv)
         others = Others([pid])
         t0 = time.monotonic()
@@ -373,6 +377,7 @@ def main() -> int:
     parser.add_argument("--hosts", default="3,16", help="part A group sizes (default 3,16)")
     parser.add_argument("--gap-ms", type=float, default=3.0, help="part A window (default 3)")
     parser.add_argument("--seconds", type=float, default=20.0, help="part B window (default 20)")
+    add_quiet(parser)
     parser.add_argument("--parts", default="A,B", help="parts to run (default A,B)")
     parser.add_argument("--readme", type=Path, default=Path(__file__).parent / "README.md")
     parser.add_argument("--no-readme", action="store_true", help="only print the tables")

@@ -43,11 +43,13 @@ from cpukit import (  # type: ignore[import-not-found, unused-ignore]
     Agents,
     Group,
     Others,
+    add_quiet,
     api_status,
     append_readme,
     heading,
     schedstat,
     switches,
+    wait_quiet,
 )
 from failover import Procs, wait_until  # type: ignore[import-not-found, unused-ignore]
 from netlab import Lab, lab  # type: ignore[import-not-found, unused-ignore]
@@ -144,6 +146,7 @@ def run_layout(args: argparse.Namespace, layout: Layout, tmp: Path) -> Steady:
         settle_s = time.monotonic() - start
         time.sleep(3.0)
         pids = agents.pids
+        wait_quiet(list(pids.values()), args.quiet_pct, args.quiet_wait)
         others = Others(list(pids.values()))
         t0 = time.monotonic()
         cpu0 = {h: schedstat(p)[0] for h, p in pids.items()}
@@ -214,6 +217,7 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable, help="interpreter of the agents")
     parser.add_argument("--layouts", default="3,3dns,16x4", help="of " + ", ".join(LAYOUTS))
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
+    add_quiet(parser)
     parser.add_argument("--settle-timeout", type=float, default=300.0)
     parser.add_argument("--readme", type=Path, default=Path(__file__).parent / "README.md")
     parser.add_argument("--no-readme", action="store_true", help="only print the table")

@@ -4,6 +4,7 @@ lab's namespaces from a chosen src tree, their CPU time and wake-ups read from
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import datetime
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,27 @@ class Others:
         return max(0.0, 100.0 * (busy - mine - own) / t)  # /proc/stat counts in ticks
 
 
+def wait_quiet(
+    pids: Sequence[int], limit: float, timeout: float, keep: Callable[[], object] | None = None
+) -> float:
+    """Wait (up to ``timeout`` s) until the rest of the machine used under
+    ``limit`` % of a core over 2 s (other work not under the bench lock:
+    tests); ``keep()`` runs meanwhile (else a sleep). Returns the last figure."""
+    end = time.monotonic() + timeout
+    while True:
+        others = Others(pids)
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:
+            if keep is None:
+                time.sleep(0.1)
+            else:
+                keep()
+        other = others.percent()
+        if other < limit or time.monotonic() >= end:
+            return other
+        print(f"waiting for a quiet machine: others use {other:.0f}% of a core", file=sys.stderr)
+
+
 # -- agents --------------------------------------------------------------------
 
 
@@ -260,9 +282,11 @@ def _zombie(pid: int) -> bool:
 
 
 def src_commit(src: Path) -> str:
-    """The commit of the src tree's repository (+ "-dirty" with changes under src)."""
+    """The last commit that changed the src tree (+ "-dirty" with changes in it)."""
     out = subprocess.run(
-        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(src), "log", "-1", "--format=%h", "--", "."],
+        capture_output=True,
+        text=True,
     )
     commit = out.stdout.strip() or "?"
     dirty = subprocess.run(
@@ -311,9 +335,28 @@ ns on a CPU, summed over threads; third field, times scheduled in) and their
 wake-ups from `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` in
 `/proc/PID/task/*/status`. `--src DIR` picks the src tree the agents (and the
 synthetic peers) run, so one script measures before and after; each run holds
-`flock /tmp/bench.lock`. Run as root:
+`flock /tmp/bench.lock`, and each measurement starts once the rest of the
+machine (work not under the lock: CPU busy time from `/proc/stat` less the
+agents' and the script's own) has used under 10% of a core over 2 s
+(`--quiet-pct`, waiting at most `--quiet-wait` s); the tables show that
+figure over the measurement itself as "other CPU %". Run as root:
 
 ```sh
 flock /tmp/bench.lock .venv/bin/python bench/cpu_events.py [--src DIR] [--samples 10000]
 flock /tmp/bench.lock .venv/bin/python bench/cpu_steady.py [--src DIR]
 ```"""
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet-pct",
+        type=float,
+        default=10.0,
+        help="measure once the rest of the machine uses under this %% of a core (default 10)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="wait at most this many s for that, then measure anyway (default 180; 0: never)",
+    )
