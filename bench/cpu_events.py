@@ -15,9 +15,10 @@ A. Per received info: ``rais agent`` in h1 (preferred 198.51.100.1/24,
    again. Peers take turns; a peer whose queue is empty is given a timer pass
    (its core's heartbeat is set to 1 ms, so every pass is one new info), so
    each peer beats once per N-1 samples, faster than 100 ms.
-B. A lone agent (no peers) at 100 ms, holding nothing (no preferred) and
-   holding one address: CPU, wake-ups, datagrams sent (heard in h2) and
-   netlink refreshes (``ip -o monitor address`` lines in h1) over ``--seconds``.
+B. Two lone agents (no peers) at 100 ms, at once, each alone in a group of
+   its own: h1 holding nothing (no preferred), h2 holding one address; CPU,
+   wake-ups, datagrams sent (heard in h3) and netlink refreshes (``ip -o
+   monitor address`` lines) over ``--seconds``.
 """
 
 from __future__ import annotations
@@ -231,42 +232,63 @@ class LoneResult:
     other_pct: float
 
 
-def part_b(args: argparse.Namespace, held: bool, tmp: Path) -> LoneResult:
+LONE = {"h1": GROUP, "h2": Group("solo", "239.192.0.2", 7402, f"{VIP}/24")}
+"""Part B's two lone agents, at once in one lab, each alone in a group of its
+own: h1 holding nothing, h2 holding 198.51.100.1; h3 only listens."""
+
+
+def part_b(args: argparse.Namespace, tmp: Path) -> list[LoneResult]:
     procs = Procs()
-    with lab(2, PREFIX) as net, contextlib.ExitStack() as stack:
+    with lab(3, PREFIX) as net, contextlib.ExitStack() as stack:
         stack.callback(procs.kill_all)
         agents = Agents(procs, net, tmp, args.src, args.python)
-        group = dataclasses.replace(GROUP, preferred=f"{VIP}/24" if held else None)
-        pid = agents.start("h1", [group], HB_MS)
-        recv, _ = group_sockets(net.ns("h2"), str(net.ipv4("h2")), GROUP.address, GROUP.port)
-        watch = AddressWatch(procs, net, "h1")
-        me = str(net.ipv4("h1"))
+        pids = {h: agents.start(h, [g], HB_MS) for h, g in LONE.items()}
+        ns, listen = net.ns("h3"), str(net.ipv4("h3"))
+        recv = {h: group_sockets(ns, listen, g.address, g.port)[0] for h, g in LONE.items()}
+        watch = {h: AddressWatch(procs, net, h) for h in LONE}
+        ips = {h: str(net.ipv4(h)) for h in LONE}
 
         def ready() -> bool:
             agents.check()
-            if api_status(net, "h1") is None:
+            if any(api_status(net, h) is None for h in LONE):
                 return False
-            return not held or VIP in {str(a) for a in net.addresses("h1")}
+            return VIP in {str(a) for a in net.addresses("h2")}
 
-        wait_until(ready, 30.0, "the lone agent")
+        wait_until(ready, 30.0, "the lone agents")
         time.sleep(3.0)
-        wait_quiet([pid], args.quiet_pct, args.quiet_wait)
-        drain(recv)
-        others = Others([pid])
+        wait_quiet(list(pids.values()), args.quiet_pct, args.quiet_wait)
+        for sock in recv.values():
+            drain(sock)
+        others = Others(list(pids.values()))
         t0 = time.monotonic()
-        cpu0, w0 = schedstat(pid)[0], switches(pid)
-        sent = 0
+        cpu0 = {h: schedstat(p)[0] for h, p in pids.items()}
+        w0 = {h: switches(p) for h, p in pids.items()}
+        sent = dict.fromkeys(LONE, 0)
         while time.monotonic() - t0 < args.seconds:
             time.sleep(0.1)
-            sent += sum(1 for _, src in drain(recv) if src == me)
-        cpu1, w1 = schedstat(pid)[0], switches(pid)
+            for h, sock in recv.items():
+                sent[h] += sum(1 for _, src in drain(sock) if src == ips[h])
+        cpu1 = {h: schedstat(p)[0] for h, p in pids.items()}
+        w1 = {h: switches(p) for h, p in pids.items()}
         t1 = time.monotonic()
-        sent += sum(1 for _, src in drain(recv) if src == me)
+        for h, sock in recv.items():
+            sent[h] += sum(1 for _, src in drain(sock) if src == ips[h])
+            sock.close()
         other = others.percent()
         agents.check()
-        lines = sum(1 for when, _ in list(watch.lines) if t0 <= when < t1)
-        recv.close()
-        return LoneResult(held, t1 - t0, cpu1 - cpu0, w1 - w0, sent, lines, threads(pid), other)
+        return [
+            LoneResult(
+                g.preferred is not None,
+                t1 - t0,
+                cpu1[h] - cpu0[h],
+                w1[h] - w0[h],
+                sent[h],
+                sum(1 for when, _ in list(watch[h].lines) if t0 <= when < t1),
+                threads(pids[h]),
+                other,
+            )
+            for h, g in LONE.items()
+        ]
 
 
 # -- report ---------------------------------------------------------------------
@@ -358,12 +380,15 @@ METHOD = """\
   in which the agent was scheduled in more than once (schedstat's third field:
   another wake-up, e.g. its 250 ms address refresh, or a preemption). The agent
   is the group's leader (lowest id), as h1 of bench/failover.py is.
-* **B, per sent heartbeat and per refresh.** A lone agent in h1 (h2 only
-  listens), heartbeat 100 ms, once with no preferred address (it holds nothing)
-  and once preferring 198.51.100.1/24 (it holds it once settled); 3 s after it
-  is up (and holds), over 20 s (`--seconds`): CPU (schedstat), wake-ups
-  (context switches), datagrams it sent (counted on h2's socket) and netlink
-  refreshes (`ip -o monitor address` lines in h1: one per lifetime refresh).
+* **B, per sent heartbeat and per refresh.** Two lone agents at once, each
+  alone in a group of its own (239.192.0.1:7401 and 239.192.0.2:7402),
+  heartbeat 100 ms: h1 with no preferred address (it holds nothing), h2
+  preferring 198.51.100.1/24 (it holds it once settled); h3 only listens. 3 s
+  after both are up and h2 holds, over 20 s (`--seconds`), for each: CPU
+  (schedstat), wake-ups (context switches), datagrams it sent (counted on
+  h3's sockets) and netlink refreshes (`ip -o monitor address` lines in its
+  namespace: one per lifetime refresh). Run at the same time, the two see the
+  same machine.
   Per heartbeat = the no-address agent's CPU / s over its datagrams / s (timers
   and everything else included); refresh = the difference between the two
   agents' CPU / s."""
@@ -396,10 +421,10 @@ def main() -> int:
             tmp.mkdir()
             results_a.append(part_a(args, n, tmp))
             print(table_a(results_a[-1:]), file=sys.stderr, flush=True)
-        for held in (False, True) if "B" in parts else ():
-            tmp = Path(tmp_root) / f"b{int(held)}"
+        if "B" in parts:
+            tmp = Path(tmp_root) / "b"
             tmp.mkdir()
-            results_b.append(part_b(args, held, tmp))
+            results_b = part_b(args, tmp)
     command = f"bench/cpu_events.py --parts {args.parts}"
     if results_a:
         command += f" --samples {args.samples} --hosts {args.hosts} --gap-ms {args.gap_ms:g}"
