@@ -367,19 +367,20 @@ METHOD = """\
   sockets in the peer's namespace (a receive socket joined to the group and a
   send socket bound to the peer's control address, as the transport makes
   them). The peers hear the agent and each other; every `Acquire`/`Release`
-  they emit succeeds at once. Once the agent holds its address and reports N
-  live hosts, plus 2 s: one *sample* is read the agent's schedstat (summed over
-  threads), send one peer datagram, sleep 3 ms (`--gap-ms`), read again; the
-  difference is the agent's CPU for that datagram, from the socket to drained
-  effects, wake-up included. Peers take turns, and a peer with nothing queued
-  gets a timer pass first (its core's heartbeat is set to 1 ms so that each pass
-  is one new info), so each peer beats every (N-1) samples (about every 7 ms
-  at 3 hosts, 55 ms at 16), faster than its 100 ms. "No agent send" leaves out
-  the samples in whose window the agent itself sent (heard on the peers'
-  sockets: its heartbeat timer fired); "scheduled in once" also leaves out those
-  in which the agent was scheduled in more than once (schedstat's third field:
-  another wake-up, e.g. its 250 ms address refresh, or a preemption). The agent
-  is the group's leader (lowest id), as h1 of bench/failover.py is.
+  they emit succeeds at once. Once the agent holds its address, reports N live
+  hosts and leads, plus 2 s, one *sample* is: read the agent's schedstat
+  (summed over threads), send one peer datagram, sleep 3 ms (`--gap-ms`), read
+  it again; the difference is the agent's CPU for that datagram, from the
+  socket to drained effects, wake-up included. Peers take turns, and a peer
+  with nothing queued gets a timer pass first (its core's heartbeat is set to
+  1 ms so that each pass is one new info), so each peer beats every N-1
+  samples (about every 7 ms at 3 hosts, 55 ms at 16), faster than its 100 ms.
+  "No agent send" leaves out the samples in whose window the agent itself sent
+  (heard on the peers' sockets: its heartbeat timer fired); "scheduled in
+  once" also leaves out those in which the agent was scheduled in more than
+  once (schedstat's third field: another wake-up, e.g. its 250 ms address
+  refresh, or a preemption). The agent is the group's leader (lowest id), as
+  h1 of bench/failover.py is.
 * **B, per sent heartbeat and per refresh.** Two lone agents at once, each
   alone in a group of its own (239.192.0.1:7401 and 239.192.0.2:7402),
   heartbeat 100 ms: h1 with no preferred address (it holds nothing), h2
@@ -435,7 +436,7 @@ def main() -> int:
         section += "Part A, CPU per received info (µs of the agent's CPU per datagram):\n\n"
         section += table_a(results_a) + "\n\n"
     if results_b:
-        section += "Part B, a lone agent, heartbeat 100 ms:\n\n" + table_b(results_b)
+        section += "Part B, two lone agents at once, heartbeat 100 ms:\n\n" + table_b(results_b)
     print(section)
     if not args.no_readme:
         append_readme(args.readme, "### Per event: `bench/cpu_events.py`", METHOD, section)
