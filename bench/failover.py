@@ -77,7 +77,11 @@ KEEPALIVED_PRIORITY = {"h1": 50, "h2": 150, "h3": 100}
 
 class Procs:
     """Every process this script starts; ``kill_all`` SIGKILLs each one's
-    process group (each is started in a session of its own) and reaps it."""
+    process group (each is started in a session of its own, or with
+    ``own_session`` False in a process group of its own in this session:
+    then it shares this session's scheduler autogroup) and reaps it."""
+
+    own_session = True
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -98,7 +102,8 @@ class Procs:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=self.own_session,
+                process_group=None if self.own_session else 0,
             )
         finally:
             if not isinstance(out, int):
