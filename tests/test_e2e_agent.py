@@ -393,3 +393,74 @@ async def test_cutting_one_of_two_control_networks_causes_no_failover(
             assert "host-lost" not in rais.log(host), rais.log(host)
     finally:
         rais.stop_all()
+
+
+FLOOD = """
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("192.0.2.200"))
+dests = [("239.192.0.1", 7401)] + [(f"192.0.2.1{n}", 7401) for n in (1, 2, 3)]
+junk = [os.urandom(144) for _ in range(64)]
+end, n = time.monotonic() + float(sys.argv[1]), 0
+while time.monotonic() < end:
+    for d in dests:
+        try:
+            s.sendto(junk[n % 64], d)
+        except OSError:
+            pass
+        n += 1
+print(n)
+"""
+
+
+@pytest.mark.parametrize("cluster", ["multicast", "unicast"], indirect=True)
+async def test_a_junk_flood_moves_nothing_and_is_read_at_a_bounded_rate(
+    cluster: tuple[Lab, Rais],
+) -> None:
+    """A host without the key (c) floods the control port, at the group and at
+    every host's own address, as fast as one process can: no address moves,
+    and each agent reads at most the stranger budget of it (multicast: 32 per
+    50 ms from the second socket; unicast: none, c is not a peer)."""
+    from rais.drivers.receive import STRANGER_BATCH, STRANGER_PAUSE
+
+    net, rais = cluster
+    await settle(net, rais)
+    unicast = "peers" in (rais.tmp / "h1.toml").read_text()
+
+    def counters(host: str) -> dict[str, int]:
+        g = json.loads(rais.cli(host, "status", "--json"))["groups"][0]
+        return {k: v for k, v in g["counters"].items() if k.startswith("transport_")} | {
+            "dropped": int(sum(g["dropped"].values()))
+        }
+
+    def received(host: str) -> int:
+        return counters(host)["transport_received"]
+
+    monitor = AddrMonitor(net, hosts(net))
+    monitor.start()
+    try:
+        before = {h: received(h) for h in hosts(net)}
+        seconds = 4.0
+        started = time.monotonic()
+        flood = await asyncio.to_thread(
+            net.run, "c", sys.executable, "-c", FLOOD, str(seconds), timeout=seconds + 20
+        )
+        took = time.monotonic() - started + 1.0  # the status calls around it
+        after = {h: received(h) for h in hosts(net)}
+    finally:
+        monitor.stop()
+    assert int(flood.stdout.strip()) > 20_000, flood.stdout  # a flood, not a trickle
+    steady = {(VIP1, "h1"), (VIP2, "h2")}
+    moved = [
+        c
+        for c in monitor.changes
+        if c.added and c.address in (VIP1, VIP2) and (c.address, c.host) not in steady
+    ]
+    assert moved == [], moved
+    assert holders(net, VIP1) == ["h1"] and holders(net, VIP2) == ["h2"]
+    members = 2 * 10 * took  # two peers' heartbeats at 100 ms
+    junk = 0 if unicast else STRANGER_BATCH * (took / STRANGER_PAUSE + 2)
+    for h in hosts(net):
+        got = after[h] - before[h]
+        assert got <= members + junk + 20, (h, got, members, junk, counters(h))
+        assert "host-lost" not in rais.log(h), rais.log(h)

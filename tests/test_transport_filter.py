@@ -134,6 +134,9 @@ async def test_multicast_members_in_full_strangers_bounded(
         flooder.sendto(b"junk-%d" % n, (str(group), port))
         if n % 10 == 0:
             member.sendto(b"ok-%d" % n, (str(group), port))
+        if n % 20 == 19:
+            # In rounds the reader keeps up with: the budget is per time, not per wake-up.
+            await asyncio.sleep(0.005)
     member.sendto(b"ok-flush", (str(group), port))
     await heard.until(b"ok-flush")
     elapsed = loop.time() - started

@@ -194,7 +194,8 @@ class AddrMonitor:
         ip = str(ipaddress.ip_address(address))
         held = {h for h in self.hosts if ip in self._initial.get(h, set())}
         out = []
-        for c in list(self.changes):
+        # In time order: each host's monitor appends from its own thread.
+        for c in sorted(self.changes, key=lambda c: c.time):
             if c.address != ip:
                 continue
             if c.added:

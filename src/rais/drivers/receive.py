@@ -29,7 +29,9 @@ class Owner(Protocol):
 
     def lost(self, via: int | None, exc: Exception | None) -> None: ...
 
-    def pause_reader(self, reader: Reader) -> None: ...
+    def clock(self) -> float: ...
+
+    def pause_reader(self, reader: Reader, seconds: float) -> None: ...
 
 
 READ_BATCH = 64
@@ -52,7 +54,7 @@ _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 class Reader:
     """Reads one socket from the event loop (``add_reader``), in batches."""
 
-    __slots__ = ("fd", "owner", "paused", "sock", "stranger", "via")
+    __slots__ = ("fd", "owner", "paused", "sock", "stranger", "used", "via", "window")
 
     def __init__(self, owner: Owner, sock: socket.socket, via: int, stranger: bool) -> None:
         self.owner = owner
@@ -61,11 +63,24 @@ class Reader:
         self.stranger = stranger
         self.fd = sock.fileno()
         self.paused = False
+        self.window = -STRANGER_PAUSE
+        """When the current window of a stranger socket's budget began."""
+        self.used = 0
+        """Datagrams read from it in that window."""
 
     def ready(self) -> None:
         owner, sock, via = self.owner, self.sock, self.via
         stranger = self.stranger
-        budget = STRANGER_BATCH if stranger else READ_BATCH
+        budget = READ_BATCH
+        if stranger:
+            # At most STRANGER_BATCH per STRANGER_PAUSE, however they arrive.
+            now = owner.clock()
+            if now - self.window >= STRANGER_PAUSE:
+                self.window, self.used = now, 0
+            budget = STRANGER_BATCH - self.used
+            if budget <= 0:
+                owner.pause_reader(self, self.window + STRANGER_PAUSE - now)
+                return
         for _ in range(budget):
             try:
                 if stranger:
@@ -81,9 +96,12 @@ class Reader:
                 owner.counters["receive_errors"] += 1
                 log.debug("control socket error: %s", exc)
                 continue
+            if stranger:
+                self.used += 1
             owner.deliver(data, via, None if source is None else source[0])
             if owner.closed:
                 return
         if stranger:
-            # Budget spent: come back later, the kernel drops what overflows meanwhile.
-            owner.pause_reader(self)
+            # Budget spent: come back when the window ends; the kernel drops
+            # what overflows the socket's queue meanwhile.
+            owner.pause_reader(self, self.window + STRANGER_PAUSE - owner.clock())

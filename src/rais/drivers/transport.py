@@ -88,7 +88,6 @@ from rais.drivers.receive import (
 )
 from rais.drivers.receive import (
     MEMBER_RCVBUF,
-    STRANGER_PAUSE,
     STRANGER_RCVBUF,
     Reader,
 )
@@ -247,9 +246,12 @@ class UdpTransport:
         self._readers.append(reader)
         loop.add_reader(reader.fd, reader.ready)
 
-    def pause_reader(self, reader: Reader) -> None:
+    def clock(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
+
+    def pause_reader(self, reader: Reader, seconds: float) -> None:
         loop = self._loop
-        if loop is None or self._closed:
+        if loop is None or self._closed or reader.paused:
             return
         reader.paused = True
         loop.remove_reader(reader.fd)
@@ -259,7 +261,7 @@ class UdpTransport:
                 reader.paused = False
                 loop.add_reader(reader.fd, reader.ready)
 
-        loop.call_later(STRANGER_PAUSE, resume)
+        loop.call_later(max(0.0, seconds), resume)
 
     def lose(self, via: int, exc: Exception | None = None) -> None:
         """A socket failed under the transport (what a fatal socket error does;
