@@ -138,8 +138,8 @@ async def test_unicast_three_hosts_on_loopback(closing: list[UdpTransport]) -> N
 async def test_a_socket_lost_under_the_transport_is_reported_once(
     closing: list[UdpTransport],
 ) -> None:
-    """A socket lost other than by ``UdpTransport.close()`` (here: ``lose``, what
-    a read that fails with EBADF does) is reported through ``on_lost`` once;
+    """A socket lost other than by ``UdpTransport.close()`` (here: ``lost``, what
+    a read that fails with EBADF calls) is reported through ``on_lost`` once;
     ``close()`` itself reports nothing."""
     port = free_port()
     t = UdpTransport((ip("127.0.0.1"),), ip("239.255.0.1"), port, peers=(ip("127.0.0.2"),))
@@ -149,8 +149,8 @@ async def test_a_socket_lost_under_the_transport_is_reported_once(
     unexpected: list[str] = []
     await t.start(Inbox(), lost.append)
     await quiet.start(Inbox(), unexpected.append)
-    t.lose(0, OSError(9, "Bad file descriptor"))
-    t.lose(0, OSError(9, "Bad file descriptor"))
+    t.lost(0, OSError(9, "Bad file descriptor"))
+    t.lost(0, OSError(9, "Bad file descriptor"))
     for _ in range(100):
         if lost:
             break

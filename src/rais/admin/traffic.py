@@ -51,6 +51,19 @@ class GroupTraffic:
         self.late_sum += seconds
 
 
+_COUNTERS = (
+    ("sent", "rais_control_datagrams_sent", "Control datagrams sent."),
+    ("sent_bytes", "rais_control_sent_bytes", "Payload bytes of the control datagrams sent."),
+    ("received", "rais_control_datagrams_received", "Control datagrams received."),
+    (
+        "received_bytes",
+        "rais_control_received_bytes",
+        "Payload bytes of the control datagrams received.",
+    ),
+)
+"""(GroupTraffic attribute, counter name without ``_total``, help)."""
+
+
 class TrafficCollector:
     """Renders every group's ``GroupTraffic`` at scrape time."""
 
@@ -64,22 +77,7 @@ class TrafficCollector:
             labels=["group"],
         )
         families = {
-            "sent": CounterMetricFamily(
-                "rais_control_datagrams_sent", "Control datagrams sent.", labels=["group"]
-            ),
-            "sent_bytes": CounterMetricFamily(
-                "rais_control_sent_bytes",
-                "Payload bytes of the control datagrams sent.",
-                labels=["group"],
-            ),
-            "received": CounterMetricFamily(
-                "rais_control_datagrams_received", "Control datagrams received.", labels=["group"]
-            ),
-            "received_bytes": CounterMetricFamily(
-                "rais_control_received_bytes",
-                "Payload bytes of the control datagrams received.",
-                labels=["group"],
-            ),
+            attr: CounterMetricFamily(name, doc, labels=["group"]) for attr, name, doc in _COUNTERS
         }
         for name, t in sorted(self.groups()):
             buckets, total = [], 0

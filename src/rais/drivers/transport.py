@@ -263,18 +263,23 @@ class UdpTransport:
 
         loop.call_later(max(0.0, seconds), resume)
 
-    def lose(self, via: int, exc: Exception | None = None) -> None:
-        """A socket failed under the transport (what a fatal socket error does;
-        tests call it): reported through ``on_lost`` once."""
-        self.lost(via, exc)
-
-    def _filter(self, sock: socket.socket, family: socket.AddressFamily, accept: bool) -> bool:
-        """Keep (``accept``) or drop the datagrams of the trusted sources on ``sock``."""
+    def _attach(
+        self, sock: socket.socket, sources: set[IP], *, accept: bool, via: int = -1
+    ) -> bool:
+        """Keep (``accept``) or drop the datagrams of ``sources`` on ``sock``
+        (those of the socket's family); a failure is counted and logged once,
+        and the socket keeps the filter it had."""
         try:
-            sockfilter.attach(sock, sockfilter.program(self._trusted, family, accept=accept))
+            sockfilter.attach(sock, sockfilter.program(sources, sock.family, accept=accept))
         except (OSError, ValueError) as exc:
             self.counters["filter_errors"] += 1
-            self._log_once(-1, None, f"cannot filter by source: {exc}")
+            self._log_once(via, getattr(exc, "errno", None), f"cannot filter by source: {exc}")
+            return False
+        return True
+
+    def _filter(self, sock: socket.socket, accept: bool) -> bool:
+        """Filter ``sock`` by the trusted sources from now on (see ``trust``)."""
+        if not self._attach(sock, self._trusted, accept=accept):
             return False
         self._filtered.append((sock, accept))
         return True
@@ -295,13 +300,7 @@ class UdpTransport:
             if self._destinations[via]:
                 # Only the configured peers are heard: a flood from anywhere
                 # else is dropped by the kernel.
-                peers = {p for p in self.peers if p.version == address.version}
-                prog = sockfilter.program(peers, _family(address))
-                try:
-                    sockfilter.attach(sock, prog)
-                except OSError as exc:
-                    self.counters["filter_errors"] += 1
-                    self._log_once(via, exc.errno, f"cannot filter by source: {exc}")
+                self._attach(sock, set(self.peers), accept=True, via=via)
             self._read(sock, via)
 
     async def _start_multicast(self) -> None:
@@ -325,7 +324,7 @@ class UdpTransport:
         joined = list(dict.fromkeys(indexes[a] for _, a in mine))
         self._join(recv, joined)
         self._read(recv, mine[0][0])
-        if self._filter(recv, family, True):
+        if self._filter(recv, True):
             self._start_strangers(recv, mine[0][0], joined)
 
         # One send socket per control address, sending out of its interface.
@@ -364,7 +363,7 @@ class UdpTransport:
         strangers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         _bind(strangers, recv.getsockname(), "multicast receive (new sources)")
         self._join(strangers, joined)
-        if self._filter(strangers, family, False):
+        if self._filter(strangers, False):
             self._read(strangers, via, stranger=True)
         else:  # the member socket hears everything, as without filters
             sockfilter.detach(recv)
@@ -457,9 +456,4 @@ class UdpTransport:
         # First the member socket lets it in, then the stranger socket lets
         # it go (a datagram in between arrives twice: the core drops the copy).
         for sock, accept in sorted(self._filtered, key=lambda f: not f[1]):
-            try:
-                prog = sockfilter.program(self._trusted, sock.family, accept=accept)
-                sockfilter.attach(sock, prog)
-            except (OSError, ValueError) as exc:
-                self.counters["filter_errors"] += 1
-                self._log_once(-1, None, f"cannot filter by source: {exc}")
+            self._attach(sock, self._trusted, accept=accept)

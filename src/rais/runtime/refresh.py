@@ -128,10 +128,13 @@ class Refresher(SetActions):
             return True
         if not self.drivers.addresses.refresh_now(self.config.interface, ip, prefixlen, lifetime):
             return False
+        self._refreshed(ip, lifetime, now)
+        return True
+
+    def _refreshed(self, ip: IP, lifetime: int, now: float) -> None:
         self._fresh[ip] = now
         self._lifetimes[ip] = lifetime
         self.counters["refreshes"] += 1
-        return True
 
     async def _refresh(self, ip: IP, prefixlen: int) -> None:
         try:
@@ -151,9 +154,7 @@ class Refresher(SetActions):
                 self.counters["refreshes_skipped"] += 1
                 return
             await self.drivers.addresses.add(self.config.interface, ip, prefixlen, lifetime)
-            self._fresh[ip] = self.loop.time()
-            self._lifetimes[ip] = lifetime
-            self.counters["refreshes"] += 1
+            self._refreshed(ip, lifetime, self.loop.time())
         except Exception as exc:
             self.counters["refresh_errors"] += 1
             log.error("group %s: refresh %s: %s", self.config.name, ip, exc)
