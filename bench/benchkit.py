@@ -40,3 +40,30 @@ def interruptible() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def add_to_readme(
+    path: Path,
+    heading: str,
+    intro: str,
+    section: str,
+    *,
+    subheading: str = "",
+    method: str = "",
+) -> None:
+    """Put ``section`` at the end of ``heading``'s part of the README (before
+    the next ``## `` heading), so that a later run lands under its own heading
+    even when other benches have added theirs since. A missing heading is
+    added at the end with ``intro``; a missing ``subheading`` at the end of
+    the part with ``method``."""
+    text = path.read_text() if path.exists() else ""
+    if heading not in text:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{intro}\n"
+    start = text.index(heading)
+    nxt = text.find("\n## ", start + len(heading))
+    end = len(text) if nxt < 0 else nxt + 1
+    part = text[start:end].rstrip("\n") + "\n"
+    if subheading and subheading not in part:
+        part += f"\n{subheading}\n\n{method}\n"
+    part += "\n" + section.rstrip("\n") + "\n"
+    path.write_text(text[:start] + part + ("\n" + text[end:] if end < len(text) else ""))

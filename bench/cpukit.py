@@ -41,7 +41,7 @@ def _src_arg() -> Path:
 SRC = _src_arg()
 sys.path[:0] = [str(SRC), str(ROOT / "tests")]
 
-from benchkit import machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from benchkit import add_to_readme, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from failover import Procs  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from netlab import Lab  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 
@@ -314,15 +314,9 @@ def heading(command: str, src: Path) -> str:
 
 
 def append_readme(path: Path, subheading: str, method: str, section: str) -> None:
-    """Append ``section`` under HEADING (made with its introduction if missing),
-    after ``method`` under ``subheading`` the first time that one appears."""
-    existing = path.read_text() if path.exists() else ""
-    with path.open("a") as f:
-        if HEADING not in existing:
-            f.write(("" if existing.endswith("\n\n") else "\n") + f"{HEADING}\n\n{INTRO}\n")
-        if subheading not in existing:
-            f.write(f"\n{subheading}\n\n{method}\n")
-        f.write("\n" + section)
+    """Add ``section`` under HEADING, after ``method`` under ``subheading`` the
+    first time that one appears (benchkit.add_to_readme)."""
+    add_to_readme(path, HEADING, INTRO, section, subheading=subheading, method=method)
 
 
 INTRO = """\

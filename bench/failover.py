@@ -58,7 +58,7 @@ from typing import IO
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchkit import interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from benchkit import add_to_readme, interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from netlab import Lab, lab  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from traffic import ECHO, PROBER  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 
@@ -481,14 +481,6 @@ def report(runs: list[Run], args: argparse.Namespace, failures: list[str]) -> st
     return text
 
 
-def append_readme(path: Path, section: str) -> None:
-    existing = path.read_text() if path.exists() else ""
-    with path.open("a") as f:
-        if HEADING not in existing:
-            f.write(("" if existing.endswith("\n\n") else "\n") + f"{HEADING}\n\n{METHOD}\n")
-        f.write("\n" + section)
-
-
 # -- main ---------------------------------------------------------------------
 
 
@@ -545,7 +537,7 @@ def main() -> int:
     section = report(runs, args, failures)
     print(section)
     if not args.no_readme and runs:
-        append_readme(args.readme, section)
+        add_to_readme(args.readme, HEADING, METHOD, section)
         print(f"appended to {args.readme}", file=sys.stderr)
     return 1 if failures else 0
 

@@ -34,12 +34,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from benchkit import interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from benchkit import add_to_readme, interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from failover import cpu_ticks  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from labkit import (  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
     HOSTS,
     Rais,
-    append_readme,
     check_alive,
     cpu_pct,
     delta,
@@ -341,7 +340,7 @@ def main() -> int:
     section = report(floods, args, failures)
     print(section)
     if not args.no_readme and floods:
-        append_readme(args.readme, HEADING, METHOD, section)
+        add_to_readme(args.readme, HEADING, METHOD, section)
         print(f"appended to {args.readme}", file=sys.stderr)
     return 1 if failures else 0
 

@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchkit import interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from benchkit import add_to_readme, interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from etcdlab import EtcdLab, etcd_cluster  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from guardlab import (  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
     ETCD,
@@ -170,13 +170,6 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     return "\n".join([*lines, ""])
 
 
-def append_readme(path: Path, section: str) -> None:
-    text = path.read_text()
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n" + __doc__.split("\n\n", 1)[1]
-    path.write_text(text.rstrip("\n") + "\n\n" + section)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="runs per guard (default 5)")
@@ -197,7 +190,7 @@ def main() -> int:
     section = report(runs, args)
     print(section)
     if not args.no_readme:
-        append_readme(args.readme, section)
+        add_to_readme(args.readme, HEADING, __doc__.split("\n\n", 1)[1], section)
         print(f"appended to {args.readme}", file=sys.stderr)
     return 0
 

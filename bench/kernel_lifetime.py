@@ -53,7 +53,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchkit import interruptible, machine  # type: ignore[import-not-found, unused-ignore]
+from benchkit import add_to_readme, interruptible, machine  # type: ignore[import-not-found, unused-ignore]
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "rais-klt"
@@ -233,13 +233,6 @@ def report(trials: list[Trial], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def append_readme(path: Path, section: str) -> None:
-    text = path.read_text()
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n" + __doc__.split("\n\n", 1)[1]
-    path.write_text(text.rstrip("\n") + "\n\n" + section)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=10, help="trials per lifetime (10)")
@@ -274,7 +267,7 @@ def main() -> int:
     section = report(trials, args)
     print(section)
     if not args.no_readme:
-        append_readme(args.readme, section)
+        add_to_readme(args.readme, HEADING, __doc__.split("\n\n", 1)[1], section)
         print(f"appended to {args.readme}", file=sys.stderr)
     return 0
 

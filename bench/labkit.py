@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from failover import Procs, cpu_ticks, wait_until  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from failover import Procs, cpu_ticks, holders, wait_until  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from netlab import Lab, lab  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 
 HOSTS = ("h1", "h2", "h3")
@@ -84,10 +84,6 @@ class AddressLog:
                 for t, host, addr, added in self.changes
                 if t0 <= t <= t1 and not added and host == STEADY[addr]
             )
-
-
-def holders(net: Lab, address: str) -> list[str]:
-    return [h for h in HOSTS if any(str(ip) == address for ip in net.addresses(h))]
 
 
 def steady(net: Lab) -> bool:
@@ -286,14 +282,6 @@ def describe_src(src: Path) -> str:
     )
     commit = out.stdout.strip() or "?"
     return f"`{src}` at {commit}" + (" (modified)" if dirty.stdout.strip() else "")
-
-
-def append_readme(path: Path, heading: str, method: str, section: str) -> None:
-    existing = path.read_text() if path.exists() else ""
-    with path.open("a") as f:
-        if heading not in existing:
-            f.write(("" if existing.endswith("\n\n") else "\n") + f"{heading}\n\n{method}\n")
-        f.write("\n" + section)
 
 
 def ensure_stress_ng() -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 import labkit  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
-from benchkit import interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from benchkit import add_to_readme, interruptible, machine  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from failover import (  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
     Procs,
     cpu_ticks,
@@ -48,7 +48,6 @@ from labkit import (  # type: ignore[import-not-found, unused-ignore]  # noqa: E
     STEADY,
     Rais,
     System,
-    append_readme,
     check_alive,
     cpu_pct,
     describe_src,
@@ -336,7 +335,7 @@ def main() -> int:
     section = report(windows, args, failures)
     print(section)
     if not args.no_readme and windows:
-        append_readme(args.readme, HEADING, METHOD, section)
+        add_to_readme(args.readme, HEADING, METHOD, section)
         print(f"appended to {args.readme}", file=sys.stderr)
     return 1 if failures else 0
 
