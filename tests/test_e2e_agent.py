@@ -354,6 +354,14 @@ async def test_an_ipv6_service_address_fails_over(make_lab: LabFactory, tmp_path
             rais.start(host)
         ok, _ = await wait_for(lambda: holders(net, vip6) == ["h2"], 10.0)
         assert ok, rais.log("h2")
+
+        def spare_settled() -> bool:
+            return bool(json.loads(rais.cli("h3", "status", "--json"))["groups"][0]["settled"])
+
+        # The spare must be eligible before h2 dies (on a loaded machine the
+        # last agent can start after h2 already holds its address).
+        ok, _ = await wait_for(spare_settled, 10.0)
+        assert ok, rais.log("h3")
         assert net.ping("c", vip6)
         assert net.neigh("c", vip6) == net.mac("h2")
         net.ip("h2", "link", "set", "eth0", "down")
