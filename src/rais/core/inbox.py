@@ -21,8 +21,7 @@ from rais.core.addr import Addr
 from rais.core.body import DecodeError, decode_body
 from rais.core.config import CoreConfig
 from rais.core.messages import Datagram, Hello, Message
-from rais.core.sections import _HEAD as _SECTION
-from rais.core.sections import PEERS, decode_sections
+from rais.core.sections import decode_sections, peers_span
 from rais.core.wire import decode as decode_datagram
 
 WINDOW = 64
@@ -104,16 +103,8 @@ class Memo:
 def without_peers(chunk: bytes) -> bytes:
     """A version-2 body without its PEERS section (the whole body if there is
     none, or it cannot be found: a malformed body is parsed, and refused, anyway)."""
-    pos, n = 0, len(chunk)
-    while pos + _SECTION.size <= n:
-        kind, size = _SECTION.unpack_from(chunk, pos)
-        end = pos + _SECTION.size + size
-        if kind == PEERS:
-            return chunk[:pos] + chunk[end:]
-        if kind & 0x7F > PEERS:
-            break
-        pos = end
-    return chunk
+    span = peers_span(chunk)
+    return chunk if span is None else chunk[: span[0]] + chunk[span[1] :]
 
 
 class Inbox:

@@ -145,6 +145,21 @@ def split_info(msg: Message) -> tuple[bytes, bytes]:
     return head, tail
 
 
+def peers_span(body: bytes) -> tuple[int, int] | None:
+    """Where the PEERS section of a version-2 body is, header included (start,
+    end), or None if it has none or it cannot be found."""
+    pos, n = 0, len(body)
+    while pos + _HEAD.size <= n:
+        kind, size = _HEAD.unpack_from(body, pos)
+        end = pos + _HEAD.size + size
+        if kind == PEERS:
+            return (pos, end) if end <= n else None
+        if kind & 0x7F > PEERS:
+            break
+        pos = end
+    return None
+
+
 def encode_paused(paused: tuple[PausedPeer, ...]) -> bytes:
     out = [_U16.pack(len(paused))]
     for p in paused:

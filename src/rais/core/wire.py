@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from rais.core.addr import Addr
 from rais.core.body import (
@@ -34,7 +34,14 @@ from rais.core.body import (
     encode_rest,
 )
 from rais.core.messages import Datagram, Hello, Message
-from rais.core.sections import decode_sections, encode_hello, peers_section, split_info
+from rais.core.sections import (
+    SECTION_OVERHEAD,
+    decode_sections,
+    encode_hello,
+    peers_section,
+    peers_span,
+    split_info,
+)
 
 __all__ = [
     "AGE_CAP",
@@ -50,6 +57,7 @@ __all__ = [
     "encode_body",
     "encode_hello_datagram",
     "group_tag",
+    "steady",
 ]
 
 MAX_DATAGRAM = 1400
@@ -312,3 +320,46 @@ def decode(
         version=version,
         hello=hello,
     )
+
+
+# ---------------------------------------------------------------- steadiness
+
+
+class Steady(NamedTuple):
+    """What stays the same in a sender's datagrams while its state does not
+    change (rais.drivers.quiet): its length and its bytes but for the sequence
+    number, the PEERS records (their ages move with every heartbeat) and the HMAC."""
+
+    sender: bytes
+    length: int
+    ranges: tuple[tuple[int, bytes], ...]
+    """(offset, bytes) pieces of the datagram, in order."""
+
+
+def steady(data: bytes) -> Steady | None:
+    """The steady part of a single-datagram version-2 message, or None for
+    anything else (version 1, a part of a longer message, a malformed header).
+    It checks nothing else: call it on authenticated datagrams only."""
+    n = len(data)
+    if n < _HEAD.size or data[:2] != MAGIC or data[2] != 2:
+        return None
+    alen = data[_HEAD.size - 1]
+    tail = _HEAD.size + alen
+    start = tail + _TAIL.size
+    if alen not in (4, 16) or n < start + MAC_SIZE:
+        return None
+    _, _, _, parts, clen = _TAIL.unpack_from(data, tail)
+    end = start + clen
+    if parts != 1 or end + MAC_SIZE != n:
+        return None
+    seq = tail + 4
+    cuts = [(seq, seq + 4)]
+    span = peers_span(data[start:end])
+    if span is not None:
+        cuts.append((start + span[0] + SECTION_OVERHEAD, start + span[1]))
+    ranges, pos = [], 0
+    for cut_from, cut_to in (*cuts, (end, n)):
+        if cut_from > pos:
+            ranges.append((pos, data[pos:cut_from]))
+        pos = cut_to
+    return Steady(data[_HEAD.size : tail], n, tuple(ranges))

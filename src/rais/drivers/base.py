@@ -18,6 +18,11 @@ OnDatagram = Callable[[bytes, int], bool | None]
 (the transport trusts its source from then on), None if it cannot tell."""
 """Called with (datagram, index of the control address it arrived on)."""
 
+OnLate = Callable[[bytes, int, float], bool | None]
+"""Called with a datagram read after it arrived, its via and when it arrived
+(loop time): one that changed nothing, read when the agent woke for something
+else (rais.drivers.quiet)."""
+
 OnLost = Callable[[str], None]
 """Called once, with the reason, when the transport can no longer receive (a
 socket closed under it): the group can no longer hear its members."""
@@ -26,9 +31,19 @@ socket closed under it): the group can no longer hear its members."""
 class Transport(Protocol):
     """One service group's control channel on every control address of the host."""
 
-    async def start(self, on_datagram: OnDatagram, on_lost: OnLost | None = None) -> None:
+    async def start(
+        self,
+        on_datagram: OnDatagram,
+        on_lost: OnLost | None = None,
+        on_late: OnLate | None = None,
+    ) -> None:
         """Open the sockets and start delivering datagrams to ``on_datagram``;
-        ``on_lost`` hears of a socket lost after that."""
+        ``on_lost`` hears of a socket lost after that; ``on_late`` of datagrams
+        that waited for ``catch_up`` (a transport may deliver every one at once)."""
+
+    def catch_up(self) -> None:
+        """Deliver now every datagram that arrived and waits (``on_late``);
+        called first when the agent wakes for anything else."""
 
     def send(self, data: bytes, vias: tuple[int, ...]) -> None:
         """Send one datagram on the control addresses with these indexes; never blocks.

@@ -33,7 +33,7 @@ import logging
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from rais.drivers.base import OnDatagram, OnLost
+from rais.drivers.base import OnDatagram, OnLate, OnLost
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +135,38 @@ class FakeTransport:
         self.closed = False
         self._on_datagram: OnDatagram | None = None
         self._on_lost: OnLost | None = None
+        self._on_late: OnLate | None = None
+        self.hold = False
+        """Test control: keep every datagram received until ``catch_up`` and
+        deliver it late, with its arrival time (as the quiet socket of
+        rais.drivers.quiet does with those that change nothing)."""
+        self._held: list[tuple[bytes, int, float]] = []
 
     @property
     def open(self) -> bool:
         return self._on_datagram is not None and not self.closed
 
-    async def start(self, on_datagram: OnDatagram, on_lost: OnLost | None = None) -> None:
+    async def start(
+        self,
+        on_datagram: OnDatagram,
+        on_lost: OnLost | None = None,
+        on_late: OnLate | None = None,
+    ) -> None:
         if self._on_datagram is not None or self.closed:
             raise RuntimeError("FakeTransport.start() called twice or after close()")
         self.loop = asyncio.get_running_loop()
         self._on_datagram = on_datagram
         self._on_lost = on_lost
+        self._on_late = on_late
+
+    def catch_up(self) -> None:
+        held, self._held = self._held, []
+        callback = self._on_late
+        for data, via, at in held:
+            if callback is None or self.closed:
+                return
+            self.counters["received_late"] += 1
+            callback(data, via, at)
 
     def lose(self, reason: str = "socket closed") -> None:
         """Test control: the transport loses its sockets (as if closed under it):
@@ -173,6 +194,9 @@ class FakeTransport:
     def _receive(self, data: bytes, via: int) -> None:
         callback = self._on_datagram
         if callback is None or self.closed:
+            return
+        if self.hold and self._on_late is not None and self.loop is not None:
+            self._held.append((data, via, self.loop.time()))
             return
         self.counters["received"] += 1
         try:

@@ -33,6 +33,8 @@ class Owner(Protocol):
 
     def pause_reader(self, reader: Reader, seconds: float) -> None: ...
 
+    def catch_up(self) -> None: ...
+
 
 READ_BATCH = 64
 """Datagrams read from one socket per wake-up at most: a busy socket cannot
@@ -71,6 +73,8 @@ class Reader:
     def ready(self) -> None:
         owner, sock, via = self.owner, self.sock, self.via
         stranger = self.stranger
+        if not stranger:
+            owner.catch_up()  # what arrived before it, first (rais.drivers.quiet)
         budget = READ_BATCH
         if stranger:
             # At most STRANGER_BATCH per STRANGER_PAUSE, however they arrive.

@@ -28,6 +28,7 @@ _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 _JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 _RET_K = 0x06  # BPF_RET | BPF_K
 _KEEP = 0xFFFF  # bytes of the packet to keep: all of a control datagram
+KEEP = _KEEP
 _INSN = struct.Struct("=HBBI")
 
 Insn = tuple[int, int, int, int]
@@ -37,26 +38,104 @@ def _ld(offset: int) -> Insn:
     return (_LD_W_ABS, 0, 0, (SKF_NET_OFF + offset) & 0xFFFFFFFF)
 
 
+def _source_blocks(sources: Iterable[IP], want: int, matched: list[Insn]) -> list[Insn]:
+    """Compare the IP source with each of ``sources`` (of IP version ``want``);
+    on a match run ``matched``, which must end in a return or a jump past
+    everything (it is repeated for each source)."""
+    insns: list[Insn] = []
+    for src in sorted({s for s in sources if s.version == want}, key=lambda s: s.packed):
+        words = struct.unpack(f">{len(src.packed) // 4}I", src.packed)
+        first = 12 if want == 4 else 8
+        for i, word in enumerate(words):
+            # Each word: load it, and on a mismatch skip to the next address's block.
+            left = len(words) - 1 - i
+            insns += [_ld(first + 4 * i), (_JEQ_K, 0, 2 * left + len(matched), word)]
+        insns += matched
+    return insns
+
+
+def _packed(insns: list[Insn]) -> bytes:
+    if len(insns) > BPF_MAXINSNS:
+        raise ValueError(f"{len(insns)} filter instructions, at most {BPF_MAXINSNS}")
+    return b"".join(_INSN.pack(*i) for i in insns)
+
+
 def program(sources: Iterable[IP], family: socket.AddressFamily, *, accept: bool = True) -> bytes:
     """The filter's instructions, packed (see the module docstring). Raises
     ValueError if there are too many sources for one program."""
     match, other = (_KEEP, 0) if accept else (0, _KEEP)
     want = 4 if family == socket.AF_INET else 6
-    insns: list[Insn] = []
-    for src in sorted({s for s in sources if s.version == want}, key=lambda s: s.packed):
-        words = struct.unpack(f">{len(src.packed) // 4}I", src.packed)
-        first = 12 if want == 4 else 8
-        block: list[Insn] = []
-        for i, word in enumerate(words):
-            # Each word: load it, and on a mismatch skip to the next address's block.
-            left = len(words) - 1 - i
-            block += [_ld(first + 4 * i), (_JEQ_K, 0, 2 * left + 1, word)]
-        block.append((_RET_K, 0, 0, match))
-        insns += block
+    insns = _source_blocks(sources, want, [(_RET_K, 0, 0, match)])
     insns.append((_RET_K, 0, 0, other))
-    if len(insns) > BPF_MAXINSNS:
-        raise ValueError(f"{len(insns)} filter instructions, at most {BPF_MAXINSNS}")
-    return b"".join(_INSN.pack(*i) for i in insns)
+    return _packed(insns)
+
+
+_LD_LEN = 0x80  # BPF_LD | BPF_W | BPF_LEN
+_LD_H_ABS = 0x28
+_LD_B_ABS = 0x30
+_JA = 0x05  # BPF_JMP | BPF_JA
+_CHUNK = 100
+"""Comparisons per chunk of a pattern: a conditional jump reaches 255 ahead at most."""
+
+Pattern = tuple[int, tuple[tuple[int, bytes], ...]]
+"""A datagram's length and (offset, bytes) pieces of its payload (rais.core.wire.Steady)."""
+
+
+def _pattern_block(pattern: Pattern, base: int, match: int) -> list[Insn]:
+    """Return ``match`` if the payload (from offset ``base`` of the packet)
+    is ``pattern``, else fall through to what follows the block."""
+    length, ranges = pattern
+    tests: list[tuple[Insn, int]] = [((_LD_LEN, 0, 0, 0), base + length)]
+    for offset, piece in ranges:
+        pos = 0
+        while pos < len(piece):
+            size = 4 if len(piece) - pos >= 4 else 2 if len(piece) - pos >= 2 else 1
+            code = {4: _LD_W_ABS, 2: _LD_H_ABS, 1: _LD_B_ABS}[size]
+            value = int.from_bytes(piece[pos : pos + size], "big")
+            tests.append(((code, 0, 0, base + offset + pos), value))
+            pos += size
+    chunks = [tests[i : i + _CHUNK] for i in range(0, len(tests), _CHUNK)]
+    total = sum(2 * len(c) + 2 for c in chunks) + 1
+    insns: list[Insn] = []
+    for chunk in chunks:
+        trampoline = len(insns) + 2 * len(chunk) + 1
+        for load, value in chunk:
+            insns.append(load)
+            insns.append((_JEQ_K, 0, trampoline - len(insns) - 1, value))
+        insns.append((_JA, 0, 0, 1))  # all equal: over the trampoline
+        insns.append((_JA, 0, 0, total - len(insns) - 1))  # to the next block
+    insns.append((_RET_K, 0, 0, match))
+    return insns
+
+
+def steady_program(
+    sources: Iterable[IP],
+    family: socket.AddressFamily,
+    patterns: Iterable[Pattern],
+    *,
+    base: int = 8,
+    match: int = _KEEP,
+    other: int = 0,
+    stranger: int = 0,
+) -> bytes:
+    """Return ``match`` for a datagram from one of ``sources`` whose payload
+    is one of ``patterns``, ``other`` for one from ``sources`` that is none of
+    them, and ``stranger`` for one from anywhere else. ``base``: the payload's
+    offset in what the filter sees (8, past the UDP header, for a socket
+    filter; 0 for a reuseport program). Raises ValueError if it is too long."""
+    body: list[Insn] = []
+    for pattern in patterns:
+        body += _pattern_block(pattern, base, match)
+    body.append((_RET_K, 0, 0, other))
+    want = 4 if family == socket.AF_INET else 6
+    head = _source_blocks(sources, want, [(_JA, 0, 0, 0)])
+    head.append((_RET_K, 0, 0, stranger))
+    # Point every source's jump at the first pattern block.
+    fixed = [
+        (c, jt, jf, len(head) - i - 1) if c == _JA else (c, jt, jf, k)
+        for i, (c, jt, jf, k) in enumerate(head)
+    ]
+    return _packed(fixed + body)
 
 
 def attach(sock: socket.socket, prog: bytes) -> None:

@@ -78,11 +78,14 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections.abc import Callable
 
 from rais.base.ip import IP
+from rais.core.wire import Steady
 from rais.drivers import sockfilter
-from rais.drivers.base import OnDatagram, OnLost
+from rais.drivers.base import OnDatagram, OnLate, OnLost
 from rais.drivers.ifindex import interface_indexes as interface_indexes
+from rais.drivers.quiet import Patterns, QuietReader
 from rais.drivers.receive import (
     MAX_DATAGRAM as MAX_DATAGRAM,
 )
@@ -157,6 +160,7 @@ class UdpTransport:
         peers: tuple[IP, ...] = (),
         ttl: int = 1,
         loop_back: bool = False,
+        steady: Callable[[bytes], Steady | None] | None = None,
     ) -> None:
         if not control:
             raise ValueError("at least one control address is needed")
@@ -172,6 +176,13 @@ class UdpTransport:
         self.peers = peers
         self.ttl = ttl
         self.loop_back = loop_back
+        self.steady = steady
+        """The steady part of a datagram (rais.core.wire.steady): with it and
+        an ``on_late`` callback, multicast datagrams that change nothing wait
+        on a quiet socket (rais.drivers.quiet)."""
+        self._quiet: QuietReader | None = None
+        self._patterns = Patterns()
+        self._member: socket.socket | None = None
         self.counters: collections.Counter[str] = collections.Counter()
         self._on_datagram: OnDatagram | None = None
         self._on_lost: OnLost | None = None
@@ -198,15 +209,22 @@ class UdpTransport:
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self, on_datagram: OnDatagram, on_lost: OnLost | None = None) -> None:
+    async def start(
+        self,
+        on_datagram: OnDatagram,
+        on_lost: OnLost | None = None,
+        on_late: OnLate | None = None,
+    ) -> None:
         """Open and bind every socket. A bind or join failure closes what was
         opened and raises OSError naming the address. ``on_lost`` is called once
-        if a socket closes other than by ``close()``."""
+        if a socket closes other than by ``close()``. ``on_late`` gets the
+        datagrams read late, with their arrival time (see ``steady``)."""
         if self._started or self._closed:
             raise RuntimeError("UdpTransport.start() called twice or after close()")
         self._started = True
         self._on_datagram = on_datagram
         self._on_lost = on_lost
+        self._on_late = on_late
         try:
             if self.multicast:
                 await self._start_multicast()
@@ -227,6 +245,8 @@ class UdpTransport:
         for sock in self._sockets:
             sock.close()
         self._readers.clear()
+        self._quiet = None
+        self._member = None
         self._filtered.clear()
         self._sockets.clear()
         self._send_socks.clear()
@@ -326,6 +346,8 @@ class UdpTransport:
         self._read(recv, mine[0][0])
         if self._filter(recv, True):
             self._start_strangers(recv, mine[0][0], joined)
+        if self._filtered and self.steady is not None and self._on_late is not None:
+            self._start_quiet(recv, mine[0][0], joined, self._on_late)
 
         # One send socket per control address, sending out of its interface.
         for via, address in mine:
@@ -368,6 +390,74 @@ class UdpTransport:
         else:  # the member socket hears everything, as without filters
             sockfilter.detach(recv)
             self._filtered.clear()
+
+    def _start_quiet(
+        self, recv: socket.socket, via: int, joined: list[int], on_late: OnLate
+    ) -> None:
+        quiet = self._own(_udp_socket(recv.family))
+        quiet.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _bind(quiet, recv.getsockname(), "multicast receive (steady datagrams)")
+        if not self._attach_steady(quiet, quiet=True):
+            return  # the member socket goes on hearing everything it trusts
+        self._join(quiet, joined)
+        self._quiet = QuietReader(self, quiet, via, self._late)
+        self._member = recv
+
+    def _attach_steady(self, sock: socket.socket, *, quiet: bool) -> bool:
+        """Give ``sock`` the steady patterns' program: the quiet socket keeps
+        the trusted sources' datagrams that match one, the member socket the
+        others. Patterns that do not fit in one program are left out."""
+        patterns = self._patterns.newest_first()
+        keep = sockfilter.KEEP
+        while True:
+            try:
+                prog = sockfilter.steady_program(
+                    self._trusted,
+                    sock.family,
+                    patterns,
+                    match=keep if quiet else 0,
+                    other=0 if quiet else keep,
+                )
+                break
+            except ValueError:
+                if not patterns:
+                    raise
+                patterns = patterns[: len(patterns) // 2]
+        try:
+            sockfilter.attach(sock, prog)
+        except OSError as exc:
+            self.counters["filter_errors"] += 1
+            self._log_once(-1, exc.errno, f"cannot filter steady datagrams: {exc}")
+            return False
+        return True
+
+    def _repattern(self) -> None:
+        """The patterns changed: move the filters without losing a datagram."""
+        quiet, member = self._quiet, self._member
+        if quiet is None or member is None:
+            return
+        self.counters["steady_patterns"] += 1
+        self._attach(member, self._trusted, accept=True)
+        if self._attach_steady(quiet.sock, quiet=True):
+            self._attach_steady(member, quiet=False)
+
+    def catch_up(self) -> None:
+        """Deliver the datagrams waiting on the quiet socket, if any (call
+        before anything else when the agent wakes)."""
+        quiet = self._quiet
+        if quiet is not None and not self._closed:
+            self.counters["received_late"] += quiet.catch_up(MAX_DATAGRAM)
+
+    def _late(self, data: bytes, via: int, at: float) -> None:
+        callback = self._on_late
+        if callback is None or self._closed:
+            return
+        self.counters["received"] += 1
+        try:
+            callback(data, via, at)
+        except Exception:
+            self.counters["callback_errors"] += 1
+            log.exception("control datagram callback failed")
 
     def _send_socket(self, via: int, address: IP, index: int) -> None:
         group, port, family = self.group, self.port, _family(self.group)
@@ -444,8 +534,13 @@ class UdpTransport:
             self.counters["callback_errors"] += 1
             log.exception("control datagram callback failed")
             return
-        if source is not None and authentic:
+        if not authentic:
+            return
+        if source is not None:
             self.trust(ipaddress.ip_address(source.split("%")[0]))
+        steady = self.steady
+        if self._quiet is not None and steady is not None and self._patterns.seen(steady(data)):
+            self._repattern()
 
     def trust(self, source: IP) -> None:
         """Hear ``source`` on the member socket from now on (multicast mode)."""
@@ -456,4 +551,7 @@ class UdpTransport:
         # First the member socket lets it in, then the stranger socket lets
         # it go (a datagram in between arrives twice: the core drops the copy).
         for sock, accept in sorted(self._filtered, key=lambda f: not f[1]):
-            self._attach(sock, self._trusted, accept=accept)
+            if sock is self._member and self._quiet is not None:
+                self._attach_steady(sock, quiet=False)
+            else:
+                self._attach(sock, self._trusted, accept=accept)

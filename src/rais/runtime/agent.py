@@ -88,13 +88,19 @@ groups join (after that, a group's link counts as up until it is read)."""
 
 def real_drivers(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
     """UDP multicast (or unicast peers), netlink and raw-socket announcements."""
+    from rais.core import wire
     from rais.drivers.announce import LinkAnnouncer
     from rais.drivers.netlink import NetlinkAddresses
     from rais.drivers.transport import UdpTransport
 
     return Drivers(
         transport=UdpTransport(
-            control, group.address, group.port, peers=group.peers, ttl=group.ttl
+            control,
+            group.address,
+            group.port,
+            peers=group.peers,
+            ttl=group.ttl,
+            steady=wire.steady,
         ),
         addresses=NetlinkAddresses(),
         announcer=LinkAnnouncer(),

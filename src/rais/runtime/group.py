@@ -122,7 +122,9 @@ class GroupRunner(Refresher):
             self.counters["prepare_failed"] += 1
             log.warning("group %s: %s", self.config.name, exc)
         await self.reconcile(resume_until)
-        await self.drivers.transport.start(self._on_datagram, self._on_transport_lost)
+        await self.drivers.transport.start(
+            self._on_datagram, self._on_transport_lost, self._on_late_datagram
+        )
         self._drive(self._start_listening)
 
     async def reconcile(self, resume_until: float | None = None) -> None:
@@ -258,7 +260,13 @@ class GroupRunner(Refresher):
         self._stopped = True
         self.on_fatal(f"transport {self.config.name}", reason)
 
-    def _on_datagram(self, data: bytes, via: int) -> bool:
+    def _on_late_datagram(self, data: bytes, via: int, at: float) -> bool:
+        """A control datagram read after it arrived, at ``at`` (loop time)."""
+        # The core's clock never goes back: a datagram that arrived while the
+        # last input was being handled counts from that input's time.
+        return self._on_datagram(data, via, max(at, self.core.now))
+
+    def _on_datagram(self, data: bytes, via: int, at: float | None = None) -> bool:
         """One control datagram; returns whether it was authentic."""
         if self._stopped or self.broken is not None:
             return False
@@ -266,7 +274,8 @@ class GroupRunner(Refresher):
         traffic.received += 1
         traffic.received_bytes += len(data)
         try:
-            authentic = self.core.datagram_received(self.loop.time(), data, via)
+            now = self.loop.time() if at is None else at
+            authentic = self.core.datagram_received(now, data, via)
             self._pump()
         except Exception as exc:
             self._broke(exc)
@@ -280,6 +289,7 @@ class GroupRunner(Refresher):
         self._drive(self._timer_pass)
 
     def _timer_pass(self) -> None:
+        self.drivers.transport.catch_up()  # what arrived before now, first
         now = self.loop.time()
         late = now - self._timer_at
         if late > self.config.heartbeat / 2:

@@ -1,0 +1,140 @@
+"""Datagrams that change nothing, read without waking the agent
+(rais.drivers.transport, multicast mode).
+
+In steady state a member's info is the same datagram every heartbeat but for
+its sequence number, the ages in its PEERS and its HMAC
+(rais.core.wire.steady). Once two datagrams in a row from a sender are the
+same in that sense, its *pattern* goes into the kernel's socket filters: a
+datagram equal to it lands on a *quiet* socket that the event loop does not
+watch, every other one on the member socket, which wakes the agent at once.
+The quiet socket is read whenever the agent wakes anyway (its heartbeat, any
+other datagram): ``catch_up``, before anything else is done, each datagram
+with the time it arrived (the kernel's ``SO_TIMESTAMPNS``), so that the core
+sees the same arrivals at the same times, only later. What changes (a new
+table, a command, a host restarting) is never put off; what does not costs no
+wake-up. Every datagram is still authenticated by the core: a pattern only
+says which socket a datagram waits on.
+
+Changing the filters never loses a datagram: the member socket first takes
+every trusted source, then the quiet socket gets its new program, then the
+member socket (a datagram in between may arrive twice: the core drops the copy).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from rais.core.wire import Steady
+from rais.drivers.base import OnLate
+
+log = logging.getLogger("rais.drivers.transport")
+
+SO_TIMESTAMPNS = 35
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+
+QUIET_BATCH = 512
+"""Datagrams read from the quiet socket per catch-up at most."""
+QUIET_RCVBUF = 256 * 1024
+MAX_PATTERNS = 64
+"""Senders with a pattern at most (the oldest one goes first)."""
+
+
+class Owner(Protocol):
+    def clock(self) -> float: ...
+
+    def lost(self, via: int | None, exc: Exception | None) -> None: ...
+
+
+class Patterns:
+    """The senders' patterns (see the module docstring); ``seen`` says when
+    the filters must change."""
+
+    __slots__ = ("_candidates", "installed")
+
+    def __init__(self) -> None:
+        self._candidates: dict[bytes, Steady] = {}
+        self.installed: dict[bytes, Steady] = {}
+        """By sender, oldest first."""
+
+    def seen(self, steady: Steady | None) -> bool:
+        """An authentic datagram woke the agent (its steady part, if it has one);
+        True if the patterns changed."""
+        if steady is None:
+            return False
+        sender = steady.sender
+        if self._candidates.get(sender) != steady:
+            self._candidates[sender] = steady
+            return False
+        if self.installed.get(sender) == steady:
+            return False
+        self.installed.pop(sender, None)
+        self.installed[sender] = steady
+        while len(self.installed) > MAX_PATTERNS:
+            del self.installed[next(iter(self.installed))]
+        return True
+
+    def forget(self, sender: bytes) -> bool:
+        self._candidates.pop(sender, None)
+        return self.installed.pop(sender, None) is not None
+
+    def newest_first(self) -> list[tuple[int, tuple[tuple[int, bytes], ...]]]:
+        return [(s.length, s.ranges) for s in reversed(self.installed.values())]
+
+
+class QuietReader:
+    """Reads the quiet socket when told to (``catch_up``), with arrival times."""
+
+    __slots__ = ("_on_late", "_wall", "owner", "sock", "via")
+
+    def __init__(
+        self,
+        owner: Owner,
+        sock: socket.socket,
+        via: int,
+        on_late: OnLate,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.owner = owner
+        self.sock = sock
+        self.via = via
+        self._on_late = on_late
+        self._wall = wall
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, QUIET_RCVBUF)
+
+    def catch_up(self, max_size: int) -> int:
+        """Deliver what waits on the quiet socket; returns how many."""
+        sock, via, on_late = self.sock, self.via, self._on_late
+        now = self.owner.clock()
+        offset = now - self._wall()
+        count = 0
+        for _ in range(QUIET_BATCH):
+            try:
+                data, ancillary, _, _ = sock.recvmsg(max_size + 1, _ANCILLARY)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                    self.owner.lost(via, exc)
+                    break
+                if exc.errno == errno.EINTR:
+                    continue
+                log.debug("quiet control socket error: %s", exc)
+                continue
+            at = now
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack_from(value)
+                    at = min(now, sec + nsec * 1e-9 + offset)
+            count += 1
+            if len(data) <= max_size:
+                on_late(data, via, at)
+        return count
