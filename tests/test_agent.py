@@ -23,7 +23,7 @@ from rais.config import AgentConfig, AuthConfig, GroupConfig, HostConfig
 from rais.core.effects import EventKind
 from rais.dns.config import DnsServerConfig
 from rais.drivers.fake_addresses import FakeAddresses, FakeAnnouncer
-from rais.drivers.fake_transport import FakeNetwork
+from rais.drivers.fake_transport import FakeNetwork, FakeTransport
 from rais.drivers.scripts import ScriptRunner
 from rais.runtime.agent import Agent
 from rais.runtime.group import Drivers
@@ -496,3 +496,44 @@ async def test_placement_ranks_on_the_groups_load_scale(tmp_path: Path) -> None:
     core = host.agent.groups["www"].core
     assert core.config.load_scale == 100 and core.control.load_scale == 100
     await c.stop(host)
+
+
+class LateCluster(Cluster):
+    """Every datagram waits until its receiver wakes for its own timer, then
+    arrives with its arrival time: the worst case of rais.drivers.quiet, as
+    if every datagram changed nothing."""
+
+    def drivers(self, host: Host) -> Callable[[GroupConfig, tuple[IP, ...]], Drivers]:
+        make = super().drivers(host)
+
+        def late(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
+            drivers = make(group, control)
+            assert isinstance(drivers.transport, FakeTransport)
+            drivers.transport.hold = True
+            return drivers
+
+        return late
+
+
+async def test_datagrams_read_late_keep_the_group_and_its_failover(tmp_path: Path) -> None:
+    c = LateCluster(tmp_path, 3)
+    for h in c.hosts:
+        await c.start(h)
+    try:
+        await c.until(c.settled)
+        h1, h2, spare = c.hosts
+        # Steady for a while: nobody is taken for lost, nothing moves.
+        for _ in range(10):
+            await asyncio.sleep(HB)
+            assert c.settled()
+        late = [h.agent.groups["www"].drivers.transport.counters for h in c.hosts if h.agent]
+        assert all(t["received_late"] > 10 for t in late)
+        await c.kill(h2)
+        took = await c.until(lambda: spare.held == {"198.51.100.2"})
+        # At most one heartbeat later than with every datagram read at once.
+        assert took < TIMEOUT + 3 * HB + 0.1, took
+        assert h1.held == {"198.51.100.1"}
+    finally:
+        for h in c.hosts:
+            if h.task is not None and not h.task.done():
+                await c.stop(h)

@@ -27,10 +27,13 @@ import logging
 import socket
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
+from rais.base.ip import IP
 from rais.core.wire import Steady
+from rais.drivers import sockfilter
 from rais.drivers.base import OnLate
 
 log = logging.getLogger("rais.drivers.transport")
@@ -48,9 +51,21 @@ MAX_PATTERNS = 64
 
 
 class Owner(Protocol):
+    """What the quiet side needs of its transport."""
+
+    counters: Counter[str]
+
     def clock(self) -> float: ...
 
     def lost(self, via: int | None, exc: Exception | None) -> None: ...
+
+    def trusted(self) -> set[IP]: ...
+
+    def refilter(self, sock: socket.socket) -> bool:
+        """Give ``sock`` the plain trusted-sources filter (True: done)."""
+        ...
+
+    def filter_failed(self, exc: OSError) -> None: ...
 
 
 class Patterns:
@@ -89,26 +104,72 @@ class Patterns:
         return [(s.length, s.ranges) for s in reversed(self.installed.values())]
 
 
-class QuietReader:
-    """Reads the quiet socket when told to (``catch_up``), with arrival times."""
+class Quiet:
+    """The quiet socket of a transport and the patterns that fill it; the
+    member socket is the one that wakes the agent (see the module docstring)."""
 
-    __slots__ = ("_on_late", "_wall", "owner", "sock", "via")
+    __slots__ = ("_on_late", "_wall", "member", "owner", "patterns", "sock", "via")
 
     def __init__(
         self,
         owner: Owner,
         sock: socket.socket,
+        member: socket.socket,
         via: int,
         on_late: OnLate,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.owner = owner
         self.sock = sock
+        self.member = member
         self.via = via
+        self.patterns = Patterns()
         self._on_late = on_late
         self._wall = wall
+
+    def start(self) -> bool:
+        """Filter the quiet socket (before it joins the group); False if the
+        kernel refuses (the member socket then goes on hearing everything)."""
+        sock = self.sock
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, QUIET_RCVBUF)
+        return self.attach(sock, quiet=True)
+
+    def attach(self, sock: socket.socket, *, quiet: bool) -> bool:
+        """Give ``sock`` the patterns' program: the quiet socket keeps the
+        trusted sources' datagrams that match one, the member socket the
+        others. Patterns that do not fit in one program are left out."""
+        patterns = self.patterns.newest_first()
+        while True:
+            try:
+                prog = sockfilter.steady_program(
+                    self.owner.trusted(),
+                    sock.family,
+                    patterns,
+                    match=sockfilter.KEEP if quiet else 0,
+                    other=0 if quiet else sockfilter.KEEP,
+                )
+                break
+            except ValueError:
+                if not patterns:
+                    raise
+                patterns = patterns[: len(patterns) // 2]
+        try:
+            sockfilter.attach(sock, prog)
+        except OSError as exc:
+            self.owner.filter_failed(exc)
+            return False
+        return True
+
+    def seen(self, steady: Steady | None) -> None:
+        """An authentic datagram was read at once (its steady part): if that
+        sets a pattern, move the filters without losing a datagram."""
+        if not self.patterns.seen(steady):
+            return
+        self.owner.counters["steady_patterns"] += 1
+        self.owner.refilter(self.member)
+        if self.attach(self.sock, quiet=True):
+            self.attach(self.member, quiet=False)
 
     def catch_up(self, max_size: int) -> int:
         """Deliver what waits on the quiet socket; returns how many."""

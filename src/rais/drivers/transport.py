@@ -85,7 +85,7 @@ from rais.core.wire import Steady
 from rais.drivers import sockfilter
 from rais.drivers.base import OnDatagram, OnLate, OnLost
 from rais.drivers.ifindex import interface_indexes as interface_indexes
-from rais.drivers.quiet import Patterns, QuietReader
+from rais.drivers.quiet import Quiet
 from rais.drivers.receive import (
     MAX_DATAGRAM as MAX_DATAGRAM,
 )
@@ -94,58 +94,19 @@ from rais.drivers.receive import (
     STRANGER_RCVBUF,
     Reader,
 )
+from rais.drivers.udpsock import IP_MULTICAST_ALL as IP_MULTICAST_ALL
+from rais.drivers.udpsock import IPV6_MULTICAST_ALL as IPV6_MULTICAST_ALL
+from rais.drivers.udpsock import (
+    SockAddr,
+    bind_to,
+    family_of,
+    join,
+    needs_scope,
+    sockaddr,
+    udp_socket,
+)
 
 log = logging.getLogger(__name__)
-
-IP_MULTICAST_ALL = 49
-"""Linux ``IP_MULTICAST_ALL`` (Python 3.11 has no constant)."""
-IPV6_MULTICAST_ALL = 29
-"""Linux ``IPV6_MULTICAST_ALL`` (since 4.20; Python 3.11 has no constant)."""
-
-SockAddr = tuple[str, int] | tuple[str, int, int, int]
-
-
-def _family(address: IP) -> socket.AddressFamily:
-    return socket.AF_INET if address.version == 4 else socket.AF_INET6
-
-
-def _needs_scope(address: IP) -> bool:
-    """An IPv6 address that means nothing without an interface (link-local
-    unicast; interface- or link-local scope multicast)."""
-    if address.version != 6:
-        return False
-    if address.is_multicast:
-        return (address.packed[1] & 0x0F) <= 2
-    return address.is_link_local
-
-
-def _sockaddr(address: IP, port: int, scope: int = 0) -> SockAddr:
-    if address.version == 4:
-        return (str(address), port)
-    return (str(address), port, 0, scope if _needs_scope(address) else 0)
-
-
-def _udp_socket(family: socket.AddressFamily) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _bind(sock: socket.socket, address: SockAddr, what: str) -> None:
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        host, port = address[0], address[1]
-        shown = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-        raise OSError(
-            exc.errno, f"cannot bind the {what} UDP socket to {shown}: {exc.strerror or exc}"
-        ) from exc
 
 
 class UdpTransport:
@@ -180,9 +141,7 @@ class UdpTransport:
         """The steady part of a datagram (rais.core.wire.steady): with it and
         an ``on_late`` callback, multicast datagrams that change nothing wait
         on a quiet socket (rais.drivers.quiet)."""
-        self._quiet: QuietReader | None = None
-        self._patterns = Patterns()
-        self._member: socket.socket | None = None
+        self._quiet: Quiet | None = None
         self.counters: collections.Counter[str] = collections.Counter()
         self._on_datagram: OnDatagram | None = None
         self._on_lost: OnLost | None = None
@@ -246,7 +205,6 @@ class UdpTransport:
             sock.close()
         self._readers.clear()
         self._quiet = None
-        self._member = None
         self._filtered.clear()
         self._sockets.clear()
         self._send_socks.clear()
@@ -305,17 +263,17 @@ class UdpTransport:
         return True
 
     async def _start_unicast(self) -> None:
-        scoped = any(_needs_scope(a) for a in (*self.control, *self.peers))
+        scoped = any(needs_scope(a) for a in (*self.control, *self.peers))
         indexes = await interface_indexes(a for a in self.control if a.version == 6 and scoped)
         for via, address in enumerate(self.control):
             scope = indexes.get(address, 0)
-            sock = self._own(_udp_socket(_family(address)))
-            _bind(sock, _sockaddr(address, self.port, scope), f"control address {via}")
+            sock = self._own(udp_socket(family_of(address)))
+            bind_to(sock, sockaddr(address, self.port, scope), f"control address {via}")
             self._send_socks[via] = sock
             self._destinations[via] = [
-                _sockaddr(peer, self.port, scope)
+                sockaddr(peer, self.port, scope)
                 for peer in self.peers
-                if peer.version == address.version and _needs_scope(peer) == _needs_scope(address)
+                if peer.version == address.version and needs_scope(peer) == needs_scope(address)
             ]
             if self._destinations[via]:
                 # Only the configured peers are heard: a flood from anywhere
@@ -325,7 +283,7 @@ class UdpTransport:
 
     async def _start_multicast(self) -> None:
         group, port = self.group, self.port
-        family = _family(group)
+        family = family_of(group)
         mine = [(via, a) for via, a in enumerate(self.control) if a.version == group.version]
         if not mine:
             raise OSError(
@@ -335,14 +293,14 @@ class UdpTransport:
         indexes = await interface_indexes(a for _, a in mine)
 
         # The receive socket: bound to the group, joined on every control interface.
-        recv = self._own(_udp_socket(family))
+        recv = self._own(udp_socket(family))
         recv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if _needs_scope(group):
-            _bind(recv, ("::", port, 0, 0), f"receive (group {group})")
+        if needs_scope(group):
+            bind_to(recv, ("::", port, 0, 0), f"receive (group {group})")
         else:
-            _bind(recv, _sockaddr(group, port), "multicast receive")
+            bind_to(recv, sockaddr(group, port), "multicast receive")
         joined = list(dict.fromkeys(indexes[a] for _, a in mine))
-        self._join(recv, joined)
+        join(self.group, recv, joined)
         self._read(recv, mine[0][0])
         if self._filter(recv, True):
             self._start_strangers(recv, mine[0][0], joined)
@@ -353,38 +311,16 @@ class UdpTransport:
         for via, address in mine:
             self._send_socket(via, address, indexes[address])
 
-    def _join(self, sock: socket.socket, joined: list[int]) -> None:
-        """Join the group on the interfaces ``joined``, with no other groups heard."""
-        group = self.group
-        if group.version == 4:
-            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-        for index in joined:
-            try:
-                if group.version == 4:
-                    mreqn = struct.pack("4s4si", group.packed, bytes(4), index)
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-                else:
-                    mreq = group.packed + struct.pack("@I", index)
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-            except OSError as exc:
-                raise OSError(
-                    exc.errno,
-                    f"cannot join multicast group {group} on interface index {index}: "
-                    f"{exc.strerror or exc}",
-                ) from exc
-
     def _start_strangers(self, recv: socket.socket, via: int, joined: list[int]) -> None:
         family = recv.family
         # A second receive socket on the group hears the sources not heard
         # authentic yet (new hosts), at a bounded rate (STRANGER_BATCH); the
         # first one hears only the trusted sources, so a flood from elsewhere
         # never fills its queue or wakes the agent.
-        strangers = self._own(_udp_socket(family))
+        strangers = self._own(udp_socket(family))
         strangers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _bind(strangers, recv.getsockname(), "multicast receive (new sources)")
-        self._join(strangers, joined)
+        bind_to(strangers, recv.getsockname(), "multicast receive (new sources)")
+        join(self.group, strangers, joined)
         if self._filter(strangers, False):
             self._read(strangers, via, stranger=True)
         else:  # the member socket hears everything, as without filters
@@ -394,52 +330,23 @@ class UdpTransport:
     def _start_quiet(
         self, recv: socket.socket, via: int, joined: list[int], on_late: OnLate
     ) -> None:
-        quiet = self._own(_udp_socket(recv.family))
-        quiet.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _bind(quiet, recv.getsockname(), "multicast receive (steady datagrams)")
-        if not self._attach_steady(quiet, quiet=True):
-            return  # the member socket goes on hearing everything it trusts
-        self._join(quiet, joined)
-        self._quiet = QuietReader(self, quiet, via, self._late)
-        self._member = recv
+        sock = self._own(udp_socket(recv.family))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bind_to(sock, recv.getsockname(), "multicast receive (steady datagrams)")
+        quiet = Quiet(self, sock, recv, via, self._late)
+        if quiet.start():
+            join(self.group, sock, joined)
+            self._quiet = quiet
 
-    def _attach_steady(self, sock: socket.socket, *, quiet: bool) -> bool:
-        """Give ``sock`` the steady patterns' program: the quiet socket keeps
-        the trusted sources' datagrams that match one, the member socket the
-        others. Patterns that do not fit in one program are left out."""
-        patterns = self._patterns.newest_first()
-        keep = sockfilter.KEEP
-        while True:
-            try:
-                prog = sockfilter.steady_program(
-                    self._trusted,
-                    sock.family,
-                    patterns,
-                    match=keep if quiet else 0,
-                    other=0 if quiet else keep,
-                )
-                break
-            except ValueError:
-                if not patterns:
-                    raise
-                patterns = patterns[: len(patterns) // 2]
-        try:
-            sockfilter.attach(sock, prog)
-        except OSError as exc:
-            self.counters["filter_errors"] += 1
-            self._log_once(-1, exc.errno, f"cannot filter steady datagrams: {exc}")
-            return False
-        return True
+    def trusted(self) -> set[IP]:
+        return self._trusted
 
-    def _repattern(self) -> None:
-        """The patterns changed: move the filters without losing a datagram."""
-        quiet, member = self._quiet, self._member
-        if quiet is None or member is None:
-            return
-        self.counters["steady_patterns"] += 1
-        self._attach(member, self._trusted, accept=True)
-        if self._attach_steady(quiet.sock, quiet=True):
-            self._attach_steady(member, quiet=False)
+    def refilter(self, sock: socket.socket) -> bool:
+        return self._attach(sock, self._trusted, accept=True)
+
+    def filter_failed(self, exc: OSError) -> None:
+        self.counters["filter_errors"] += 1
+        self._log_once(-1, exc.errno, f"cannot filter steady datagrams: {exc}")
 
     def catch_up(self) -> None:
         """Deliver the datagrams waiting on the quiet socket, if any (call
@@ -460,9 +367,9 @@ class UdpTransport:
             log.exception("control datagram callback failed")
 
     def _send_socket(self, via: int, address: IP, index: int) -> None:
-        group, port, family = self.group, self.port, _family(self.group)
-        sock = self._own(_udp_socket(family))
-        _bind(sock, _sockaddr(address, 0, index), f"send (control address {via})")
+        group, port, family = self.group, self.port, family_of(self.group)
+        sock = self._own(udp_socket(family))
+        bind_to(sock, sockaddr(address, 0, index), f"send (control address {via})")
         loop = 1 if self.loop_back else 0
         if group.version == 4:
             mreqn = struct.pack("4s4si", group.packed, bytes(4), index)
@@ -474,7 +381,7 @@ class UdpTransport:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.ttl)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, loop)
         self._send_socks[via] = sock
-        self._destinations[via] = [_sockaddr(group, port, index)]
+        self._destinations[via] = [sockaddr(group, port, index)]
 
     # ------------------------------------------------------------- datagrams
 
@@ -538,9 +445,8 @@ class UdpTransport:
             return
         if source is not None:
             self.trust(ipaddress.ip_address(source.split("%")[0]))
-        steady = self.steady
-        if self._quiet is not None and steady is not None and self._patterns.seen(steady(data)):
-            self._repattern()
+        if self._quiet is not None and self.steady is not None:
+            self._quiet.seen(self.steady(data))
 
     def trust(self, source: IP) -> None:
         """Hear ``source`` on the member socket from now on (multicast mode)."""
@@ -551,7 +457,7 @@ class UdpTransport:
         # First the member socket lets it in, then the stranger socket lets
         # it go (a datagram in between arrives twice: the core drops the copy).
         for sock, accept in sorted(self._filtered, key=lambda f: not f[1]):
-            if sock is self._member and self._quiet is not None:
-                self._attach_steady(sock, quiet=False)
+            if self._quiet is not None and sock is self._quiet.member:
+                self._quiet.attach(sock, quiet=False)
             else:
                 self._attach(sock, self._trusted, accept=accept)
