@@ -271,3 +271,35 @@ async def test_a_stranger_matching_a_pattern_is_not_quiet(
     other.sendto(b"okA-body-0002", to)  # a copy, from a source never heard
     await heard.until(b"okA-body-0002")
     assert heard.items[-1][0] == "now"
+
+
+async def test_unicast_steady_datagrams_wait_too(
+    closing: list[UdpTransport | socket.socket],
+) -> None:
+    port = free_port()
+    me, peer = ip("127.0.0.1"), ip("127.0.0.7")
+    t = UdpTransport((me,), ip("239.255.0.1"), port, peers=(peer,), steady=_steady)
+    heard = Heard(asyncio.get_running_loop())
+    await t.start(heard.now, None, heard.late)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.7", 0))
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.8", 0))
+    closing += [t, s, stranger]
+    body = b"okA" + b"u" * 200
+    for n in range(5):
+        s.sendto(body + b"%04d" % n, ("127.0.0.1", port))
+        await asyncio.sleep(0.01)
+    assert heard.seqs() == [b"0000", b"0001"]
+    stranger.sendto(body + b"0100", ("127.0.0.1", port))  # not a peer: dropped
+    s.sendto(b"okA-changed-0005", ("127.0.0.1", port))
+    await heard.until(b"okA-changed-0005")
+    assert heard.seqs() == [b"0000", b"0001", b"0002", b"0003", b"0004", b"0005"]
+    assert [h for h, _, _ in heard.items[2:]] == ["late", "late", "late", "now"]
+    # Nobody else can bind the port, although it is shared within the transport.
+    other = UdpTransport((me,), ip("239.255.0.1"), port, peers=(peer,), steady=_steady)
+    with pytest.raises(OSError, match="cannot bind"):
+        await other.start(heard.now, None, heard.late)
+    plain = UdpTransport((me,), ip("239.255.0.1"), port, peers=(peer,))
+    with pytest.raises(OSError, match="cannot bind"):
+        await plain.start(heard.now)

@@ -90,11 +90,14 @@ class DevCluster:
             self.hosts.append(DevHost(n, control, config))
 
     def _drivers(self, host: DevHost) -> object:
+        from rais.core import wire
         from rais.drivers.transport import UdpTransport
 
         def make(group: GroupConfig, control: tuple[IP, ...]) -> Drivers:
             return Drivers(
-                transport=UdpTransport(control, group.address, group.port, peers=group.peers),
+                transport=UdpTransport(
+                    control, group.address, group.port, peers=group.peers, steady=wire.steady
+                ),
                 addresses=host.addresses,
                 announcer=FakeAnnouncer(),
                 scripts=ScriptRunner(),

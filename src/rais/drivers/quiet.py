@@ -108,7 +108,7 @@ class Quiet:
     """The quiet socket of a transport and the patterns that fill it; the
     member socket is the one that wakes the agent (see the module docstring)."""
 
-    __slots__ = ("_on_late", "_wall", "member", "owner", "patterns", "sock", "via")
+    __slots__ = ("_on_late", "_wall", "member", "owner", "patterns", "reuseport", "sock", "via")
 
     def __init__(
         self,
@@ -118,8 +118,14 @@ class Quiet:
         via: int,
         on_late: OnLate,
         wall: Callable[[], float] = time.time,
+        *,
+        reuseport: bool = False,
     ) -> None:
         self.owner = owner
+        self.reuseport = reuseport
+        """Unicast: both sockets share the port, and one program of their
+        ``SO_REUSEPORT`` group picks the socket of each datagram (no filter
+        change in steps: it is one program)."""
         self.sock = sock
         self.member = member
         self.via = via
@@ -133,7 +139,7 @@ class Quiet:
         sock = self.sock
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, QUIET_RCVBUF)
-        return self.attach(sock, quiet=True)
+        return self.attach(self.member if self.reuseport else sock, quiet=True)
 
     def attach(self, sock: socket.socket, *, quiet: bool) -> bool:
         """Give ``sock`` the patterns' program: the quiet socket keeps the
@@ -146,7 +152,10 @@ class Quiet:
                     self.owner.trusted(),
                     sock.family,
                     patterns,
-                    match=sockfilter.KEEP if quiet else 0,
+                    # reuseport: the index of the socket in the group; the
+                    # member socket's own filter drops what is not a peer's.
+                    base=0 if self.reuseport else 8,
+                    match=1 if self.reuseport else sockfilter.KEEP if quiet else 0,
                     other=0 if quiet else sockfilter.KEEP,
                 )
                 break
@@ -155,7 +164,7 @@ class Quiet:
                     raise
                 patterns = patterns[: len(patterns) // 2]
         try:
-            sockfilter.attach(sock, prog)
+            sockfilter.attach(sock, prog, reuseport=self.reuseport)
         except OSError as exc:
             self.owner.filter_failed(exc)
             return False
@@ -167,6 +176,9 @@ class Quiet:
         if not self.patterns.seen(steady):
             return
         self.owner.counters["steady_patterns"] += 1
+        if self.reuseport:
+            self.attach(self.member, quiet=True)
+            return
         self.owner.refilter(self.member)
         if self.attach(self.sock, quiet=True):
             self.attach(self.member, quiet=False)

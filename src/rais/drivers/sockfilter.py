@@ -138,11 +138,17 @@ def steady_program(
     return _packed(fixed + body)
 
 
-def attach(sock: socket.socket, prog: bytes) -> None:
-    """Install ``prog`` on ``sock`` (replacing any filter it had)."""
+SO_ATTACH_REUSEPORT_CBPF = 51
+
+
+def attach(sock: socket.socket, prog: bytes, *, reuseport: bool = False) -> None:
+    """Install ``prog`` on ``sock`` (replacing any filter it had); ``reuseport``:
+    as the program that picks the socket of each datagram in ``sock``'s
+    ``SO_REUSEPORT`` group (it returns an index; the payload is at offset 0)."""
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = struct.pack("HL", len(prog) // _INSN.size, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    option = SO_ATTACH_REUSEPORT_CBPF if reuseport else SO_ATTACH_FILTER
+    sock.setsockopt(socket.SOL_SOCKET, option, fprog)
 
 
 SO_DETACH_FILTER = 27

@@ -99,6 +99,7 @@ from rais.drivers.udpsock import IPV6_MULTICAST_ALL as IPV6_MULTICAST_ALL
 from rais.drivers.udpsock import (
     SockAddr,
     bind_to,
+    check_free,
     family_of,
     join,
     needs_scope,
@@ -141,7 +142,8 @@ class UdpTransport:
         """The steady part of a datagram (rais.core.wire.steady): with it and
         an ``on_late`` callback, multicast datagrams that change nothing wait
         on a quiet socket (rais.drivers.quiet)."""
-        self._quiet: Quiet | None = None
+        self._quiets: dict[int, Quiet] = {}
+        """By via: the quiet side of its receiving socket (rais.drivers.quiet)."""
         self.counters: collections.Counter[str] = collections.Counter()
         self._on_datagram: OnDatagram | None = None
         self._on_lost: OnLost | None = None
@@ -204,7 +206,7 @@ class UdpTransport:
         for sock in self._sockets:
             sock.close()
         self._readers.clear()
-        self._quiet = None
+        self._quiets.clear()
         self._filtered.clear()
         self._sockets.clear()
         self._send_socks.clear()
@@ -268,7 +270,13 @@ class UdpTransport:
         for via, address in enumerate(self.control):
             scope = indexes.get(address, 0)
             sock = self._own(udp_socket(family_of(address)))
-            bind_to(sock, sockaddr(address, self.port, scope), f"control address {via}")
+            where = sockaddr(address, self.port, scope)
+            quiet = self.steady is not None and self._on_late is not None
+            if quiet:
+                # Its quiet socket shares the port (SO_REUSEPORT); nobody else may.
+                check_free(where, f"control address {via}")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            bind_to(sock, where, f"control address {via}")
             self._send_socks[via] = sock
             self._destinations[via] = [
                 sockaddr(peer, self.port, scope)
@@ -280,6 +288,8 @@ class UdpTransport:
                 # else is dropped by the kernel.
                 self._attach(sock, set(self.peers), accept=True, via=via)
             self._read(sock, via)
+            if quiet and self._destinations[via]:
+                self._start_quiet_unicast(sock, via)
 
     async def _start_multicast(self) -> None:
         group, port = self.group, self.port
@@ -336,10 +346,18 @@ class UdpTransport:
         quiet = Quiet(self, sock, recv, via, self._late)
         if quiet.start():
             join(self.group, sock, joined)
-            self._quiet = quiet
+            self._quiets[via] = quiet
+
+    def _start_quiet_unicast(self, recv: socket.socket, via: int) -> None:
+        sock = self._own(udp_socket(recv.family))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        bind_to(sock, recv.getsockname(), f"control address {via} (steady datagrams)")
+        quiet = Quiet(self, sock, recv, via, self._late, reuseport=True)
+        if quiet.start():
+            self._quiets[via] = quiet
 
     def trusted(self) -> set[IP]:
-        return self._trusted
+        return self._trusted if self.multicast else set(self.peers)
 
     def refilter(self, sock: socket.socket) -> bool:
         return self._attach(sock, self._trusted, accept=True)
@@ -351,8 +369,9 @@ class UdpTransport:
     def catch_up(self) -> None:
         """Deliver the datagrams waiting on the quiet socket, if any (call
         before anything else when the agent wakes)."""
-        quiet = self._quiet
-        if quiet is not None and not self._closed:
+        for quiet in self._quiets.values():
+            if self._closed:
+                return
             self.counters["received_late"] += quiet.catch_up(MAX_DATAGRAM)
 
     def _late(self, data: bytes, via: int, at: float) -> None:
@@ -445,8 +464,9 @@ class UdpTransport:
             return
         if source is not None:
             self.trust(ipaddress.ip_address(source.split("%")[0]))
-        if self._quiet is not None and self.steady is not None:
-            self._quiet.seen(self.steady(data))
+        quiet = self._quiets.get(via)
+        if quiet is not None and self.steady is not None:
+            quiet.seen(self.steady(data))
 
     def trust(self, source: IP) -> None:
         """Hear ``source`` on the member socket from now on (multicast mode)."""
@@ -457,7 +477,8 @@ class UdpTransport:
         # First the member socket lets it in, then the stranger socket lets
         # it go (a datagram in between arrives twice: the core drops the copy).
         for sock, accept in sorted(self._filtered, key=lambda f: not f[1]):
-            if self._quiet is not None and sock is self._quiet.member:
-                self._quiet.attach(sock, quiet=False)
+            quiet = next((q for q in self._quiets.values() if q.member is sock), None)
+            if quiet is not None:
+                quiet.attach(sock, quiet=False)
             else:
                 self._attach(sock, self._trusted, accept=accept)

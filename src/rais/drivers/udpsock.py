@@ -79,3 +79,15 @@ def join(group: IP, sock: socket.socket, joined: list[int]) -> None:
                 f"cannot join multicast group {group} on interface index {index}: "
                 f"{exc.strerror or exc}",
             ) from exc
+
+
+def check_free(address: SockAddr, what: str) -> None:
+    """Raise OSError (as ``bind_to``) if a socket already has ``address``: a
+    socket bound with ``SO_REUSEPORT`` would share it with one of the same
+    user instead of failing."""
+    family = socket.AF_INET if len(address) == 2 else socket.AF_INET6
+    probe = udp_socket(family)
+    try:
+        bind_to(probe, address, what)
+    finally:
+        probe.close()
