@@ -33,6 +33,8 @@ def params_from(args: argparse.Namespace, seed: int) -> SimParams:
         guard=args.guard,
         lease=args.lease,
         on_arbiter_loss=args.on_arbiter_loss,
+        # getattr: rais.cli may not have the flag yet
+        late_steady=bool(getattr(args, "late_steady", False)),
     )
 
 
@@ -65,6 +67,8 @@ def replay_command(p: SimParams) -> str:
         parts.append(f"--old {p.old:g}")
     if p.sets:
         parts.append(f"--sets {p.sets:g}")
+    if p.late_steady:
+        parts.append("--late-steady")
     if p.guard != "none":
         parts.append(f"--guard {p.guard} --lease {p.lease:g}")
         if p.guard == "etcd" and p.on_arbiter_loss != "hold":
@@ -90,6 +94,7 @@ def summary(result: SimResult) -> dict[str, Any]:
         "bytes": result.bytes,
         "bytes_per_host_per_s": round(result.bytes / p.hosts / p.duration, 1),
         "deliveries": result.deliveries,
+        "held": result.held,
         "deliveries_per_wall_s": round(result.deliveries / wall),
         "dropped": result.dropped,
         "faults": result.faults,

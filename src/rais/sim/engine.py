@@ -10,11 +10,11 @@ from collections.abc import Callable
 from math import ceil
 from typing import Any
 
-from rais.core import wire
 from rais.core.addr import fmt
 from rais.core.core import Core
 from rais.core.effects import Acquire, Announce, Campaign, Event, EventKind, Release, Send
 from rais.core.pause import KERNEL_MARGIN
+from rais.sim.delivery import DELIVER, Delivery, Quiet
 from rais.sim.episodes import Operator
 from rais.sim.faults import FaultAction, schedule
 from rais.sim.guarded import Guarded
@@ -23,14 +23,18 @@ from rais.sim.inject import inject_bad
 from rais.sim.invariants import Checker
 from rais.sim.network import TICK
 from rais.sim.params import SimParams, SimResult
-from rais.sim.world import KEY, SimHost, World
+from rais.sim.world import SimHost, World
 
 __all__ = ["SimHost", "Simulation"]
 
-_DELIVER, _TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT, _LINK = range(7)
+_WAKES = frozenset(("leave+", "test+", "test-", "quiesce+", "quiesce-", "link+", "link-", "pause+"))
+"""Faults that give their hosts' cores an input (the others add or stop one)."""
+
+_DELIVER = DELIVER
+_TIMER, _ACTION, _FAULT, _DEADLINE, _INJECT, _LINK = range(1, 7)
 
 
-class Simulation(GuardSteps):
+class Simulation(Delivery, GuardSteps):
     def __init__(
         self,
         params: SimParams,
@@ -55,6 +59,7 @@ class Simulation(GuardSteps):
         self.tick = 0
         self._heap: list[int] = []
         self._buckets: dict[int, list[tuple[Any, ...]]] = {}
+        self.quiets: dict[int, Quiet] = {}
 
     # ------------------------------------------------------------- scheduling
 
@@ -152,41 +157,6 @@ class Simulation(GuardSteps):
         extras = tuple(a for a, _ in eff.extras)
         self._at(tick, (_ACTION, h.index, h.epoch, op, eff.address, extras, eff.extras_only))
 
-    def _send(self, h: SimHost, now: float, eff: Send) -> None:
-        data = eff.data
-        copies = len(eff.vias)
-        self.result.messages += copies
-        self.result.bytes += copies * len(data)
-        dgram = wire.decode(data, group_tag=self.group_tag, keys=(KEY,))
-        net = self.net
-        s = h.index
-        fan: dict[int, list[int]] = {}
-        now_tick = self.tick
-        exact = self.params.exact_duplicates
-        if net.quiet and not exact:
-            base = net.latency
-            jit = net.jitter
-            rnd = net.rng.random
-            for r in self.hosts:
-                if r.up and r.index != s:
-                    tick = now_tick + 1 + int((base + rnd() * jit) / TICK)
-                    fan.setdefault(tick, []).append(r.index)
-        else:
-            for r in self.hosts:
-                if not r.up or r.index == s:
-                    continue
-                dropped = net.drops
-                delays = net.delays(now, s, r.index)
-                if not delays:
-                    if net.drops != dropped:
-                        self.checker.lost(now, s, r.index, dgram)
-                    continue
-                for d in delays if exact else [min(delays)]:
-                    tick = now_tick + 1 + int(d / TICK)
-                    fan.setdefault(tick, []).append(r.index)
-        for tick, receivers in fan.items():
-            self._at(tick, (_DELIVER, s, dgram, data, receivers, now))
-
     # ------------------------------------------------------------------- run
 
     def run(self) -> SimResult:
@@ -248,9 +218,11 @@ class Simulation(GuardSteps):
                     if h.index in self.guarded.stalled:
                         h.timer_tick = -1  # its stall's end calls the timer
                     elif h.core is not None and h.epoch == item[2] and h.timer_tick == tick:
-                        h.timer_tick = -1
-                        h.core.handle_timer(now)
-                        self._after(h, now)
+                        self._wake(h, now)
+                        if h.core is not None:
+                            h.timer_tick = -1
+                            h.core.handle_timer(now)
+                            self._after(h, now)
                 elif kind == _ACTION:
                     self._complete(now, item)
                 elif kind == _FAULT:
@@ -276,25 +248,6 @@ class Simulation(GuardSteps):
         """Apply a fault action now (for tests that drive the simulator step by step)."""
         self._fault(self.tick * TICK, act)
 
-    def _deliver(self, now: float, item: tuple[Any, ...]) -> None:
-        _, _sender, dgram, data, receivers, sent = item
-        hosts = self.hosts
-        delivered = self.checker.delivered
-        n = 0
-        for r in receivers:
-            h = hosts[r]
-            core = h.core
-            if core is None or h.started_at > sent or r in self.guarded.stalled:
-                continue  # down, restarted since (its old socket is gone) or stalled
-            n += 1
-            h.last_rx = data
-            if delivered(now, _sender, r, dgram, sent):
-                self._judge_later(now)
-            core.receive(now, dgram, 0)
-            if core.has_work():
-                self._after(h, now)
-        self.result.deliveries += n
-
     def _complete(self, now: float, item: tuple[Any, ...]) -> None:
         _, index, epoch, op, address, extras, extras_only = item
         h = self.hosts[index]
@@ -302,6 +255,9 @@ class Simulation(GuardSteps):
             return
         if index in self.guarded.stalled:
             self.guarded.pending.setdefault(index, []).append(item)
+            return
+        self._wake(h, now)
+        if h.core is None:
             return
         world = self.world
         if op == "acquire" and not extras_only and not self._may_hold(h, now, address):
@@ -363,6 +319,11 @@ class Simulation(GuardSteps):
         world = self.world
         net = world.net
         start = kind.endswith("+")
+        if kind in _WAKES:
+            for index in act.hosts:
+                self._wake(self.hosts[index], now)
+        elif kind.startswith("move"):
+            self._wake_all(now)  # its asker is drawn later
         if kind in ("boot", "crash-", "leave-"):
             for index in act.hosts:
                 h = self.hosts[index]
@@ -490,6 +451,7 @@ class Simulation(GuardSteps):
             self._boot(h, now)
 
     def _inject(self, now: float, index: int) -> None:
+        self._wake(self.hosts[index], now)
         n, changed = inject_bad(self.world, now, self.hosts[index])
         if changed:
             self.checker.violate("I5", now, f"host {index} changed state on a bad datagram")

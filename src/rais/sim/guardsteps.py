@@ -37,6 +37,9 @@ class GuardSteps:
     def _log(self, now: float, text: str) -> None:
         raise NotImplementedError
 
+    def _wake(self, h: SimHost, now: float) -> None:
+        raise NotImplementedError
+
     def _too_soon(self, now: float) -> bool:
         """A judgement scheduled before a host booted at that same instant: the
         boot scheduled a later one (with a guard, see ``_judge_later``)."""
@@ -82,6 +85,9 @@ class GuardSteps:
         h = self.hosts[index]
         if h.epoch != epoch or h.core is None:
             return
+        self._wake(h, now)
+        if h.core is None:
+            return
         nxt = self.guarded.arbiter_tick(h, now)
         self._after(h, now)
         if nxt is not None:
@@ -98,6 +104,7 @@ class GuardSteps:
             return
         for item in g.pending.pop(h.index, []):
             self._complete(now, item)
+        self._wake(h, now)
         if h.core is None:
             return
         h.core.handle_timer(now)

@@ -247,10 +247,15 @@ class Checker:
         if self.hearing.lost(now, s, r, dgram, self.world.net.max_delay()):
             self.fault(now, FaultAction(now, "behind+"))
 
-    def delivered(self, now: float, s: int, r: int, dgram: Datagram, sent: float) -> bool:
-        """r got dgram from s. True if nobody is behind any more and no other
-        disturbance is going on: the engine then schedules a judgement."""
-        return self.hearing.delivered(now, s, r, dgram, sent) and self._caught_up(now)
+    def delivered(
+        self, now: float, s: int, r: int, dgram: Datagram, sent: float, at: float | None = None
+    ) -> bool:
+        """r's core got dgram from s now, as arrived ``at`` (a datagram held
+        on a quiet socket, sim/delivery.py: earlier). True if nobody is behind
+        any more and no other disturbance is going on: the engine then
+        schedules a judgement."""
+        heard = now if at is None else at
+        return self.hearing.delivered(heard, s, r, dgram, sent) and self._caught_up(now)
 
     def _caught_up(self, now: float) -> bool:
         """Nobody is behind any more: judge from now, as after a disturbance."""

@@ -44,6 +44,9 @@ class SimParams:
     voter) or "etcd" (the simulated arbiter, sim/arbiter.py)."""
     lease: float = 2.0
     on_arbiter_loss: str = "hold"
+    late_steady: bool = False
+    """Hold datagrams that change nothing until the receiver wakes for anything
+    else, as rais.drivers.quiet does (sim/delivery.py)."""
 
     @property
     def effective_timeout(self) -> float:
@@ -88,6 +91,9 @@ class SimResult:
     messages: int = 0
     bytes: int = 0
     deliveries: int = 0
+    """Datagrams the cores got (held ones included, when they got them)."""
+    held: int = 0
+    """Of those that arrived, how many waited on a quiet socket (``late_steady``)."""
     dropped: int = 0
     faults: int = 0
     injected: int = 0
