@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--exact-duplicates", action="store_true", help="deliver every copy of every datagram"
     )
     sim.add_argument(
+        "--late-steady",
+        action="store_true",
+        help="hold datagrams that change nothing until the receiver wakes (rais.drivers.quiet)",
+    )
+    sim.add_argument(
         "--old",
         type=float,
         default=0.0,

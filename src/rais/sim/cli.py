@@ -34,7 +34,7 @@ def params_from(args: argparse.Namespace, seed: int) -> SimParams:
         lease=args.lease,
         on_arbiter_loss=args.on_arbiter_loss,
         # getattr: rais.cli may not have the flag yet
-        late_steady=bool(getattr(args, "late_steady", False)),
+        late_steady=args.late_steady,
     )
 
 
