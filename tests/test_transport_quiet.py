@@ -10,39 +10,19 @@ on ``lo`` (see tests/test_transport.py)."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import secrets
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 from test_core_memo import recorded_run
+from test_transport_filter import closing as closing
+from test_transport_filter import free_port, ip
 
-from rais.base.ip import IP
 from rais.core import wire
 from rais.core.inbox import without_peers
 from rais.core.wire import Steady
 from rais.drivers import sockfilter
 from rais.drivers.transport import UdpTransport
-
-
-def ip(text: str) -> IP:
-    return ipaddress.ip_address(text)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-async def closing() -> AsyncIterator[list[UdpTransport | socket.socket]]:
-    made: list[UdpTransport | socket.socket] = []
-    yield made
-    for t in made:
-        t.close()
 
 
 def test_steady_is_all_but_the_sequence_number_peers_and_hmac() -> None:
