@@ -48,6 +48,9 @@ QUIET_BATCH = 512
 QUIET_RCVBUF = 256 * 1024
 MAX_PATTERNS = 64
 """Senders with a pattern at most (the oldest one goes first)."""
+CHANGES_PER_SECOND = 20.0
+CHANGES_BURST = 20
+"""Filter changes per second at most, on average, and at once."""
 
 
 class Owner(Protocol):
@@ -72,16 +75,18 @@ class Patterns:
     """The senders' patterns (see the module docstring); ``seen`` says when
     the filters must change."""
 
-    __slots__ = ("_candidates", "installed")
+    __slots__ = ("_candidates", "_tokens", "_updated", "installed")
 
     def __init__(self) -> None:
+        self._tokens = float(CHANGES_BURST)
+        self._updated = 0.0
         self._candidates: dict[bytes, Steady] = {}
         self.installed: dict[bytes, Steady] = {}
         """By sender, oldest first."""
 
-    def seen(self, steady: Steady | None) -> bool:
-        """An authentic datagram woke the agent (its steady part, if it has one);
-        True if the patterns changed."""
+    def seen(self, steady: Steady | None, now: float) -> bool:
+        """An authentic datagram woke the agent at ``now`` (its steady part, if
+        it has one); True if the patterns changed."""
         if steady is None:
             return False
         sender = steady.sender
@@ -90,6 +95,14 @@ class Patterns:
             return False
         if self.installed.get(sender) == steady:
             return False
+        # While the group churns (a start, a failover), at most so many
+        # filter changes: what is left out is read at once, as without them.
+        tokens = min(CHANGES_BURST, self._tokens + (now - self._updated) * CHANGES_PER_SECOND)
+        self._updated = now
+        if tokens < 1:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1
         self.installed.pop(sender, None)
         self.installed[sender] = steady
         while len(self.installed) > MAX_PATTERNS:
@@ -100,15 +113,25 @@ class Patterns:
         self._candidates.pop(sender, None)
         return self.installed.pop(sender, None) is not None
 
-    def newest_first(self) -> list[tuple[int, tuple[tuple[int, bytes], ...]]]:
-        return [(s.length, s.ranges) for s in reversed(self.installed.values())]
+    def newest_first(self) -> list[Steady]:
+        return list(reversed(self.installed.values()))
 
 
 class Quiet:
     """The quiet socket of a transport and the patterns that fill it; the
     member socket is the one that wakes the agent (see the module docstring)."""
 
-    __slots__ = ("_on_late", "_wall", "member", "owner", "patterns", "reuseport", "sock", "via")
+    __slots__ = (
+        "_blocks",
+        "_on_late",
+        "_wall",
+        "member",
+        "owner",
+        "patterns",
+        "reuseport",
+        "sock",
+        "via",
+    )
 
     def __init__(
         self,
@@ -130,6 +153,8 @@ class Quiet:
         self.member = member
         self.via = via
         self.patterns = Patterns()
+        self._blocks: dict[tuple[Steady, int], bytes] = {}
+        """Each pattern's piece of program, by pattern and return value."""
         self._on_late = on_late
         self._wall = wall
 
@@ -144,25 +169,23 @@ class Quiet:
     def attach(self, sock: socket.socket, *, quiet: bool) -> bool:
         """Give ``sock`` the patterns' program: the quiet socket keeps the
         trusted sources' datagrams that match one, the member socket the
-        others. Patterns that do not fit in one program are left out."""
-        patterns = self.patterns.newest_first()
-        while True:
-            try:
-                prog = sockfilter.steady_program(
-                    self.owner.trusted(),
-                    sock.family,
-                    patterns,
-                    # reuseport: the index of the socket in the group; the
-                    # member socket's own filter drops what is not a peer's.
-                    base=0 if self.reuseport else 8,
-                    match=1 if self.reuseport else sockfilter.KEEP if quiet else 0,
-                    other=0 if quiet else sockfilter.KEEP,
+        others. Patterns that do not fit in one program are left out (the
+        oldest)."""
+        keep = sockfilter.KEEP
+        match = 1 if self.reuseport else keep if quiet else 0
+        base = 0 if self.reuseport else 8
+        blocks, cache = [], self._blocks
+        for steady in self.patterns.newest_first():
+            block = cache.get((steady, match))
+            if block is None:
+                pattern = (steady.length, steady.ranges)
+                block = cache[(steady, match)] = sockfilter.pattern_block(
+                    pattern, base=base, match=match
                 )
-                break
-            except ValueError:
-                if not patterns:
-                    raise
-                patterns = patterns[: len(patterns) // 2]
+            blocks.append(block)
+        prog = sockfilter.steady_program(
+            self.owner.trusted(), sock.family, blocks, other=0 if quiet else keep
+        )
         try:
             sockfilter.attach(sock, prog, reuseport=self.reuseport)
         except OSError as exc:
@@ -173,8 +196,11 @@ class Quiet:
     def seen(self, steady: Steady | None) -> None:
         """An authentic datagram was read at once (its steady part): if that
         sets a pattern, move the filters without losing a datagram."""
-        if not self.patterns.seen(steady):
+        if not self.patterns.seen(steady, self.owner.clock()):
             return
+        installed = self.patterns.installed.values()
+        for key in [k for k in self._blocks if k[0] not in installed]:
+            del self._blocks[key]
         self.owner.counters["steady_patterns"] += 1
         if self.reuseport:
             self.attach(self.member, quiet=True)

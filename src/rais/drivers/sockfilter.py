@@ -81,9 +81,11 @@ Pattern = tuple[int, tuple[tuple[int, bytes], ...]]
 """A datagram's length and (offset, bytes) pieces of its payload (rais.core.wire.Steady)."""
 
 
-def _pattern_block(pattern: Pattern, base: int, match: int) -> list[Insn]:
-    """Return ``match`` if the payload (from offset ``base`` of the packet)
-    is ``pattern``, else fall through to what follows the block."""
+def pattern_block(pattern: Pattern, *, base: int = 8, match: int = _KEEP) -> bytes:
+    """A piece of program, packed, that returns ``match`` if the payload (from
+    offset ``base`` of what the filter sees: 8, past the UDP header, for a
+    socket filter; 0 for a reuseport program) is ``pattern``, and else goes on
+    after itself (its jumps are relative: blocks go anywhere in a program)."""
     length, ranges = pattern
     tests: list[tuple[Insn, int]] = [((_LD_LEN, 0, 0, 0), base + length)]
     for offset, piece in ranges:
@@ -105,37 +107,40 @@ def _pattern_block(pattern: Pattern, base: int, match: int) -> list[Insn]:
         insns.append((_JA, 0, 0, 1))  # all equal: over the trampoline
         insns.append((_JA, 0, 0, total - len(insns) - 1))  # to the next block
     insns.append((_RET_K, 0, 0, match))
-    return insns
+    return b"".join(_INSN.pack(*i) for i in insns)
 
 
 def steady_program(
     sources: Iterable[IP],
     family: socket.AddressFamily,
-    patterns: Iterable[Pattern],
+    blocks: Iterable[bytes],
     *,
-    base: int = 8,
-    match: int = _KEEP,
     other: int = 0,
     stranger: int = 0,
 ) -> bytes:
-    """Return ``match`` for a datagram from one of ``sources`` whose payload
-    is one of ``patterns``, ``other`` for one from ``sources`` that is none of
-    them, and ``stranger`` for one from anywhere else. ``base``: the payload's
-    offset in what the filter sees (8, past the UDP header, for a socket
-    filter; 0 for a reuseport program). Raises ValueError if it is too long."""
-    body: list[Insn] = []
-    for pattern in patterns:
-        body += _pattern_block(pattern, base, match)
-    body.append((_RET_K, 0, 0, other))
+    """Run ``blocks`` (``pattern_block``) for a datagram from one of
+    ``sources``, then return ``other``; return ``stranger`` for one from
+    anywhere else. The blocks that do not fit in one program are left out,
+    from the first that does not on. Raises ValueError if ``sources`` alone
+    are too many."""
     want = 4 if family == socket.AF_INET else 6
     head = _source_blocks(sources, want, [(_JA, 0, 0, 0)])
     head.append((_RET_K, 0, 0, stranger))
     # Point every source's jump at the first pattern block.
-    fixed = [
-        (c, jt, jf, len(head) - i - 1) if c == _JA else (c, jt, jf, k)
-        for i, (c, jt, jf, k) in enumerate(head)
-    ]
-    return _packed(fixed + body)
+    fixed = _packed(
+        [
+            (c, jt, jf, len(head) - i - 1) if c == _JA else (c, jt, jf, k)
+            for i, (c, jt, jf, k) in enumerate(head)
+        ]
+    )
+    room = (BPF_MAXINSNS - len(head) - 1) * _INSN.size
+    body = []
+    for block in blocks:
+        if len(block) > room:
+            break
+        room -= len(block)
+        body.append(block)
+    return b"".join([fixed, *body, _INSN.pack(_RET_K, 0, 0, other)])
 
 
 SO_ATTACH_REUSEPORT_CBPF = 51
