@@ -48,9 +48,15 @@ QUIET_BATCH = 512
 QUIET_RCVBUF = 256 * 1024
 MAX_PATTERNS = 64
 """Senders with a pattern at most (the oldest one goes first)."""
-CHANGES_PER_SECOND = 20.0
-CHANGES_BURST = 20
-"""Filter changes per second at most, on average, and at once."""
+CHANGES_PER_SECOND = 5.0
+CHANGES_BURST = 10
+"""Filter changes per second at most, on average, and at once: the kernel
+compiles each program anew (about 0.8 µs an instruction here)."""
+STEADY_INSNS = 1024
+"""Instructions of a steady program at most (about nine senders of a
+224-byte info). The kernel charges a socket's filter to its option memory
+(``net.core.optmem_max``, 128 KiB here) and holds the old one while a new one
+is attached: here one of 1,500 instructions could not be replaced at all."""
 
 
 class Owner(Protocol):
@@ -184,7 +190,11 @@ class Quiet:
                 )
             blocks.append(block)
         prog = sockfilter.steady_program(
-            self.owner.trusted(), sock.family, blocks, other=0 if quiet else keep
+            self.owner.trusted(),
+            sock.family,
+            blocks,
+            other=0 if quiet else keep,
+            limit=STEADY_INSNS,
         )
         try:
             sockfilter.attach(sock, prog, reuseport=self.reuseport)

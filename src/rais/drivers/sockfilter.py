@@ -117,12 +117,13 @@ def steady_program(
     *,
     other: int = 0,
     stranger: int = 0,
+    limit: int = BPF_MAXINSNS,
 ) -> bytes:
     """Run ``blocks`` (``pattern_block``) for a datagram from one of
     ``sources``, then return ``other``; return ``stranger`` for one from
     anywhere else. The blocks that do not fit in one program are left out,
-    from the first that does not on. Raises ValueError if ``sources`` alone
-    are too many."""
+    from the first that does not on (``limit``: instructions at most).
+    Raises ValueError if ``sources`` alone are too many."""
     want = 4 if family == socket.AF_INET else 6
     head = _source_blocks(sources, want, [(_JA, 0, 0, 0)])
     head.append((_RET_K, 0, 0, stranger))
@@ -133,7 +134,7 @@ def steady_program(
             for i, (c, jt, jf, k) in enumerate(head)
         ]
     )
-    room = (BPF_MAXINSNS - len(head) - 1) * _INSN.size
+    room = (limit - len(head) - 1) * _INSN.size
     body = []
     for block in blocks:
         if len(block) > room:
