@@ -219,3 +219,48 @@ def test_a_host_that_missed_the_pause_info_learns_it_from_the_others() -> None:
     member = next(m for m in c.view(0).members if m.id == host_id(2))
     assert member.live and member.paused_s is not None
     assert c.events(0, EventKind.HOST_LOST) == []
+
+
+def test_a_relayed_pause_outlasts_a_silence_of_its_relayer() -> None:
+    """Host 1 misses the info that announced host 2's pause and learns it from
+    host 3's relays only; then it hears nothing at all for longer than the
+    timeout (a loss burst). Host 3 said nothing else, so the pause still holds
+    for host 1, to the window's end: host 1, alone and leading, takes host 3's
+    address (a failover as any) but not host 2's (found by the simulator,
+    ``rais sim --hosts 3 --spares 1 --duration 60 --seed 74 --loss 0.05
+    --faults random``)."""
+    c = _started()
+    t0 = c.now
+    c.drop = lambda s, r, via: s == 1 and r == 0  # host 2's infos never reach host 1
+    _pause(c, 1, 3.0)
+    c.step(0.005)
+    c.stop_in_place(1)
+    c.step(0.3)  # host 3's relays reach host 1
+    member = next(m for m in c.view(0).members if m.id == host_id(2))
+    assert member.live and member.paused_s is not None
+    c.drop = lambda s, r, via: r == 0  # a burst: host 1 hears nobody
+    _watch(c, c.now + 0.5, service(2), 1)
+    assert [h for h, e in c.all_events(EventKind.HOST_LOST) if h == 0]  # host 3 lost
+    c.drop = None
+    _watch(c, t0 + 2.0, service(2), 1)
+    assert [a for a in c.acquires(service(2)) if a[0] > t0] == []
+
+
+def test_a_relayed_pause_its_relayer_no_longer_relays_lapses() -> None:
+    """Host 1 knows host 2's pause from host 3's relays only. Host 2 comes back
+    and crashes before host 1 hears it (its infos never reach host 1); host 3,
+    which heard it back, relays it no more, so host 1's pause lapses one
+    timeout after the last relay, not at the window's end."""
+    c = _started()
+    c.drop = lambda s, r, via: s == 1 and r == 0
+    _pause(c, 1, 4.0)
+    c.step(0.005)
+    c.stop_in_place(1)
+    c.step(0.5)
+    c.restart(1, resume=True)
+    c.step(0.3)  # host 3 hears host 2 back
+    c.kill(1)
+    back = c.now
+    c.run_until(back + 1.0)
+    lost = [e.reason for e in c.events(0, EventKind.HOST_LOST)]
+    assert lost == ["host 192.0.2.2: its pause ran out"], "held to the window's end"

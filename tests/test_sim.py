@@ -145,6 +145,14 @@ def test_pauses_across_seeds(request: pytest.FixtureRequest, loss: float, quick:
     assert all(seen.values()), seen
 
 
+def test_a_pause_known_from_relays_outlasts_a_loss_burst() -> None:
+    """Seed 74: host 2 lost the info that announced host 1's pause, knew it only
+    from host 0's relays, then lost host 0's infos for a timeout in a loss
+    burst; the relayed pause lapsed with them and host 2 took host 1's address
+    (P1). A relayed pause now holds until its relayer is heard without it."""
+    _check(SimParams(hosts=3, spares=1, duration=60, seed=74, faults="random", loss=0.05))
+
+
 class IgnoresPause(Core):
     """A core that accepts ``rais pause`` and tells nobody."""
 

@@ -291,10 +291,12 @@ class Core(Hearing):
         if isinstance(msg, Hello):  # it changed a member's entry, or relays pauses
             if self.is_leader:
                 self._need_pass = True
-            self._take_relays(now, msg.paused)
+            # a hello carries all its sender's relays or, if they do not fit, none
+            self._take_relays(now, dgram.sender, msg.paused, whole=bool(msg.paused))
             return True
         # Only these can bring the timer forward (see ``_input``).
-        return self._on_message(now, msg) or self._need_pass or self._send_info or self.guard.dirty
+        news = self._on_message(now, msg, whole=dgram.version != 1)
+        return news or self._need_pass or self._send_info or self.guard.dirty
 
     def _on_timer(self, now: float) -> bool:
         if not self.settled and now >= self.settle_at:
@@ -348,11 +350,12 @@ class Core(Hearing):
             self._need_pass = True
         self._send_info = True
 
-    def _on_message(self, now: float, msg: Message) -> bool:
-        """Take in an info; True if anything but the sender's liveness changed."""
+    def _on_message(self, now: float, msg: Message, whole: bool = True) -> bool:
+        """Take in an info (``whole``: not version 1, so it carries every relay
+        of its sender); True if anything but the sender's liveness changed."""
         entry = msg.entry
         news = self._take_entry(now, entry, self.members.heard(now, entry))
-        news = self._take_relays(now, msg.paused) or news
+        news = self._take_relays(now, entry.id, msg.paused, whole) or news
         from_leader = entry.id == self._leader
         lease = self.guard.take(now, entry.id, msg.guard, from_leader, entry.served)
         if from_leader:

@@ -17,16 +17,22 @@ from rais.core.parts import CoreParts
 class Hearing(CoreParts):
     """Entries heard, hosts lost, the leader elected."""
 
-    def _take_relays(self, now: float, paused: tuple[PausedPeer, ...]) -> bool:
-        """Paused hosts another host relays (docs/protocol.md, "Relayed")."""
+    def _take_relays(
+        self, now: float, sender: Addr, paused: tuple[PausedPeer, ...], whole: bool = True
+    ) -> bool:
+        """Paused hosts ``sender`` relays (docs/protocol.md, "Relayed"); ``whole``:
+        the message could carry them all (not a version-1 info), so a pause known
+        only from this sender's relays that it no longer relays is stale."""
         news = False
         for p in paused:
             newer = None if p.entry.id == self.id else self.versions.relay(p.entry.id, p.epoch)
             if newer is not None:
                 relayed = dataclasses.replace(p.entry, pause_ms=p.remaining_ms)
-                heard = self.members.relayed(now, relayed, p.age_ms / 1000.0, newer)
+                heard = self.members.relayed(now, relayed, p.age_ms / 1000.0, newer, sender)
                 if heard is not None:
                     news = self._take_entry(now, relayed, heard) or news
+        if whole and self.members.not_relayed(sender, {p.entry.id for p in paused}):
+            news = True
         return news
 
     def _take_entry(self, now: float, entry: HostEntry, heard: Heard) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from rais.core.addr import Addr, id_key
@@ -34,10 +34,14 @@ class HostRecord:
     last_heard: float
     live: bool
     lost_at: float | None = None
-    relayed: bool = False
-    """Its pause is known only from other hosts' relays: it holds one timeout
-    past the latest relay (at most to the window's end), so a stale relay
-    (the host came back or died since) lapses once nobody relays it."""
+    relayer: Addr | None = None
+    """Its pause is known only from other hosts' relays: the host that relayed
+    it last. It holds to the window's end while that host, when heard, keeps
+    relaying it (or is not heard at all: its infos lost, or it died); once that
+    host is heard without it, only one timeout past the latest relay, so a
+    stale relay (the host came back or died since) lapses once nobody relays it."""
+    relay_at: float = 0.0
+    """When the latest relay of its pause arrived (while ``relayer`` is set)."""
     pause_until: float | None = None
     """While its last info announced a pause: when that pause runs out (this
     host's clock: the info's arrival plus its ``pause_ms``)."""
@@ -113,7 +117,7 @@ class Membership:
         previous = rec.entry
         rec.entry = entry
         rec.last_heard = now
-        rec.relayed = False
+        rec.relayer = None
         if entry.leaving:
             was_live = rec.live
             if was_live:
@@ -134,8 +138,10 @@ class Membership:
             return _SAME
         return Heard(joined=False, left=False, changed=True, previous=previous, pause=pause)
 
-    def relayed(self, now: float, entry: HostEntry, age: float, newer: bool) -> Heard | None:
-        """Another host says ``entry.id`` is paused (``entry.pause_ms`` left) and
+    def relayed(
+        self, now: float, entry: HostEntry, age: float, newer: bool, relayer: Addr
+    ) -> Heard | None:
+        """``relayer`` says ``entry.id`` is paused (``entry.pause_ms`` left) and
         that it heard it ``age`` seconds ago. Taken, as if heard then, only by a
         host that has never heard it (it booted since the pause began) or that
         heard it last before the relayer did (it lost the info that announced
@@ -143,11 +149,12 @@ class Membership:
         failed); but a host whose pause has lapsed here stays gone. None: not taken."""
         rec = self.records.get(entry.id)
         heard_at = now - age
-        window = now + min(entry.pause_ms / 1000.0, self.timeout)
-        if rec is not None and rec.relayed and rec.live and rec.pause_until is not None:
-            if not newer and window > rec.pause_until:  # renewed by a relay
-                rec.pause_until = window
-                self._paused[entry.id] = window
+        window = now + entry.pause_ms / 1000.0
+        if rec is not None and rec.relayer is not None and rec.live and rec.pause_until is not None:
+            if not newer:  # renewed by a relay
+                rec.relayer, rec.relay_at = relayer, now
+                rec.pause_until = max(window, rec.pause_until)
+                self._paused[entry.id] = max(rec.pause_until, now + self.timeout)
             return None
         if (
             rec is not None
@@ -162,10 +169,24 @@ class Membership:
         rec = self.records[entry.id]
         rec.last_heard = heard_at
         if rec.pause_until is not None:
-            rec.relayed = True
+            rec.relayer, rec.relay_at = relayer, now
             rec.pause_until = window
             self._paused[entry.id] = max(window, now + self.timeout)
         return heard
+
+    def not_relayed(self, sender: Addr, relays: Iterable[Addr]) -> bool:
+        """``sender`` was heard relaying only the paused hosts ``relays``: a pause
+        known only from its relays that it no longer relays holds one timeout
+        past the latest relay (at most to the window's end). True if one was
+        cut short so (its expiry came forward)."""
+        cut = False
+        for host in self._paused:
+            rec = self.records[host]
+            if rec.relayer == sender and host not in relays and rec.pause_until is not None:
+                until = min(rec.pause_until, rec.relay_at + self.timeout)
+                cut = cut or until < self._paused[host]
+                rec.pause_until = self._paused[host] = until
+        return cut
 
     def paused_peers(self, now: float, epochs: Mapping[Addr, int]) -> tuple[PausedPeer, ...]:
         """The paused hosts this host knows, to relay in its infos."""
