@@ -205,15 +205,21 @@ def test_a_host_that_boots_during_a_pause_learns_it_from_the_others() -> None:
     assert c.all_events(EventKind.HOST_LOST) == []
 
 
+def _paused_unheard_by_host_1(c: Cluster, duration: float) -> None:
+    """Host 2 pauses for ``duration`` s and stops, and host 1 never hears its
+    infos (only host 3's relays tell it of the pause)."""
+    c.drop = lambda s, r, via: s == 1 and r == 0  # host 2's infos never reach host 1
+    _pause(c, 1, duration)
+    c.step(0.005)
+    c.stop_in_place(1)
+
+
 def test_a_host_that_missed_the_pause_info_learns_it_from_the_others() -> None:
     """The leader loses the one info that announced the pause; the others
     relay it before the leader's timeout, and nothing moves."""
     c = _started()
     t0 = c.now
-    c.drop = lambda s, r, via: s == 1 and r == 0  # host 2's infos never reach host 1
-    _pause(c, 1, 3.0)
-    c.step(0.005)
-    c.stop_in_place(1)
+    _paused_unheard_by_host_1(c, 3.0)
     c.drop = None
     _watch(c, t0 + 2.0, service(2), 1)
     member = next(m for m in c.view(0).members if m.id == host_id(2))
@@ -231,10 +237,7 @@ def test_a_relayed_pause_outlasts_a_silence_of_its_relayer() -> None:
     --faults random``)."""
     c = _started()
     t0 = c.now
-    c.drop = lambda s, r, via: s == 1 and r == 0  # host 2's infos never reach host 1
-    _pause(c, 1, 3.0)
-    c.step(0.005)
-    c.stop_in_place(1)
+    _paused_unheard_by_host_1(c, 3.0)
     c.step(0.3)  # host 3's relays reach host 1
     member = next(m for m in c.view(0).members if m.id == host_id(2))
     assert member.live and member.paused_s is not None
@@ -252,10 +255,7 @@ def test_a_relayed_pause_its_relayer_no_longer_relays_lapses() -> None:
     which heard it back, relays it no more, so host 1's pause lapses one
     timeout after the last relay, not at the window's end."""
     c = _started()
-    c.drop = lambda s, r, via: s == 1 and r == 0
-    _pause(c, 1, 4.0)
-    c.step(0.005)
-    c.stop_in_place(1)
+    _paused_unheard_by_host_1(c, 4.0)
     c.step(0.5)
     c.restart(1, resume=True)
     c.step(0.3)  # host 3 hears host 2 back
