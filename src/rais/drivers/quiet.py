@@ -115,10 +115,6 @@ class Patterns:
             del self.installed[next(iter(self.installed))]
         return True
 
-    def forget(self, sender: bytes) -> bool:
-        self._candidates.pop(sender, None)
-        return self.installed.pop(sender, None) is not None
-
     def newest_first(self) -> list[Steady]:
         return list(reversed(self.installed.values()))
 
