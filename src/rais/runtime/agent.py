@@ -244,6 +244,10 @@ class Agent:
                 )
                 self.ready.set()
                 await self._stop.wait()
+                # Silence while the groups leave: their zones go first, and a
+                # zone the server no longer knows would be REFUSED (cached by
+                # resolvers) where no answer sends them to the other servers.
+                await self.dns.close()
                 async with self._reload_lock:  # not while a reload starts or stops groups
                     if self._in_pause(loop.time()):
                         await self.lifecycle.stop_all_in_place()
