@@ -165,6 +165,7 @@ class FakeTransport:
         for data, via, at in held:
             if callback is None or self.closed:
                 return
+            self.counters["received"] += 1  # as the real one counts them
             self.counters["received_late"] += 1
             callback(data, via, at)
 

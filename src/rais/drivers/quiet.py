@@ -1,5 +1,5 @@
 """Datagrams that change nothing, read without waking the agent
-(rais.drivers.transport, multicast mode).
+(rais.drivers.transport, multicast and unicast).
 
 In steady state a member's info is the same datagram every heartbeat but for
 its sequence number, the ages in its PEERS and its HMAC
@@ -15,9 +15,11 @@ table, a command, a host restarting) is never put off; what does not costs no
 wake-up. Every datagram is still authenticated by the core: a pattern only
 says which socket a datagram waits on.
 
-Changing the filters never loses a datagram: the member socket first takes
-every trusted source, then the quiet socket gets its new program, then the
-member socket (a datagram in between may arrive twice: the core drops the copy).
+Changing the filters never loses a datagram. Multicast: the member socket
+first takes every trusted source, then the quiet socket gets its new program,
+then the member socket (a datagram in between may arrive twice: the core drops
+the copy). Unicast: both sockets share the port, and one ``SO_REUSEPORT``
+program picks the socket of each datagram, replaced in one step.
 """
 
 from __future__ import annotations

@@ -27,8 +27,7 @@ BPF_MAXINSNS = 4096
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 _JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 _RET_K = 0x06  # BPF_RET | BPF_K
-_KEEP = 0xFFFF  # bytes of the packet to keep: all of a control datagram
-KEEP = _KEEP
+KEEP = 0xFFFF  # bytes of the packet to keep: all of a control datagram
 _INSN = struct.Struct("=HBBI")
 
 Insn = tuple[int, int, int, int]
@@ -63,7 +62,7 @@ def _packed(insns: list[Insn]) -> bytes:
 def program(sources: Iterable[IP], family: socket.AddressFamily, *, accept: bool = True) -> bytes:
     """The filter's instructions, packed (see the module docstring). Raises
     ValueError if there are too many sources for one program."""
-    match, other = (_KEEP, 0) if accept else (0, _KEEP)
+    match, other = (KEEP, 0) if accept else (0, KEEP)
     want = 4 if family == socket.AF_INET else 6
     insns = _source_blocks(sources, want, [(_RET_K, 0, 0, match)])
     insns.append((_RET_K, 0, 0, other))
@@ -81,7 +80,7 @@ Pattern = tuple[int, tuple[tuple[int, bytes], ...]]
 """A datagram's length and (offset, bytes) pieces of its payload (rais.core.wire.Steady)."""
 
 
-def pattern_block(pattern: Pattern, *, base: int = 8, match: int = _KEEP) -> bytes:
+def pattern_block(pattern: Pattern, *, base: int = 8, match: int = KEEP) -> bytes:
     """A piece of program, packed, that returns ``match`` if the payload (from
     offset ``base`` of what the filter sees: 8, past the UDP header, for a
     socket filter; 0 for a reuseport program) is ``pattern``, and else goes on

@@ -140,8 +140,8 @@ class UdpTransport:
         self.loop_back = loop_back
         self.steady = steady
         """The steady part of a datagram (rais.core.wire.steady): with it and
-        an ``on_late`` callback, multicast datagrams that change nothing wait
-        on a quiet socket (rais.drivers.quiet)."""
+        an ``on_late`` callback, datagrams that change nothing wait on a
+        quiet socket (rais.drivers.quiet)."""
         self._quiets: dict[int, Quiet] = {}
         """By via: the quiet side of its receiving socket (rais.drivers.quiet)."""
         self.counters: collections.Counter[str] = collections.Counter()
@@ -289,7 +289,7 @@ class UdpTransport:
                 self._attach(sock, set(self.peers), accept=True, via=via)
             self._read(sock, via)
             if quiet and self._destinations[via]:
-                self._start_quiet_unicast(sock, via)
+                self._start_quiet(sock, via, None)
 
     async def _start_multicast(self) -> None:
         group, port = self.group, self.port
@@ -315,7 +315,7 @@ class UdpTransport:
         if self._filter(recv, True):
             self._start_strangers(recv, mine[0][0], joined)
         if self._filtered and self.steady is not None and self._on_late is not None:
-            self._start_quiet(recv, mine[0][0], joined, self._on_late)
+            self._start_quiet(recv, mine[0][0], joined)
 
         # One send socket per control address, sending out of its interface.
         for via, address in mine:
@@ -337,23 +337,18 @@ class UdpTransport:
             sockfilter.detach(recv)
             self._filtered.clear()
 
-    def _start_quiet(
-        self, recv: socket.socket, via: int, joined: list[int], on_late: OnLate
-    ) -> None:
+    def _start_quiet(self, recv: socket.socket, via: int, joined: list[int] | None) -> None:
+        """The quiet socket beside ``recv``: joined to the group on ``joined``
+        (multicast), or sharing ``recv``'s port (unicast, ``joined`` None)."""
+        reuseport = joined is None
         sock = self._own(udp_socket(recv.family))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        bind_to(sock, recv.getsockname(), "multicast receive (steady datagrams)")
-        quiet = Quiet(self, sock, recv, via, self._late)
-        if quiet.start():
-            join(self.group, sock, joined)
-            self._quiets[via] = quiet
-
-    def _start_quiet_unicast(self, recv: socket.socket, via: int) -> None:
-        sock = self._own(udp_socket(recv.family))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        option = socket.SO_REUSEPORT if reuseport else socket.SO_REUSEADDR
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
         bind_to(sock, recv.getsockname(), f"control address {via} (steady datagrams)")
-        quiet = Quiet(self, sock, recv, via, self._late, reuseport=True)
+        quiet = Quiet(self, sock, recv, via, self._late, reuseport=reuseport)
         if quiet.start():
+            if joined is not None:
+                join(self.group, sock, joined)
             self._quiets[via] = quiet
 
     def trusted(self) -> set[IP]:
