@@ -23,14 +23,12 @@ from typing import Any
 from rais.core import wire
 from rais.core.effects import Send
 from rais.core.messages import Datagram
+from rais.drivers.quiet import Patterns
 from rais.sim.guarded import Guarded
 from rais.sim.invariants import Checker
 from rais.sim.network import TICK, Network
 from rais.sim.params import SimParams, SimResult
 from rais.sim.world import KEY, SimHost
-
-MAX_PATTERNS = 64
-"""Senders with a pattern at most, the oldest going first (rais.drivers.quiet)."""
 
 DELIVER = 0
 """The engine's kind of a scheduled delivery (sim/engine.py)."""
@@ -40,32 +38,16 @@ _Held = tuple[float, int, Datagram, bytes, float]
 
 
 class Quiet:
-    """One host's quiet socket and patterns, for one epoch of its agent."""
+    """One host's quiet socket and patterns, for one epoch of its agent (the
+    patterns are the driver's own bookkeeping, rais.drivers.quiet.Patterns)."""
 
-    __slots__ = ("candidates", "epoch", "held", "installed")
+    __slots__ = ("epoch", "held", "patterns")
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
-        self.candidates: dict[bytes, wire.Steady] = {}
-        self.installed: dict[bytes, wire.Steady] = {}
-        """By sender, oldest first."""
+        self.patterns = Patterns()
         self.held: list[_Held] = []
         """Waiting on the quiet socket, in arrival order."""
-
-    def seen(self, steady: wire.Steady | None) -> None:
-        """A datagram was processed at once (rais.drivers.quiet ``Patterns.seen``)."""
-        if steady is None:
-            return
-        sender = steady.sender
-        if self.candidates.get(sender) != steady:
-            self.candidates[sender] = steady
-            return
-        if self.installed.get(sender) == steady:
-            return
-        self.installed.pop(sender, None)
-        self.installed[sender] = steady
-        while len(self.installed) > MAX_PATTERNS:
-            del self.installed[next(iter(self.installed))]
 
 
 class Delivery:
@@ -135,13 +117,13 @@ class Delivery:
                 continue  # down, restarted since (its old socket is gone) or stalled
             if late and not h.old:
                 quiet = self._quiet(h)
-                if steady is not None and quiet.installed.get(steady.sender) == steady:
+                if steady is not None and quiet.patterns.installed.get(steady.sender) == steady:
                     quiet.held.append((now, s, dgram, data, sent))
                     self.result.held += 1
                     continue
                 self._wake(h, now)
                 self._receive(h, now, now, (now, s, dgram, data, sent))
-                quiet.seen(steady)
+                quiet.patterns.seen(steady, now)
             else:
                 self._receive(h, now, now, (now, s, dgram, data, sent))
 
