@@ -131,9 +131,25 @@ def holders(net: Lab, vip: str) -> list[str]:
     return [h for h in hosts(net) if ip in net.addresses(h)]
 
 
+def all_heard(net: Lab, rais: Rais) -> bool:
+    """Every running agent has logged every other running host joining: the
+    addresses alone can settle before a slow agent (the spare) is up, and a
+    test that then stops a holder sees its address go to the wrong host."""
+    running = [h for h in hosts(net) if h in rais.procs and rais.procs[h].poll() is None]
+    return all(
+        f"host-joined: host {net.ipv4(other)}" in rais.log(host)
+        for host in running
+        for other in running
+        if other != host
+    )
+
+
 async def settle(net: Lab, rais: Rais) -> None:
     ok, took = await wait_for(
-        lambda: holders(net, VIP1) == ["h1"] and holders(net, VIP2) == ["h2"], 10.0
+        lambda: holders(net, VIP1) == ["h1"]
+        and holders(net, VIP2) == ["h2"]
+        and all_heard(net, rais),
+        10.0,
     )
     assert ok, f"not settled after {took:.1f}s:\n{rais.log('h1')}\n{rais.log('h2')}"
 
