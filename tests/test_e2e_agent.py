@@ -146,9 +146,9 @@ def all_heard(net: Lab, rais: Rais) -> bool:
 
 async def settle(net: Lab, rais: Rais) -> None:
     ok, took = await wait_for(
-        lambda: holders(net, VIP1) == ["h1"]
-        and holders(net, VIP2) == ["h2"]
-        and all_heard(net, rais),
+        lambda: (
+            holders(net, VIP1) == ["h1"] and holders(net, VIP2) == ["h2"] and all_heard(net, rais)
+        ),
         10.0,
     )
     assert ok, f"not settled after {took:.1f}s:\n{rais.log('h1')}\n{rais.log('h2')}"

@@ -2,9 +2,11 @@
 agent``, a client probing a service address every 5 ms (a UDP echo server in
 every host, never restarted) and ``ip monitor address`` in every host.
 
-``rais pause --for 5s``, then SIGTERM and a new agent: no gap over 20 ms, no
-address change but refreshes. Without the pause, the same restart hands over
-as it always did (the spare takes the address, then it fails back)."""
+``rais pause --for 5s``, then SIGTERM and a new agent: no probe unanswered
+for over 20 ms (by the prober's clock: a busy machine that delays answers
+loses none), no address change but refreshes. Without the pause, the same
+restart hands over as it always did (the spare takes the address, then it
+fails back), and probes go unanswered meanwhile."""
 
 from __future__ import annotations
 
@@ -80,11 +82,13 @@ async def _restart(net: Lab, rais: Rais, *, pause: bool) -> tuple[Answers, AddrM
 async def test_an_in_place_restart_moves_nothing(cluster: tuple[Lab, Rais]) -> None:
     net, rais = cluster
     answers, monitor, h1, h3 = await _restart(net, rais, pause=True)
-    gap = largest_gap(answers)
+    gap, lost = largest_gap(answers), answers.longest_loss()
     print(f"in-place restart: largest gap {gap * 1000:.1f} ms, {len(answers.got)} answers")
+    print(f"longest unanswered {lost * 1000:.1f} ms, {len(answers.sent)} sent")
     print("gaps over 10 ms (start s, length s):", gaps_over(answers, 0.010))
     assert {h for _, _, h in answers.got} == {"h2"}
-    assert gap <= 0.020, gap
+    assert len(answers.sent) > 100
+    assert lost <= 0.020, lost
     changes = [c for c in monitor.changes if c.address == VIP2]
     assert changes, "no refresh seen: is the monitor working?"
     assert all(c.host == "h2" and c.added for c in changes), changes  # refreshes only
@@ -99,6 +103,7 @@ async def test_a_plain_restart_still_hands_over(cluster: tuple[Lab, Rais]) -> No
     answers, monitor, _, h3 = await _restart(net, rais, pause=False)
     gap = largest_gap(answers)
     print(f"plain restart: largest gap {gap * 1000:.1f} ms")
+    print(f"plain restart: longest unanswered {answers.longest_loss() * 1000:.1f} ms")
     assert "h3" in {h for _, _, h in answers.got}  # the spare took it over meanwhile
     assert [c for c in monitor.changes if c.address == VIP2 and not c.added]
     assert monitor.overlaps(VIP2) == []

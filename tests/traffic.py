@@ -5,6 +5,7 @@ a UDP echo server per host and a prober in the client namespace, and
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import re
 import signal
@@ -76,6 +77,19 @@ class Answers:
     sent: list[float]
     got: list[tuple[int, float, str]]
     """(sequence number, arrival time, answering host), in arrival order."""
+
+    def longest_loss(self) -> float:
+        """The longest time the service did not answer, by the prober's own
+        clock: from the sending of the last answered probe before a run of
+        unanswered ones to the sending of the next answered one (0: every
+        probe answered). A prober or echo server kept off the CPU by a busy
+        machine delays answers but loses none, so this, unlike the gap between
+        arrivals, is the service's outage alone."""
+        answered = sorted({seq for seq, _, _ in self.got})
+        return max(
+            (self.sent[b] - self.sent[a] for a, b in itertools.pairwise(answered) if b > a + 1),
+            default=0.0,
+        )
 
     def outage(self, failed: str) -> tuple[float, str | None]:
         """The gap from the last answer of host ``failed`` to the first answer of
