@@ -734,6 +734,7 @@ def test_wire_imports_only_allowed_modules(module: ModuleType) -> None:
         "struct",
         "hmac",
         "hashlib",
+        "functools",  # a memo of each key's padded hashes (lru_cache)
         "dataclasses",
         "typing",
         "collections.abc",
@@ -852,3 +853,17 @@ def test_encode_decode_round_trip(
     if included < len(msg.peers):
         with_next = dataclasses.replace(msg, peers=msg.peers[: included + 1])
         assert len(wire.encode_body(with_next)) > len(datagrams) * cap
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.binary(min_size=1, max_size=200), seq=st.integers(0, 2**32 - 2))
+def test_the_mac_is_hmac_sha256_for_keys_of_any_length(key: bytes, seq: int) -> None:
+    """The signer keeps each key's padded hashes (shorter, equal to and longer
+    than SHA-256's 64-byte block): the MAC is still the standard one, and a
+    datagram signed with another key is refused."""
+    (data,), _ = wire.encode(RAW_MESSAGE, group_tag=TAG, sender=A4, epoch=3, seq=seq, key=key)
+    signed, mac = data[: -wire.MAC_SIZE], data[-wire.MAC_SIZE :]
+    assert mac == hmac.digest(key, signed, "sha256")
+    assert wire.decode(data, group_tag=TAG, keys=[key]).seq == seq
+    with pytest.raises(wire.DecodeError):
+        wire.decode(data, group_tag=TAG, keys=[key + b"x"])

@@ -16,6 +16,7 @@ argument that cannot be represented on the wire (a bug in the caller).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
@@ -186,7 +187,7 @@ def _frame(
     for i in range(n):
         chunk = body[i * cap : (i + 1) * cap]
         signed = head + _TAIL.pack(epoch, seq + i, i, n, len(chunk)) + chunk
-        out.append(signed + hmac.digest(key, signed, "sha256"))
+        out.append(signed + _mac(key, signed))
     return out
 
 
@@ -235,7 +236,37 @@ def _authentic(signed: bytes, mac: bytes, hint: int, keys: Sequence[bytes]) -> b
     if len(keys) > 1:
         # Try the key the sender names first; sorted() is stable.
         keys = sorted(keys, key=lambda k: _key_hint(k) != hint)
-    return any(hmac.compare_digest(hmac.digest(key, signed, "sha256"), mac) for key in keys if key)
+    return any(hmac.compare_digest(_mac(key, signed), mac) for key in keys if key)
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@functools.lru_cache(maxsize=8)
+def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256's inner and outer hashes with ``key`` already absorbed
+    (RFC 2104). A memo, not state: copying them costs a datagram a fraction
+    of what ``hmac.digest`` pays to key afresh at every call (after a sleep,
+    with cold caches, about 10 against 50 µs here)."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
+
+
+_BLOCK = 64
+"""SHA-256's block size in bytes."""
+
+
+def _mac(key: bytes, signed: bytes) -> bytes:
+    """HMAC-SHA256 of ``signed`` under ``key``."""
+    inner, outer = _pads(key)
+    h = inner.copy()
+    h.update(signed)
+    o = outer.copy()
+    o.update(h.digest())
+    return o.digest()
 
 
 class Reuse(Protocol):
