@@ -1,6 +1,7 @@
 """The agent's DNS: one ``GroupDns`` per group with a ``[group.dns]`` table, the
-DNS thread (every 100 ms each recomputes its group's answer), the zones the
-embedded servers answer and the servers themselves.
+DNS thread (it recomputes a group's answer when what the answer depends on
+changed, at most every 100 ms), the zones the embedded servers answer and the
+servers themselves.
 
 While the DNS thread is not running (restarting after a failure, or not yet
 started) every zone is stale: the embedded server leaves the groups' names
@@ -20,7 +21,8 @@ from rais.runtime.group import GroupRunner
 from rais.runtime.supervise import Part
 
 TICK = 0.1
-"""Seconds between two recomputations of every group's answer."""
+"""Seconds between two recomputations at least (changes in between wait and
+are taken together)."""
 
 
 class DnsService:
@@ -56,6 +58,9 @@ class DnsService:
         if group.dns is None:
             return None
         name = group.name
+        runner = self.runners.get(name)
+        if runner is not None:
+            runner.on_pumped = lambda: self._check(name)
         gd = self.make_group_dns(
             group.dns,
             group=name,
@@ -71,17 +76,27 @@ class DnsService:
     def remove(self, name: str) -> None:
         self.groups.pop(name, None)
         self._seen.pop(name, None)
+        runner = self.runners.get(name)
+        if runner is not None:
+            runner.on_pumped = None
+
+    def _check(self, name: str) -> None:
+        """After each input of group ``name``'s core (in its wake-up, not one
+        of its own): wake the DNS thread if the group's hosts changed."""
+        runner = self.runners.get(name)
+        if name not in self.groups or runner is None or self._wake.is_set():
+            return
+        if self._seen.get(name) != runner.core.hosts_key():
+            self._wake.set()
 
     async def run(self) -> None:
-        """The DNS thread: every 100 ms, recompute the answer of each group
-        whose hosts changed (asleep while no group has DNS). A restarted
+        """The DNS thread: recompute the answer of each group whose hosts
+        changed, then wait ``TICK`` at least, and sleep until a group's hosts
+        change again (no wake-up of its own while nothing does). A restarted
         thread recomputes every group once."""
         self._seen.clear()
         while True:
-            if not self.groups:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+            self._wake.clear()
             for name, gd in list(self.groups.items()):
                 runner = self.runners.get(name)
                 if runner is None:
@@ -92,6 +107,7 @@ class DnsService:
                     self._seen[name] = key
                     gd.refresh(runner.core.view(asyncio.get_running_loop().time()))
             await asyncio.sleep(TICK)
+            await self._wake.wait()
 
     def zones(self) -> list[ZoneData]:
         """The zones of every group with DNS (what the embedded server answers)."""

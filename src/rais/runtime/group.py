@@ -107,6 +107,9 @@ class GroupRunner(Refresher):
         """Guard "etcd": the core wants the group's leader key (its last ``Campaign``)."""
         self.on_campaign: Callable[[bool], None] | None = None
         """Hears every ``Campaign`` (the group's arbiter loop, rais.runtime.arbiter)."""
+        self.on_pumped: Callable[[], None] | None = None
+        """Called after the effects of every input are drained (the DNS
+        looks whether what its answer depends on changed)."""
 
     # ------------------------------------------------------------- lifecycle
 
@@ -401,6 +404,8 @@ class GroupRunner(Refresher):
                     self.on_campaign(eff.want)
             else:
                 self.on_event(eff)
+        if self.on_pumped is not None:
+            self.on_pumped()
         if self.core.left:
             self._left.set()
         if self._stopped:
