@@ -337,10 +337,22 @@ class Core(Hearing):
         if now >= self.next_heartbeat:
             self._send_info = True
             self._need_pass = True
-            self.next_heartbeat += self.config.heartbeat
-            if self.next_heartbeat <= now:
-                self.next_heartbeat = now + self.config.heartbeat
+            self.next_heartbeat = self._next_beat(now)
         return True
+
+    def _next_beat(self, now: float) -> float:
+        """The heartbeat after the one sent at ``now``: one ``heartbeat`` after
+        the one due (a late one does not bring the next forward), or the first
+        point after ``now`` of the beat grid (``beat_origin``). Either way no two
+        heartbeats are more than one ``heartbeat`` apart."""
+        every, origin = self.config.heartbeat, self.beat_origin
+        if origin is None:
+            t = self.next_heartbeat + every
+            return t if t > now else now + every
+        t = origin + ((now - origin) // every + 1) * every
+        while t <= now:  # rounding
+            t += every
+        return t
 
     def _self_changed(self, now: float) -> None:
         entry = self.entry()

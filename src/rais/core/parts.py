@@ -32,7 +32,19 @@ class CoreParts:
     model and the driver's questions); ``Core`` adds the inputs and their
     transitions."""
 
-    def __init__(self, config: CoreConfig, *, epoch: int, rng: random.Random, now: float) -> None:
+    def __init__(
+        self,
+        config: CoreConfig,
+        *,
+        epoch: int,
+        rng: random.Random,
+        now: float,
+        beat_origin: float | None = None,
+    ) -> None:
+        """``beat_origin``: heartbeats after the first (sent at ``now``) fall on
+        ``beat_origin`` + k ``heartbeat`` (an agent gives all its groups the
+        same, so that one wake-up sends them all); None: every ``heartbeat``
+        from ``now``."""
         self.config = config
         self.id: Addr = config.host_id
         self.epoch = epoch & 0xFFFFFFFF
@@ -75,6 +87,7 @@ class CoreParts:
         self.own_pause = OwnPause()
         self.settle_at = now + config.timeout
         self.next_heartbeat = now
+        self.beat_origin = beat_origin
         self.next_announce: float | None = None
         self._pages = PeerPages(config.peers_per_message)
         self._send_info = True

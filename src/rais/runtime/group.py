@@ -55,12 +55,15 @@ class GroupRunner(Refresher):
         load_source: Callable[[], tuple[int, int] | None] | None = None,
         metrics: Metrics | None = None,
         on_fatal: Callable[[str, str], None] | None = None,
+        beat_origin: float | None = None,
     ) -> None:
         """``load_source`` gives this group's combined (load, capacity), read
         before each timer pass; a group with ``tests`` starts not OK until its
         tests report (``test_result``). ``on_fatal(part, reason)`` hears of a
         failure this group cannot go on after: its transport lost, its core's
-        driver raising (the agent ends; see rais.runtime.supervise)."""
+        driver raising (the agent ends; see rais.runtime.supervise).
+        ``beat_origin`` (loop time): the core's beat grid (rais.core.parts),
+        the same for every group of the agent."""
         self.config = config
         self.drivers = drivers
         self.held = held
@@ -78,7 +81,9 @@ class GroupRunner(Refresher):
         self.on_fatal = on_fatal or _raise
         self.broken: str | None = None
         """Why this group's core can no longer be driven (None: it can)."""
-        self.core = Core(self.core_config, epoch=epoch, rng=rng, now=self.loop.time())
+        self.core = Core(
+            self.core_config, epoch=epoch, rng=rng, now=self.loop.time(), beat_origin=beat_origin
+        )
         self.counters: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
         self._chains: dict[Addr, asyncio.Task[None]] = {}

@@ -101,6 +101,8 @@ class Groups:
         self.etcd = etcd
         self.arbiter = arbiter
         self._unsubscribe: dict[str, list[Callable[[], None]]] = {}
+        self.beat_origin: float | None = None
+        """The heartbeats' grid of every group (``_beat_origin``)."""
         self.campaigners: dict[str, Campaigner] = {}
         """The arbiter loop of each group with guard "etcd", by group name."""
 
@@ -120,6 +122,7 @@ class Groups:
             load_source=self._load_source(group),
             metrics=self.metrics,
             on_fatal=self._fatal,
+            beat_origin=self._beat_origin(),
         )
         await runner.start(resume_until)
         self.runners[group.name] = runner
@@ -138,6 +141,13 @@ class Groups:
         for kind, run in gd.runs() if gd is not None else ():
             sup.keep(f"dns {kind} {group.name}", run, group=group.name)
         log.info("group %s: joined", group.name)
+
+    def _beat_origin(self) -> float:
+        """One beat grid for all groups (the loop time of the first join): the
+        heartbeats of groups of one period leave in one wake-up."""
+        if self.beat_origin is None:
+            self.beat_origin = asyncio.get_running_loop().time()
+        return self.beat_origin
 
     async def leave(self, name: str) -> None:
         runner = self.runners.pop(name, None)
