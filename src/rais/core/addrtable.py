@@ -118,10 +118,13 @@ class AddressTable:
         if row is not None and row.preferred == entry.id and row.deadline is None:
             self._set(row, last_heard + self.orphan_timeout)
 
-    def merge(self, now: float, table: tuple[TableEntry, ...], *, leader: bool = True) -> None:
+    def merge(self, now: float, table: tuple[TableEntry, ...], *, leader: bool = True) -> bool:
         """Inherit the leader's rows and countdowns; from another host, only rows
         this host has never heard of (so a leader that missed a host's death
-        still learns its orphan from whoever saw it)."""
+        still learns its orphan from whoever saw it). True if a row was added
+        or changed (a leader's table of served rows, heard again, changes
+        nothing)."""
+        changed = False
         for te in table:
             if not leader and te.address in self.rows:
                 continue
@@ -133,14 +136,18 @@ class AddressTable:
                 row = AddrRow(te.address, te.prefixlen, te.preferred, None, te.extras)
                 self.rows[te.address] = row
                 self._set(row, deadline)
+                changed = True
                 continue
-            if te.extras and row.deadline is not None:
+            if te.extras and row.deadline is not None and row.extras != te.extras:
                 # A version-1 sender's rows have no extras: never take "none" from it.
                 row.extras = te.extras
+                changed = True
             if row.deadline is not None and deadline is not None:
                 # Both see an orphan: take the leader's countdown. A row this host
                 # sees served by its preferred host keeps its own, fresher view.
                 self._set(row, deadline)
+                changed = True
+        return changed
 
     def key_of(self, address: Addr) -> Addr | None:
         """The key of the (valid) address set that has ``address``, as key or extra."""

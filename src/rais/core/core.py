@@ -372,8 +372,7 @@ class Core(Hearing):
         lease = self.guard.take(now, entry.id, msg.guard, from_leader, entry.served)
         if from_leader:
             self._leader_rows = frozenset(te.address for te in msg.table)
-        if msg.table:
-            self.table.merge(now, msg.table, leader=from_leader)
+        if msg.table and self.table.merge(now, msg.table, leader=from_leader):
             news = True
         if from_leader:
             for cmd in msg.commands:
