@@ -68,3 +68,34 @@ def test_without_an_origin_heartbeats_keep_their_own_phase() -> None:
     after = [t for t in sends(c, 3.0) if t > 2.0]
     assert after and all(on_grid(t, 0.0123) for t in after)
     assert not any(on_grid(t, 0.0) for t in after)
+
+
+def test_a_steady_info_leaves_the_core_idle() -> None:
+    """``Core.idle``: the driver may skip draining after an input that queued
+    nothing and did not move the timer (every steady info); a host joining,
+    or changing, is never such an input."""
+    a, b = core(1, 0.0, origin=0.0), core(2, 0.0, origin=0.0)
+
+    def heartbeat(t: float) -> bytes:
+        b.handle_timer(t)
+        out = [e for e in b.effects() if isinstance(e, Send)]
+        assert out, t
+        return out[-1].data
+
+    assert a.datagram_received(0.0, heartbeat(0.0), 0)
+    assert not a.idle  # host 2 joined: an event, a new timer
+    a.effects()
+    a.get_timer()
+    for k in range(1, 20):
+        t = k * HEARTBEAT
+        data = heartbeat(t)
+        a.handle_timer(t)
+        a.effects()
+        a.get_timer()
+        assert a.datagram_received(t + 0.001, data, 0)
+        if k > 15:  # settled, nothing left to change
+            assert a.idle, k
+    b.quiesce(2.0)
+    quiesced = [e for e in b.effects() if isinstance(e, Send)][-1].data
+    assert a.datagram_received(2.001, quiesced, 0)
+    assert not a.idle

@@ -186,6 +186,13 @@ class Core(Hearing):
         """Drain the effects produced so far, in order."""
         return self.out.drain()
 
+    @property
+    def idle(self) -> bool:
+        """No effect waits to be drained and ``get_timer`` has not moved since
+        it was last asked: a driver may skip draining after this input (a
+        heartbeat that changed nothing, such as every steady info)."""
+        return not self.out.items and not self._timer_stale and not self.left
+
     # ----------------------------------------------------- input bodies
 
     def _tested(self, now: float, ok: bool, reason: str) -> bool:

@@ -283,8 +283,10 @@ class GroupRunner(Refresher):
         traffic.received_bytes += len(data)
         try:
             now = self.loop.time() if at is None else at
-            authentic = self.core.datagram_received(now, data, via)
-            self._pump()
+            core = self.core
+            authentic = core.datagram_received(now, data, via)
+            if not core.idle:  # a steady info leaves nothing to drain
+                self._pump()
         except Exception as exc:
             self._broke(exc)
             return False
