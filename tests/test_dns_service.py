@@ -5,8 +5,11 @@ of the core, in the core's own wake-up), at most every ``TICK``."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any, cast
+
+import pytest
 
 from rais.config import GroupConfig
 from rais.dns.group import GroupDns
@@ -75,49 +78,51 @@ async def next_answer(dns: Recorder, limit: float = 2.0) -> list[int]:
     return dns.views
 
 
-async def test_nothing_changes_nothing_runs() -> None:
+Running = tuple[DnsService, FakeRunner, Recorder]
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Running]:
+    """A DNS service with one group, its thread running, past its first answer."""
     svc, runner, dns = service()
     task = asyncio.create_task(svc.run())
     try:
         assert await next_answer(dns) == [0]  # the first computation
-        read = runner.core.keys_read
-        runner.pump()  # inputs that change nothing: a look at the key, no wake-up
-        runner.pump()
-        await asyncio.sleep(5 * TICK)
-        assert dns.views == [0]
-        assert runner.core.keys_read - read <= 2  # no polling of its own
+        yield svc, runner, dns
     finally:
         task.cancel()
 
 
-async def test_a_change_is_answered_and_changes_close_together_are_taken_together() -> None:
-    svc, runner, dns = service()
-    task = asyncio.create_task(svc.run())
-    try:
-        await next_answer(dns)
-        await asyncio.sleep(1.5 * TICK)  # idle now: past the wait after a computation
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        runner.pump(1)
-        assert await next_answer(dns) == [0, 1]
-        assert loop.time() - start < TICK  # idle: at once
-        for key in range(2, 12):  # ten changes at once: at most one more answer per TICK
-            runner.pump(key)
-        assert (await next_answer(dns))[-1] == 11
-        assert len(dns.views) == 3
-    finally:
-        task.cancel()
+async def test_nothing_changes_nothing_runs(running: Running) -> None:
+    _, runner, dns = running
+    read = runner.core.keys_read
+    runner.pump()  # inputs that change nothing: a look at the key, no wake-up
+    runner.pump()
+    await asyncio.sleep(5 * TICK)
+    assert dns.views == [0]
+    assert runner.core.keys_read - read <= 2  # no polling of its own
 
 
-async def test_a_removed_group_is_no_longer_followed() -> None:
-    svc, runner, dns = service()
-    task = asyncio.create_task(svc.run())
-    try:
-        await next_answer(dns)
-        svc.remove("www")
-        assert runner.on_pumped is None
-        runner.pump(5)
-        await asyncio.sleep(2 * TICK)
-        assert dns.views == [0]
-    finally:
-        task.cancel()
+async def test_a_change_is_answered_and_changes_close_together_are_taken_together(
+    running: Running,
+) -> None:
+    _, runner, dns = running
+    await asyncio.sleep(1.5 * TICK)  # idle now: past the wait after a computation
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    runner.pump(1)
+    assert await next_answer(dns) == [0, 1]
+    assert loop.time() - start < TICK  # idle: at once
+    for key in range(2, 12):  # ten changes at once: at most one more answer per TICK
+        runner.pump(key)
+    assert (await next_answer(dns))[-1] == 11
+    assert len(dns.views) == 3
+
+
+async def test_a_removed_group_is_no_longer_followed(running: Running) -> None:
+    svc, runner, dns = running
+    svc.remove("www")
+    assert runner.on_pumped is None
+    runner.pump(5)
+    await asyncio.sleep(2 * TICK)
+    assert dns.views == [0]
