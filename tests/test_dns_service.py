@@ -34,6 +34,7 @@ class FakeRunner:
     def __init__(self) -> None:
         self.core = FakeCore()
         self.on_pumped: Any = None
+        self.unsubscribe: Any = None
 
     def pump(self, key: int | None = None) -> None:
         """One input of the core (changing the hosts to ``key``, if given)."""
@@ -57,6 +58,8 @@ class Recorder:
 
 
 def service() -> tuple[DnsService, FakeRunner, Recorder]:
+    """A DNS service with group "www" followed as the agent follows it
+    (``follow``'s unsubscribe kept on the fake runner)."""
     runner = FakeRunner()
     runners = cast(dict[str, GroupRunner], {"www": runner})
     made: list[Recorder] = []
@@ -69,6 +72,7 @@ def service() -> tuple[DnsService, FakeRunner, Recorder]:
     svc.make_group_dns = make
     group = SimpleNamespace(name="www", dns=object(), load_scale=1.0)
     svc.add(cast(GroupConfig, group))
+    runner.unsubscribe = svc.follow("www", cast(GroupRunner, runner))
     return svc, runner, made[0]
 
 
@@ -122,7 +126,9 @@ async def test_a_change_is_answered_and_changes_close_together_are_taken_togethe
 async def test_a_removed_group_is_no_longer_followed(running: Running) -> None:
     svc, runner, dns = running
     svc.remove("www")
+    runner.pump(5)  # still hooked: the hook knows the group is gone
+    runner.unsubscribe()  # the agent unsubscribes on leave
     assert runner.on_pumped is None
-    runner.pump(5)
+    runner.pump(6)
     await asyncio.sleep(2 * TICK)
     assert dns.views == [0]

@@ -136,8 +136,9 @@ def all_heard(net: Lab, rais: Rais) -> bool:
     addresses alone can settle before a slow agent (the spare) is up, and a
     test that then stops a holder sees its address go to the wrong host."""
     running = [h for h in hosts(net) if h in rais.procs and rais.procs[h].poll() is None]
+    logs = {host: rais.log(host) for host in running}
     return all(
-        f"host-joined: host {net.ipv4(other)}" in rais.log(host)
+        f"host-joined: host {net.ipv4(other)}" in logs[host]
         for host in running
         for other in running
         if other != host

@@ -239,6 +239,10 @@ def _authentic(signed: bytes, mac: bytes, hint: int, keys: Sequence[bytes]) -> b
     return any(hmac.compare_digest(_mac(key, signed), mac) for key in keys if key)
 
 
+_BLOCK = 64
+"""SHA-256's block size in bytes."""
+
+
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 
@@ -253,10 +257,6 @@ def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
         key = hashlib.sha256(key).digest()
     key = key.ljust(_BLOCK, b"\0")
     return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
-
-
-_BLOCK = 64
-"""SHA-256's block size in bytes."""
 
 
 def _mac(key: bytes, signed: bytes) -> bytes:

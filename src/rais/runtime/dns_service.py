@@ -58,9 +58,6 @@ class DnsService:
         if group.dns is None:
             return None
         name = group.name
-        runner = self.runners.get(name)
-        if runner is not None:
-            runner.on_pumped = lambda: self._check(name)
         gd = self.make_group_dns(
             group.dns,
             group=name,
@@ -76,18 +73,24 @@ class DnsService:
     def remove(self, name: str) -> None:
         self.groups.pop(name, None)
         self._seen.pop(name, None)
-        runner = self.runners.get(name)
-        if runner is not None:
+
+    def follow(self, name: str, runner: GroupRunner) -> Callable[[], None]:
+        """After each input of group ``name``'s core (in its wake-up, not one
+        of its own), wake the DNS thread if the group's hosts changed. Returns
+        the unsubscribe function (as the probes' and the links' do)."""
+
+        def check() -> None:
+            if self._wake.is_set() or name not in self.groups:
+                return
+            if self._seen.get(name) != runner.core.hosts_key():
+                self._wake.set()
+
+        runner.on_pumped = check
+
+        def unsubscribe() -> None:
             runner.on_pumped = None
 
-    def _check(self, name: str) -> None:
-        """After each input of group ``name``'s core (in its wake-up, not one
-        of its own): wake the DNS thread if the group's hosts changed."""
-        runner = self.runners.get(name)
-        if name not in self.groups or runner is None or self._wake.is_set():
-            return
-        if self._seen.get(name) != runner.core.hosts_key():
-            self._wake.set()
+        return unsubscribe
 
     async def run(self) -> None:
         """The DNS thread: recompute the answer of each group whose hosts

@@ -138,6 +138,8 @@ class Groups:
         if group.tests:
             subs.append(self.probes.subscribe(group.tests, runner.test_result))
         gd = self.dns.add(group)
+        if gd is not None:
+            subs.append(self.dns.follow(group.name, runner))
         for kind, run in gd.runs() if gd is not None else ():
             sup.keep(f"dns {kind} {group.name}", run, group=group.name)
         log.info("group %s: joined", group.name)
