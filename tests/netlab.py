@@ -261,6 +261,19 @@ class Lab:
             proc = self.run(host, sys.executable, "-c", _PING, target, str(timeout), check=False)
         return proc.returncode == 0
 
+    def reaches(self, host: str, address: IP | str, timeout: float = 5.0) -> bool:
+        """Pings from ``host`` until one is answered or ``timeout`` passes.
+
+        For preconditions: one echo can go unanswered on a loaded machine
+        (the first neighbour solicitation for a fresh IPv6 address is
+        retried only after a second), which says nothing about the product."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.ping(host, address):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
 
 _PING = r"""
 import ipaddress, os, socket, struct, sys, time

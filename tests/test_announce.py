@@ -107,7 +107,7 @@ async def _move(net: Lab, address: IP, prefixlen: int) -> None:
     h1, h2 = NetlinkAddresses(net.ns("h1")), NetlinkAddresses(net.ns("h2"))
     try:
         await h1.add("eth0", address, prefixlen)
-        assert net.ping("c", address), f"client cannot reach {address} on h1"
+        assert net.reaches("c", address), f"client cannot reach {address} on h1"
         assert net.neigh("c", address) == net.mac("h1")
         await h1.remove("eth0", address, prefixlen)
         await h2.add("eth0", address, prefixlen)
@@ -170,7 +170,7 @@ async def test_drivers_without_netns_under_ip_netns_exec(net: Lab) -> None:
     try:
         for address in (V4, V6):
             await h1.add("eth0", address, 24 if address.version == 4 else 64)
-            assert net.ping("c", address)
+            assert net.reaches("c", address)
             await h1.remove("eth0", address, 24 if address.version == 4 else 64)
     finally:
         h1.close()

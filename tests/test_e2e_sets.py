@@ -79,7 +79,7 @@ async def test_an_address_set_moves_as_one_unit_and_fails_back(
         assert back, (_where(net), rais.log("h2"))
         await asyncio.sleep(0.3)
         assert _where(net) == [["h2"], ["h2"]]
-        assert net.ping("c", V4) and net.ping("c", V6)
+        assert net.reaches("c", V4) and net.reaches("c", V6)
     finally:
         monitor.stop()
         rais.stop_all()
